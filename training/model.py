@@ -1,0 +1,200 @@
+"""Mean-scale hyperprior with gain units (one model for all rates).
+
+Architecture (Minnen et al. 2018 without the autoregressive context model,
+variable rate by gain units as in Cui et al. 2021):
+
+  g_a : x -> y            4 x (conv5x5 stride 2), simplified GDN between
+  gain: y_g = y * g(q)    per-channel gain, q continuous between trained levels
+  h_a : y_g -> z          conv3x3, conv5x5/2, conv5x5/2 with ReLU
+  h_s : z_hat -> mu,sigma sub-pixel (conv3x3 + PixelShuffle) x2, conv3x3
+  quant: r = round(y_g - mu), y_hat_g = r + mu
+  g_s : y_hat_g * ig(q) -> x_hat   sub-pixel upsampling, simplified IGDN
+
+Sub-pixel convolutions replace transposed convolutions because onnxruntime's
+ConvTranspose is markedly slower on CPU and needs more memory.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SCALE_MIN = 0.11
+SCALE_MAX = 64.0
+# Rate-distortion trade-offs of the trained gain levels (loss = lambda*255^2*MSE + bpp).
+LAMBDAS = [0.0016, 0.0028, 0.0050, 0.0088, 0.0156, 0.0276, 0.0488, 0.0864]
+
+
+class LowerBound(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, bound):
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return torch.clamp(x, min=bound)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        pass_through = (x >= ctx.bound) | (g < 0)
+        return g * pass_through.to(g.dtype), None
+
+
+class GDN(nn.Module):
+    """Simplified (I)GDN of Johnston et al. 2019: y = x / (beta + gamma * |x|)."""
+
+    def __init__(self, ch: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.ones(ch))
+        self.gamma = nn.Parameter(0.1 * torch.eye(ch).view(ch, ch, 1, 1))
+
+    def effective(self):
+        beta = LowerBound.apply(self.beta, 1e-3)
+        gamma = LowerBound.apply(self.gamma, 0.0)
+        return beta, gamma
+
+    def forward(self, x):
+        beta, gamma = self.effective()
+        norm = F.conv2d(torch.abs(x), gamma.to(x.dtype), beta.to(x.dtype))
+        return x * norm if self.inverse else x / norm
+
+
+def conv(cin, cout, k=5, s=2):
+    return nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
+
+
+class SubPixelUp(nn.Sequential):
+    def __init__(self, cin, cout, k=3, r=2):
+        super().__init__(nn.Conv2d(cin, cout * r * r, k, padding=k // 2), nn.PixelShuffle(r))
+
+
+class Analysis(nn.Sequential):
+    def __init__(self, N, M):
+        super().__init__(conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+
+
+class Synthesis(nn.Sequential):
+    def __init__(self, N, M):
+        super().__init__(
+            SubPixelUp(M, N), GDN(N, True), SubPixelUp(N, N), GDN(N, True),
+            SubPixelUp(N, N), GDN(N, True), SubPixelUp(N, 3),
+        )
+
+
+class HyperAnalysis(nn.Sequential):
+    def __init__(self, N, M):
+        super().__init__(conv(M, N, 3, 1), nn.ReLU(), conv(N, N), nn.ReLU(), conv(N, N))
+
+
+class HyperSynthesis(nn.Sequential):
+    def __init__(self, N, M):
+        super().__init__(
+            SubPixelUp(N, N), nn.ReLU(), SubPixelUp(N, N * 3 // 2), nn.ReLU(),
+            nn.Conv2d(N * 3 // 2, 2 * M, 3, padding=1),
+        )
+
+
+class FactorizedPrior(nn.Module):
+    """Per-channel learned CDF (Balle et al. 2018, appendix 6.1) for the hyper-latent z."""
+
+    def __init__(self, ch: int, filters=(3, 3, 3), init_scale=10.0):
+        super().__init__()
+        filters = (1,) + tuple(filters) + (1,)
+        scale = init_scale ** (1 / (len(filters) - 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i in range(len(filters) - 1):
+            init = math.log(math.expm1(1 / scale / filters[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((ch, filters[i + 1], filters[i]), init)))
+            self.biases.append(nn.Parameter(torch.rand(ch, filters[i + 1], 1) - 0.5))
+            if i < len(filters) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(ch, filters[i + 1], 1)))
+
+    def logits_cdf(self, x):
+        # x: (C, 1, K)
+        for i in range(len(self.matrices)):
+            x = torch.matmul(F.softplus(self.matrices[i]), x) + self.biases[i]
+            if i < len(self.factors):
+                x = x + torch.tanh(self.factors[i]) * torch.tanh(x)
+        return x
+
+    def likelihood(self, z):
+        # z: (B, C, H, W) -> probability mass of the unit bin around each value
+        B, C, H, W = z.shape
+        v = z.permute(1, 0, 2, 3).reshape(C, 1, -1)
+        lo = self.logits_cdf(v - 0.5)
+        hi = self.logits_cdf(v + 0.5)
+        sign = -torch.sign(lo + hi).detach()
+        p = torch.abs(torch.sigmoid(sign * hi) - torch.sigmoid(sign * lo))
+        return p.reshape(C, B, H, W).permute(1, 0, 2, 3)
+
+    @torch.no_grad()
+    def pmf_table(self, lo: int, hi: int):
+        """Probability of each integer in [lo, hi] per channel: (C, hi-lo+1), float64."""
+        C = self.matrices[0].shape[0]
+        v = torch.arange(lo, hi + 1, dtype=torch.float32).view(1, 1, -1).repeat(C, 1, 1)
+        lower = self.logits_cdf(v - 0.5)
+        upper = self.logits_cdf(v + 0.5)
+        sign = -torch.sign(lower + upper)
+        p = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        return p.squeeze(1).double()
+
+
+def gaussian_likelihood(r, scale):
+    """P(round(x) = r) for x ~ N(0, scale), r is the (noisy or rounded) residual y - mu."""
+    scale = torch.clamp(scale, min=SCALE_MIN)
+    r = torch.abs(r)
+    upper = torch.special.ndtr((0.5 - r) / scale)
+    lower = torch.special.ndtr((-0.5 - r) / scale)
+    return upper - lower
+
+
+class HyperpriorCodec(nn.Module):
+    def __init__(self, N=128, M=192, levels=len(LAMBDAS)):
+        super().__init__()
+        self.N, self.M = N, M
+        self.g_a = Analysis(N, M)
+        self.g_s = Synthesis(N, M)
+        self.h_a = HyperAnalysis(N, M)
+        self.h_s = HyperSynthesis(N, M)
+        self.prior = FactorizedPrior(N)
+        # log-domain gains per level, so the interpolation for continuous quality is exponential
+        self.log_gain = nn.Parameter(torch.zeros(levels, M))
+        self.log_igain = nn.Parameter(torch.zeros(levels, M))
+        with torch.no_grad():
+            g = torch.tensor([math.log(l / LAMBDAS[len(LAMBDAS) // 2]) / 4 for l in LAMBDAS])
+            self.log_gain.copy_(g.view(-1, 1).expand(-1, M))
+            self.log_igain.copy_(-g.view(-1, 1).expand(-1, M))
+
+    def gains(self, level: torch.Tensor):
+        """level: (B,) float in [0, levels-1]; returns gain and inverse gain (B, M, 1, 1)."""
+        lo = torch.clamp(level.floor().long(), 0, self.log_gain.shape[0] - 2)
+        t = (level - lo.float()).view(-1, 1)
+        g = (1 - t) * self.log_gain[lo] + t * self.log_gain[lo + 1]
+        ig = (1 - t) * self.log_igain[lo] + t * self.log_igain[lo + 1]
+        return torch.exp(g)[..., None, None], torch.exp(ig)[..., None, None]
+
+    def hyper_params(self, z_hat):
+        p = self.h_s(z_hat).float()
+        mu, s = p.chunk(2, dim=1)
+        # scale parameterised in log domain for a well-conditioned output range
+        sigma = torch.exp(torch.clamp(s, math.log(SCALE_MIN), math.log(SCALE_MAX)))
+        return mu, sigma
+
+    def forward(self, x, level):
+        gain, igain = self.gains(level)
+        y = self.g_a(x).float() * gain
+        z = self.h_a(y).float()
+        z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
+        z_hat = torch.round(z) - z.detach() + z  # STE into the hyper-synthesis
+        mu, sigma = self.hyper_params(z_hat)
+        # rate with additive noise, synthesis input with straight-through rounding (mixed quantisation)
+        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        y_ste = torch.round(y - mu).detach() + mu + (y - y.detach())
+        lik_y = gaussian_likelihood(y_noisy - mu, sigma)
+        lik_z = self.prior.likelihood(z_noisy)
+        x_hat = self.g_s(y_ste * igain).float()
+        return x_hat, lik_y, lik_z

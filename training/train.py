@@ -1,0 +1,145 @@
+"""Train the fastcodec mean-scale hyperprior (variable rate) on ../shared/data/train.
+
+Resumable: continues from --ckpt if it exists, else from the shipped weights in
+models/ (so progress accumulates across sessions), else from scratch.
+
+    nohup python training/train.py --hours 2.5 > training/runs/train.log 2>&1 &
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import LAMBDAS, HyperpriorCodec  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_images(folder):
+    files = sorted(glob.glob(os.path.join(folder, "*.png")))
+    if not files:
+        raise SystemExit(f"no training images in {folder}")
+    if any("kodim" in os.path.basename(f) for f in files):
+        raise SystemExit("refusing to train on Kodak images")
+    return [np.asarray(Image.open(f).convert("RGB")) for f in files]
+
+
+def batch(images, n, size, rng):
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        im = images[rng.randrange(len(images))]
+        h, w, _ = im.shape
+        y, x = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
+        c = im[y:y + size, x:x + size]
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        if rng.random() < 0.5:
+            c = c[::-1]
+        out[i] = c
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def lambdas_for(level):
+    logl = torch.log(torch.tensor(LAMBDAS))
+    lo = torch.clamp(level.floor().long(), 0, len(LAMBDAS) - 2)
+    t = level - lo.float()
+    return torch.exp((1 - t) * logl[lo] + t * logl[lo + 1])
+
+
+def save_atomic(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"))
+    ap.add_argument("--ckpt", default=os.path.join(ROOT, "training", "runs", "ckpt.pt"))
+    ap.add_argument("--init", default=os.path.join(ROOT, "models", "fastcodec-hp.weights.npz"))
+    ap.add_argument("--hours", type=float, default=2.0)
+    ap.add_argument("--steps", type=int, default=10**9)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--N", type=int, default=96)
+    ap.add_argument("--M", type=int, default=192)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--save-every", type=int, default=100)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(os.path.dirname(args.ckpt), exist_ok=True)
+    model = HyperpriorCodec(args.N, args.M)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, total_steps = 0, 0
+    if os.path.exists(args.ckpt):
+        st = torch.load(args.ckpt, map_location="cpu")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, total_steps = st["step"], st.get("total_steps", st["step"])
+        print(f"resumed {args.ckpt} at step {step} (total {total_steps})", flush=True)
+    elif os.path.exists(args.init):
+        w = np.load(args.init)
+        sd = {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k != "__total_steps__"}
+        model.load_state_dict(sd)
+        total_steps = int(w["__total_steps__"]) if "__total_steps__" in w.files else 0
+        print(f"initialised from shipped weights {args.init} (total steps {total_steps})", flush=True)
+    else:
+        print("training from scratch", flush=True)
+
+    rng = random.Random(1234 + total_steps)
+    torch.manual_seed(1234 + total_steps)
+    images = load_images(args.data)
+    print(f"{len(images)} training images", flush=True)
+    t0 = time.time()
+    acc = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "n": 0}
+    levels = len(LAMBDAS) - 1
+    while step < args.steps and time.time() - t0 < args.hours * 3600:
+        x = batch(images, args.batch, args.size, rng)
+        level = torch.rand(args.batch) * levels
+        lam = lambdas_for(level)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x_hat, lik_y, lik_z = model(x, level)
+        npix = args.size * args.size
+        bits = -(torch.log2(lik_y.float().clamp_min(1e-9)).sum((1, 2, 3))
+                 + torch.log2(lik_z.float().clamp_min(1e-9)).sum((1, 2, 3)))
+        bpp = bits / npix
+        mse = ((x_hat.float() - x) ** 2).mean((1, 2, 3))
+        loss = (lam * 255 ** 2 * mse + bpp).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        total_steps += 1
+        acc["loss"] += loss.item()
+        acc["mse"] += mse.mean().item()
+        acc["bpp"] += bpp.mean().item()
+        acc["n"] += 1
+        if step % 25 == 0:
+            n = acc["n"]
+            psnr = 10 * math.log10(1 / max(acc["mse"] / n, 1e-10))
+            print(f"step {step} total {total_steps} loss {acc['loss']/n:.4f} bpp {acc['bpp']/n:.4f} "
+                  f"psnr~{psnr:.2f} ({(time.time()-t0)/step:.2f}s/step)", flush=True)
+            acc = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "n": 0}
+        if step % args.save_every == 0:
+            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                         "total_steps": total_steps, "args": vars(args)}, args.ckpt)
+    save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                 "total_steps": total_steps, "args": vars(args)}, args.ckpt)
+    print(f"done at step {step} (total {total_steps})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
