@@ -51,6 +51,8 @@ class GDN(nn.Module):
         self.gamma = nn.Parameter(0.1 * torch.eye(ch).view(ch, ch, 1, 1))
 
     def effective(self):
+        if not self.training:  # inference/export: a plain clamp (no custom autograd function)
+            return torch.clamp(self.beta, min=1e-3), torch.clamp(self.gamma, min=0.0)
         beta = LowerBound.apply(self.beta, 1e-3)
         gamma = LowerBound.apply(self.gamma, 0.0)
         return beta, gamma
@@ -178,11 +180,14 @@ class HyperpriorCodec(nn.Module):
         return torch.exp(g)[..., None, None], torch.exp(ig)[..., None, None]
 
     def hyper_params(self, z_hat):
+        mu, log_sigma = self.hyper_log_params(z_hat)
+        return mu, torch.exp(log_sigma)
+
+    def hyper_log_params(self, z_hat):
         p = self.h_s(z_hat).float()
         mu, s = p.chunk(2, dim=1)
         # scale parameterised in log domain for a well-conditioned output range
-        sigma = torch.exp(torch.clamp(s, math.log(SCALE_MIN), math.log(SCALE_MAX)))
-        return mu, sigma
+        return mu, torch.clamp(s, math.log(SCALE_MIN), math.log(SCALE_MAX))
 
     def forward(self, x, level):
         gain, igain = self.gains(level)

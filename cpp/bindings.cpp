@@ -1,0 +1,238 @@
+// Thin pybind11 layer over the pure C++ core (fastcodec._core).
+//
+// Buffers come in as numpy arrays without copies (py::array_t without forcecast checks
+// dtype and layout instead of converting). Native loops run with the GIL released: this is
+// safe because every input array is owned by a py::array that lives on this C++ frame for the
+// whole call (so the memory cannot be freed), outputs are fresh arrays nobody else can see
+// yet, and no Python API is touched while the GIL is released. A caller that mutates an input
+// array from another thread during the call gets unspecified output, as with any buffer API.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "errors.hpp"
+#include "huffman.hpp"
+#include "image.hpp"
+#include "latent.hpp"
+#include "symbols.hpp"
+
+namespace py = pybind11;
+using namespace fastcodec;
+
+namespace {
+
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;
+
+// Requires an exact dtype and C-contiguity rather than silently copying.
+template <typename T>
+carray<T> expect(const py::array& a, const char* name, ssize_t ndim) {
+    if (!py::isinstance<carray<T>>(a) || !(a.flags() & py::array::c_style))
+        throw ArgumentError(std::string(name) + " must be a C-contiguous " +
+                            py::str(py::dtype::of<T>()).cast<std::string>() + " array, got " +
+                            py::str(a.dtype()).cast<std::string>());
+    if (ndim >= 0 && a.ndim() != ndim)
+        throw ArgumentError(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got " +
+                            std::to_string(a.ndim()));
+    return py::reinterpret_borrow<carray<T>>(a);
+}
+
+struct CoderSet {
+    std::vector<SymbolCoder> coders;
+};
+
+ScaleGrid make_grid(float log_min, float inv_step, int nbins) {
+    if (nbins < 1 || nbins > 256) throw ArgumentError("nbins must be in 1..256");
+    ScaleGrid g;
+    g.log_min = log_min;
+    g.inv_step = inv_step;
+    g.nbins = nbins;
+    return g;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastcodec native core (private; use the fastcodec package)";
+
+    // The one place where C++ errors become the package's Python exceptions.
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const FormatError& e) {
+            py::object cls = py::module_::import("fastcodec.errors").attr("FormatError");
+            PyErr_SetString(cls.ptr(), e.what());
+        } catch (const ArgumentError& e) {
+            py::object cls = py::module_::import("fastcodec.errors").attr("ArgumentError");
+            PyErr_SetString(cls.ptr(), e.what());
+        } catch (const std::bad_alloc&) {
+            py::object cls = py::module_::import("fastcodec.errors").attr("ResourceError");
+            PyErr_SetString(cls.ptr(), "out of memory in the native core");
+        }
+    });
+
+    m.def("pixels_to_tensor",
+          [](py::array img, size_t ph, size_t pw) {
+              if (!py::isinstance<py::array_t<uint8_t>>(img) || img.dtype().kind() != 'u' || img.itemsize() != 1)
+                  throw ArgumentError("pixels must be a uint8 array");
+              if (img.ndim() != 3 || img.shape(2) != 3)
+                  throw ArgumentError("pixels must have shape (height, width, 3)");
+              const size_t h = img.shape(0), w = img.shape(1);
+              if (h == 0 || w == 0) throw ArgumentError("image must be at least 1x1 pixels");
+              if (ph < h || pw < w || ph * pw > (size_t(1) << 31))
+                  throw ArgumentError("invalid padded size");
+              py::array_t<float> out({ssize_t(1), ssize_t(3), ssize_t(ph), ssize_t(pw)});
+              const uint8_t* src = static_cast<const uint8_t*>(img.data());
+              const ptrdiff_t rs = img.strides(0), cs = img.strides(1), chs = img.strides(2);
+              float* dst = out.mutable_data();
+              {
+                  py::gil_scoped_release nogil;
+                  pixels_to_tensor(src, h, w, rs, cs, chs, dst, ph, pw);
+              }
+              return out;
+          },
+          py::arg("pixels"), py::arg("padded_height"), py::arg("padded_width"));
+
+    m.def("tensor_to_pixels",
+          [](py::array t, size_t h, size_t w) {
+              auto a = expect<float>(t, "tensor", 4);
+              if (a.shape(0) != 1 || a.shape(1) != 3) throw ArgumentError("tensor must have shape (1, 3, H, W)");
+              const size_t ph = a.shape(2), pw = a.shape(3);
+              if (h == 0 || w == 0 || h > ph || w > pw) throw ArgumentError("crop size out of range");
+              py::array_t<uint8_t> out({ssize_t(h), ssize_t(w), ssize_t(3)});
+              const float* src = a.data();
+              uint8_t* dst = out.mutable_data();
+              {
+                  py::gil_scoped_release nogil;
+                  tensor_to_pixels(src, ph, pw, dst, h, w);
+              }
+              return out;
+          },
+          py::arg("tensor"), py::arg("height"), py::arg("width"));
+
+    m.def("quantize_latent",
+          [](py::array y, py::array gain, py::array mu, py::array log_sigma, float log_min, float inv_step,
+             int nbins) {
+              auto ya = expect<float>(y, "y", 4);
+              auto ga = expect<float>(gain, "gain", 1);
+              auto ma = expect<float>(mu, "mu", 4), sa = expect<float>(log_sigma, "log_sigma", 4);
+              const size_t C = ya.shape(1), plane = ya.shape(2) * ya.shape(3);
+              if (ya.shape(0) != 1 || ya.size() != ma.size() || ya.size() != sa.size() || size_t(ga.size()) != C)
+                  throw ArgumentError("y, mu, log_sigma must have equal shapes (1, C, H, W) and gain C entries");
+              ScaleGrid grid = make_grid(log_min, inv_step, nbins);
+              py::array_t<int32_t> r(ya.request().shape);
+              py::array_t<uint8_t> bins(ya.request().shape);
+              const float *yp = ya.data(), *gp = ga.data(), *mp = ma.data(), *sp = sa.data();
+              int32_t* rp = r.mutable_data();
+              uint8_t* bp = bins.mutable_data();
+              {
+                  py::gil_scoped_release nogil;
+                  quantize_latent(yp, gp, mp, sp, C, plane, grid, rp, bp);
+              }
+              return py::make_tuple(r, bins);
+          });
+
+    m.def("scale_bins", [](py::array log_sigma, float log_min, float inv_step, int nbins) {
+        auto sa = expect<float>(log_sigma, "log_sigma", -1);
+        ScaleGrid grid = make_grid(log_min, inv_step, nbins);
+        py::array_t<uint8_t> bins(sa.request().shape);
+        const float* sp = sa.data();
+        uint8_t* bp = bins.mutable_data();
+        const size_t n = sa.size();
+        {
+            py::gil_scoped_release nogil;
+            scale_bins(sp, n, grid, bp);
+        }
+        return bins;
+    });
+
+    m.def("dequantize_latent", [](py::array r, py::array mu, py::array igain) {
+        auto ra = expect<int32_t>(r, "r", 4);
+        auto ma = expect<float>(mu, "mu", 4);
+        auto ga = expect<float>(igain, "igain", 1);
+        const size_t C = ra.shape(1), plane = ra.shape(2) * ra.shape(3);
+        if (ra.shape(0) != 1 || ra.size() != ma.size() || size_t(ga.size()) != C)
+            throw ArgumentError("r and mu must have equal shapes (1, C, H, W) and igain C entries");
+        py::array_t<float> out(ra.request().shape);
+        const int32_t* rp = ra.data();
+        const float *mp = ma.data(), *gp = ga.data();
+        float* op = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            dequantize_latent(rp, mp, gp, C, plane, op);
+        }
+        return out;
+    });
+
+    m.def("huffman_code_lengths",
+          [](const std::vector<uint32_t>& freqs, int max_len) { return huffman_code_lengths(freqs, max_len); },
+          py::arg("freqs"), py::arg("max_len"));
+
+    m.def("run_class_base", &SymbolCoder::run_class_base);
+    m.def("run_class_extra_bits", &SymbolCoder::run_class_extra_bits);
+
+    py::class_<CoderSet>(m, "CoderSet")
+        .def(py::init([](py::list specs) {
+                 auto cs = std::make_unique<CoderSet>();
+                 for (py::handle h : specs) {
+                     auto t = h.cast<py::tuple>();
+                     if (t.size() != 5) throw ArgumentError("coder spec must be (mode, vmin, vmax, nruns, freqs)");
+                     SymbolTableSpec s;
+                     s.mode = t[0].cast<int>();
+                     s.vmin = t[1].cast<int32_t>();
+                     s.vmax = t[2].cast<int32_t>();
+                     s.nruns = t[3].cast<int>();
+                     s.freqs = t[4].cast<std::vector<uint32_t>>();
+                     cs->coders.emplace_back(s);
+                 }
+                 if (cs->coders.empty() || cs->coders.size() > 256)
+                     throw ArgumentError("a coder set holds 1..256 coders");
+                 return cs;
+             }),
+             py::arg("specs"))
+        .def("__len__", [](const CoderSet& c) { return c.coders.size(); })
+        .def("encode",
+             [](const CoderSet& c, py::array values, py::array groups) {
+                 auto va = expect<int32_t>(values, "values", -1);
+                 auto ga = expect<uint8_t>(groups, "groups", -1);
+                 if (va.size() != ga.size()) throw ArgumentError("values and groups must have the same size");
+                 std::vector<uint8_t> out;
+                 const int32_t* vp = va.data();
+                 const uint8_t* gp = ga.data();
+                 const size_t n = va.size();
+                 {
+                     py::gil_scoped_release nogil;
+                     out = encode_grouped(vp, gp, n, c.coders);
+                 }
+                 return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+             })
+        .def("code_length",
+             [](const CoderSet& c, py::array values, py::array groups) {
+                 auto va = expect<int32_t>(values, "values", -1);
+                 auto ga = expect<uint8_t>(groups, "groups", -1);
+                 if (va.size() != ga.size()) throw ArgumentError("values and groups must have the same size");
+                 const int32_t* vp = va.data();
+                 const uint8_t* gp = ga.data();
+                 const size_t n = va.size();
+                 py::gil_scoped_release nogil;
+                 return grouped_code_length(vp, gp, n, c.coders);
+             })
+        .def("decode", [](const CoderSet& c, py::buffer data, py::array groups) {
+            py::buffer_info bi = data.request();
+            if (bi.itemsize != 1 || bi.ndim != 1) throw ArgumentError("data must be a 1-D bytes-like object");
+            auto ga = expect<uint8_t>(groups, "groups", -1);
+            py::array_t<int32_t> out(ga.request().shape);
+            const uint8_t* dp = static_cast<const uint8_t*>(bi.ptr);
+            const size_t size = bi.size, n = ga.size();
+            const uint8_t* gp = ga.data();
+            int32_t* op = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                decode_grouped(dp, size, gp, n, c.coders, op);
+            }
+            return out;
+        });
+}

@@ -1,0 +1,101 @@
+"""fastcodec: a learned image codec.
+
+    >>> import fastcodec
+    >>> data = fastcodec.compress("photo.png", quality=75)     # bytes of a .fcc file
+    >>> pixels = fastcodec.decompress(data)                    # uint8 array (H, W, 3)
+    >>> image = fastcodec.decompress_image(data)               # PIL.Image
+    >>> fastcodec.compress_file("photo.png", "photo.fcc")      # atomic, never overwrites by default
+
+For servers, create one :class:`Codec` and share it between threads: it loads the model
+once and every method is thread-safe.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+from . import format as _fmt
+from ._files import check_output, write_atomic
+from ._model import available_models
+from .codec import Codec, FileInfo
+from .errors import (ArgumentError, FastcodecError, FormatError, ImageError, LimitError, ModelError,
+                     ResourceError)
+
+__version__ = "0.1.0"
+FORMAT_VERSION = _fmt.VERSION
+
+_default = None
+_default_lock = threading.Lock()
+
+
+def default_codec() -> Codec:
+    """The process-wide codec used by the module-level functions (created on first use)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Codec()
+    return _default
+
+
+def compress(src, quality: float = 75, target_bpp: float | None = None) -> bytes:
+    """Compress ``src`` (path, image bytes, PIL.Image or uint8 array) to .fcc bytes; see Codec.compress."""
+    return default_codec().compress(src, quality=quality, target_bpp=target_bpp)
+
+
+def decompress(data):
+    """Decode .fcc bytes or a .fcc path to a uint8 numpy array (H, W, 3), or (H, W) for grayscale."""
+    return default_codec().decompress(data)
+
+
+def decompress_image(data):
+    """Decode .fcc bytes or a .fcc path to a PIL.Image."""
+    return default_codec().decompress_image(data)
+
+
+def info(data) -> FileInfo:
+    """Header information of a .fcc file (bytes or path) without decoding it."""
+    return default_codec().info(data)
+
+
+def compress_file(src, dst, quality: float = 75, target_bpp: float | None = None,
+                  overwrite: bool = False) -> int:
+    """Compress image file ``src`` to ``dst`` atomically; returns the number of bytes written."""
+    dst = check_output(dst, overwrite, src)
+    data = compress(src, quality=quality, target_bpp=target_bpp)
+    write_atomic(dst, data, overwrite)
+    return len(data)
+
+
+def decompress_file(src, dst, overwrite: bool = False, format: str | None = None) -> None:
+    """Decode .fcc file ``src`` and save it as an image (format from ``dst``'s extension, e.g. .png)."""
+    import io
+
+    dst = check_output(dst, overwrite, src)
+    im = decompress_image(src)
+    fmt_name = format or _format_from_ext(dst)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt_name)
+    write_atomic(dst, buf.getvalue(), overwrite)
+
+
+def _format_from_ext(path) -> str:
+    from PIL import Image
+
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    Image.init()
+    fmt_name = Image.EXTENSION.get(ext)
+    if fmt_name is None:
+        raise ArgumentError(f"cannot tell the image format from extension {ext!r} of {os.fspath(path)!r}; "
+                            "use .png, .bmp, .tif, .webp, .jpg or pass format=")
+    return fmt_name
+
+
+def models() -> list:
+    """Names of the model bundles shipped with this installation."""
+    return list(available_models())
+
+
+__all__ = ["Codec", "FileInfo", "compress", "decompress", "decompress_image", "info", "compress_file",
+           "decompress_file", "models", "default_codec", "FastcodecError", "FormatError", "ArgumentError",
+           "ImageError", "LimitError", "ModelError", "ResourceError", "FORMAT_VERSION", "__version__"]

@@ -1,0 +1,132 @@
+"""Loading of shipped model bundles (ONNX graphs + coding tables) and the model registry."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _core
+from .errors import ModelError
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+GRAPHS = ("encoder", "hyper_encoder", "hyper_decoder", "decoder")
+
+
+def bundle_id(path: Path) -> str:
+    """Model id: first 16 hex digits of SHA-256 over the graphs and tables, in a fixed order."""
+    h = hashlib.sha256()
+    for name in GRAPHS:
+        h.update(hashlib.sha256((path / f"{name}.onnx").read_bytes()).digest())
+    h.update(hashlib.sha256((path / "tables.npz").read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def _coder_specs(t, prefix):
+    off = t[f"{prefix}_freqs_off"]
+    flat = t[f"{prefix}_freqs"]
+    return [(int(t[f"{prefix}_mode"][i]), int(t[f"{prefix}_vmin"][i]), int(t[f"{prefix}_vmax"][i]),
+             int(t[f"{prefix}_nruns"][i]), flat[off[i]:off[i + 1]].astype(np.uint32))
+            for i in range(len(off) - 1)]
+
+
+@dataclass
+class Model:
+    """One model bundle. Sessions are created lazily and shared by all threads (onnxruntime's
+    InferenceSession.run is thread-safe; the native coder sets are immutable)."""
+
+    path: Path
+    meta: dict
+    id: str
+    gains: np.ndarray
+    igains: np.ndarray
+    grid: tuple  # (log_min, inv_step, nbins)
+    y_coders: object
+    z_coders: object
+    z_offset: np.ndarray
+    tables: dict
+    threads: int = 0
+    _sessions: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def levels(self) -> int:
+        return self.gains.shape[0]
+
+    @property
+    def stride(self) -> int:
+        return int(self.meta.get("stride", 64))
+
+    def session(self, name: str):
+        s = self._sessions.get(name)
+        if s is None:
+            with self._lock:
+                s = self._sessions.get(name)
+                if s is None:
+                    import onnxruntime as ort
+
+                    so = ort.SessionOptions()
+                    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                    if self.threads:
+                        so.intra_op_num_threads = self.threads
+                    so.inter_op_num_threads = 1
+                    s = ort.InferenceSession(str(self.path / f"{name}.onnx"), sess_options=so,
+                                             providers=["CPUExecutionProvider"])
+                    self._sessions[name] = s
+        return s
+
+    def run(self, name: str, feeds: dict):
+        return self.session(name).run(None, feeds)
+
+    def gain_vectors(self, quality: float):
+        """Gain and inverse gain for a quality in [1, 100]: log-linear between trained levels."""
+        pos = (quality - 1.0) / 99.0 * (self.levels - 1)
+        lo = min(int(np.floor(pos)), self.levels - 2)
+        t = np.float32(pos - lo)
+        lg = np.log(self.gains[lo:lo + 2].astype(np.float64))
+        lig = np.log(self.igains[lo:lo + 2].astype(np.float64))
+        g = np.exp((1 - t) * lg[0] + t * lg[1]).astype(np.float32)
+        ig = np.exp((1 - t) * lig[0] + t * lig[1]).astype(np.float32)
+        return g, ig
+
+
+def load_model(path, threads: int = 0, verify: bool = True) -> Model:
+    path = Path(path)
+    try:
+        meta = json.loads((path / "model.json").read_text())
+        missing = [n for n in GRAPHS if not (path / f"{n}.onnx").is_file()]
+        if missing:
+            raise ModelError(f"model bundle {path} lacks {', '.join(missing)}.onnx")
+        with np.load(path / "tables.npz") as npz:
+            t = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"cannot load model bundle {path}: {e}") from None
+    mid = bundle_id(path) if verify else meta["id"]
+    if mid != meta.get("id"):
+        raise ModelError(f"model bundle {path} is damaged: its files hash to {mid}, model.json says {meta.get('id')}")
+    grid = (float(t["scale_log_min"]), float(t["scale_inv_step"]), int(t["scale_nbins"]))
+    return Model(path=path, meta=meta, id=mid, gains=t["gains"].astype(np.float32),
+                 igains=t["igains"].astype(np.float32), grid=grid,
+                 y_coders=_core.CoderSet(_coder_specs(t, "y")), z_coders=_core.CoderSet(_coder_specs(t, "z")),
+                 z_offset=t["z_offset"].astype(np.int32), tables=t, threads=threads)
+
+
+def available_models(models_dir: Path = MODELS_DIR) -> dict:
+    """name -> path of every bundle shipped in the package."""
+    if not models_dir.is_dir():
+        return {}
+    return {p.name: p for p in sorted(models_dir.iterdir()) if (p / "model.json").is_file()}
+
+
+def default_model_name(models_dir: Path = MODELS_DIR) -> str:
+    f = models_dir / "DEFAULT"
+    if f.is_file():
+        return f.read_text().strip()
+    names = list(available_models(models_dir))
+    if not names:
+        raise ModelError(f"no model bundles found in {models_dir}; the installation is incomplete")
+    return names[-1]

@@ -1,0 +1,219 @@
+"""The Codec: model sessions and coding tables loaded once, shared safely between threads."""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import _core, format as fmt
+from ._imageio import load_pixels, to_output
+from ._model import Model, available_models, default_model_name, load_model
+from .errors import ArgumentError, ModelError
+
+QUALITY_MIN, QUALITY_MAX = 1, 100
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    width: int
+    height: int
+    channels: int
+    quality: float
+    model_id: str
+    version: int
+    file_size: int
+    z_size: int
+    y_size: int
+
+    @property
+    def bpp(self) -> float:
+        return 8.0 * self.file_size / (self.width * self.height)
+
+
+def _check_quality(quality) -> float:
+    if isinstance(quality, bool) or not isinstance(quality, (int, float, np.integer, np.floating)):
+        raise ArgumentError(f"quality must be a number from {QUALITY_MIN} to {QUALITY_MAX}, got {quality!r}")
+    q = float(quality)
+    if not (QUALITY_MIN <= q <= QUALITY_MAX):
+        raise ArgumentError(f"quality must be from {QUALITY_MIN} to {QUALITY_MAX}, got {quality!r}")
+    return round(q, 2)  # the file stores hundredths
+
+
+class Codec:
+    """A loaded codec. Create once, use from any number of threads.
+
+    Parameters
+    ----------
+    model: name of a shipped model (``fastcodec.models()``) or a path to a bundle directory;
+        default: the package's default model. Files coded with any shipped model decode.
+    threads: onnxruntime intra-op threads per call (0 = onnxruntime's default: all cores).
+    max_pixels: largest image (width * height) accepted for encoding or decoding.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, threads: int = 0,
+                 max_pixels: int = fmt.DEFAULT_MAX_PIXELS):
+        if not isinstance(threads, int) or threads < 0:
+            raise ArgumentError(f"threads must be an integer >= 0, got {threads!r}")
+        if not isinstance(max_pixels, int) or max_pixels < 1:
+            raise ArgumentError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        self.threads = threads
+        self.max_pixels = max_pixels
+        self._paths = available_models()
+        if model is None:
+            model = default_model_name()
+        if isinstance(model, (str, os.PathLike)) and os.fspath(model) in self._paths:
+            path = self._paths[os.fspath(model)]
+        elif isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
+            path = Path(model)
+        else:
+            raise ModelError(f"unknown model {model!r}; shipped models: {', '.join(self._paths) or 'none'}")
+        self.model = load_model(path, threads=threads)
+        self._by_id = {self.model.id: self.model}
+        self._lock = threading.Lock()
+
+    # -- models -------------------------------------------------------------------------------
+    def _model_for(self, model_id: bytes) -> Model:
+        key = model_id.hex()
+        m = self._by_id.get(key)
+        if m is not None:
+            return m
+        with self._lock:
+            m = self._by_id.get(key)
+            if m is not None:
+                return m
+            for path in self._paths.values():
+                try:
+                    mid = __import__("json").loads((path / "model.json").read_text()).get("id")
+                except (OSError, ValueError):
+                    continue
+                if mid == key:
+                    m = load_model(path, threads=self.threads)
+                    self._by_id[key] = m
+                    return m
+        raise ModelError(f"the file was written with model {key}, which this installation does not have "
+                         f"(it has: {', '.join(self._by_id)}); install the fastcodec version that wrote it")
+
+    # -- encoding -------------------------------------------------------------------------------
+    def _analyse(self, pixels: np.ndarray):
+        m = self.model
+        h, w = pixels.shape[:2]
+        s = m.stride
+        ph, pw = -(-h // s) * s, -(-w // s) * s
+        x = _core.pixels_to_tensor(pixels, ph, pw)
+        (y,) = m.run("encoder", {"x": x})
+        return y
+
+    def _code(self, y: np.ndarray, quality: float):
+        m = self.model
+        gain, _ = m.gain_vectors(quality)
+        y_g = np.ascontiguousarray(y * gain[None, :, None, None], dtype=np.float32)
+        (z,) = m.run("hyper_encoder", {"y": y_g})
+        z_int = np.rint(z).astype(np.int32)  # rint: half to even; any fixed rule works, the decoder reads z
+        z_hat = z_int.astype(np.float32)
+        mu, log_sigma = m.run("hyper_decoder", {"z": z_hat})
+        r, bins = _core.quantize_latent(np.ascontiguousarray(y, dtype=np.float32), gain,
+                                        np.ascontiguousarray(mu), np.ascontiguousarray(log_sigma), *m.grid)
+        zc = z_int.shape[1]
+        z_sym = (z_int - m.z_offset[None, :, None, None]).ravel()
+        z_groups = np.repeat(np.arange(zc, dtype=np.uint8), z_int.shape[2] * z_int.shape[3])
+        return r, bins, z_sym, z_groups
+
+    def compress(self, src, quality: float = 75, target_bpp: float | None = None) -> bytes:
+        """Compress an image to .fcc bytes.
+
+        ``src``: a path, encoded image bytes, a ``PIL.Image`` or a uint8 array (H, W[, 1|3|4]).
+        ``quality``: 1..100 (hundredths allowed), higher is better.
+        ``target_bpp``: if given, ``quality`` is ignored and found by bisection so that the file
+        is at most this many bits per pixel (or quality 1 if even that is larger).
+        """
+        pixels, channels = load_pixels(src, self.max_pixels)
+        h, w = pixels.shape[:2]
+        y = self._analyse(pixels)
+        if target_bpp is not None:
+            if not isinstance(target_bpp, (int, float)) or not (0 < target_bpp < 64) or math.isnan(target_bpp):
+                raise ArgumentError(f"target_bpp must be a number in (0, 64), got {target_bpp!r}")
+            return self._compress_to_target(y, h, w, channels, float(target_bpp))
+        return self._pack(y, _check_quality(quality), h, w, channels)
+
+    def _pack(self, y, q, h, w, channels) -> bytes:
+        r, bins, z_sym, z_groups = self._code(y, q)
+        zbytes = self.model.z_coders.encode(z_sym, z_groups)
+        ybytes = self.model.y_coders.encode(r.ravel(), bins.ravel())
+        hdr = fmt.Header(width=w, height=h, channels=channels, quality=q,
+                         model_id=bytes.fromhex(self.model.id), z_size=len(zbytes), y_size=len(ybytes))
+        return fmt.pack(hdr, zbytes, ybytes)
+
+    def _compress_to_target(self, y, h, w, channels, target_bpp) -> bytes:
+        budget = target_bpp * h * w / 8.0
+        lo, hi = float(QUALITY_MIN), float(QUALITY_MAX)
+        best = self._pack(y, lo, h, w, channels)
+        if len(best) > budget:
+            return best
+        top = self._pack(y, hi, h, w, channels)
+        if len(top) <= budget:
+            return top
+        for _ in range(14):  # 99 / 2^14 < 0.01: down to the file's quality resolution
+            mid = round((lo + hi) / 2, 2)
+            if mid in (lo, hi):
+                break
+            data = self._pack(y, mid, h, w, channels)
+            if len(data) <= budget:
+                lo, best = mid, data
+            else:
+                hi = mid
+        return best
+
+    # -- decoding -------------------------------------------------------------------------------
+    def info(self, data) -> FileInfo:
+        data = _read_if_path(data)
+        hdr, _, _ = fmt.parse(data, max_pixels=self.max_pixels)
+        return FileInfo(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id.hex(), hdr.version,
+                        hdr.file_size, hdr.z_size, hdr.y_size)
+
+    def decompress(self, data) -> np.ndarray:
+        """Decode .fcc bytes (or a path to a .fcc file) to a uint8 array (H, W, 3) or (H, W) for grayscale."""
+        data = _read_if_path(data)
+        hdr, zdata, ydata = fmt.parse(data, max_pixels=self.max_pixels)
+        m = self._model_for(hdr.model_id)
+        s = m.stride
+        ph, pw = -(-hdr.height // s) * s, -(-hdr.width // s) * s
+        zc = m.z_offset.shape[0]
+        zh, zw = ph // s, pw // s
+        z_groups = np.repeat(np.arange(zc, dtype=np.uint8), zh * zw)
+        z_sym = m.z_coders.decode(zdata, z_groups)
+        z_hat = (z_sym.reshape(1, zc, zh, zw) + m.z_offset[None, :, None, None]).astype(np.float32)
+        mu, log_sigma = m.run("hyper_decoder", {"z": z_hat})
+        bins = _core.scale_bins(np.ascontiguousarray(log_sigma), *m.grid)
+        r = m.y_coders.decode(ydata, bins.ravel()).reshape(mu.shape)
+        _, igain = m.gain_vectors(hdr.quality)
+        y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), igain)
+        (x,) = m.run("decoder", {"y": y_hat})
+        rgb = _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), hdr.height, hdr.width)
+        return to_output(rgb, hdr.channels)
+
+    def decompress_image(self, data):
+        """Decode to a ``PIL.Image`` (mode 'RGB' or 'L')."""
+        from PIL import Image
+
+        a = self.decompress(data)
+        return Image.fromarray(a, "L" if a.ndim == 2 else "RGB")
+
+
+def _read_if_path(data):
+    if isinstance(data, (str, os.PathLike)):
+        try:
+            with open(data, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ArgumentError(f"no such file: {os.fspath(data)!r}") from None
+        except IsADirectoryError:
+            raise ArgumentError(f"{os.fspath(data)!r} is a directory, not a .fcc file") from None
+        except PermissionError:
+            raise ArgumentError(f"cannot read {os.fspath(data)!r}: permission denied") from None
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ArgumentError(f"expected .fcc bytes or a path, got {type(data).__name__}")
+    return data

@@ -1,0 +1,40 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FASTCODEC_SHARED", ROOT.parent / "shared"))
+KODAK = SHARED / "data" / "kodak"
+
+
+def kodak_files():
+    return sorted(KODAK.glob("kodim*.png")) if KODAK.is_dir() else []
+
+
+needs_kodak = pytest.mark.skipif(not kodak_files(), reason=f"Kodak images not found at {KODAK} "
+                                 "(set FASTCODEC_SHARED to the folder holding data/kodak)")
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+
+
+def synthetic(h, w, seed=0):
+    """A smooth natural-ish test image (gradients + texture), deterministic."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([
+        128 + 100 * np.sin(xx / max(w, 1) * 3 + seed),
+        128 + 100 * np.cos(yy / max(h, 1) * 2),
+        128 + 60 * np.sin((xx + yy) / 17.0),
+    ], axis=-1) + rng.normal(0, 4, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def codec():
+    import fastcodec
+    return fastcodec.Codec()

@@ -1,0 +1,229 @@
+"""Whole-codec behaviour: round trips, sizes, quality, errors, threads."""
+import concurrent.futures as cf
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastcodec
+from conftest import kodak_files, needs_kodak, psnr, synthetic
+from fastcodec.errors import ArgumentError, FormatError, ImageError, LimitError, ModelError
+
+
+@needs_kodak
+@pytest.mark.parametrize("quality,min_psnr", [(10, 22.0), (50, 25.0), (90, 28.0)])
+def test_kodak_roundtrip_psnr(codec, quality, min_psnr):
+    f = kodak_files()[22]  # kodim23
+    ref = np.asarray(Image.open(f).convert("RGB"))
+    data = codec.compress(str(f), quality=quality)
+    out = codec.decompress(data)
+    assert out.shape == ref.shape and out.dtype == np.uint8
+    assert psnr(ref, out) > min_psnr
+    assert codec.info(data).bpp == pytest.approx(8 * len(data) / (768 * 512))
+
+
+@needs_kodak
+def test_quality_is_monotone_in_rate_and_distortion(codec):
+    ref = np.asarray(Image.open(kodak_files()[0]).convert("RGB"))
+    sizes, quals = [], []
+    for q in (1, 20, 40, 60, 80, 100):
+        data = codec.compress(ref, quality=q)
+        sizes.append(len(data))
+        quals.append(psnr(ref, codec.decompress(data)))
+    assert sizes == sorted(sizes), sizes
+    assert quals == sorted(quals), quals
+
+
+@needs_kodak
+def test_target_bpp(codec):
+    ref = np.asarray(Image.open(kodak_files()[4]).convert("RGB"))
+    for target in (0.25, 0.6):
+        data = codec.compress(ref, target_bpp=target)
+        bpp = 8 * len(data) / (ref.shape[0] * ref.shape[1])
+        assert bpp <= target
+        assert bpp > 0.85 * target  # the search lands close below the target
+    tiny = codec.compress(ref, target_bpp=0.001)  # unreachable: quality 1
+    assert codec.info(tiny).quality == 1.0
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (63, 65), (1000, 17), (17, 1000), (64, 64), (2, 300)])
+def test_odd_sizes(codec, h, w):
+    img = synthetic(h, w, seed=h + w)
+    out = codec.decompress(codec.compress(img, quality=80))
+    assert out.shape == (h, w, 3)
+    if h * w >= 1000:
+        assert psnr(img, out) > 24
+
+
+def test_input_kinds_give_identical_files(codec, tmp_path):
+    img = synthetic(70, 90)
+    p = tmp_path / "a.png"
+    Image.fromarray(img).save(p)
+    a = codec.compress(img, quality=60)
+    assert codec.compress(str(p), quality=60) == a
+    assert codec.compress(p, quality=60) == a
+    assert codec.compress(p.read_bytes(), quality=60) == a
+    assert codec.compress(Image.open(p), quality=60) == a
+    assert codec.compress(np.asfortranarray(img), quality=60) == a  # any strides, no copy needed
+    assert codec.compress(img[::-1][::-1], quality=60) == a
+
+
+def test_grayscale_roundtrip(codec):
+    g = synthetic(50, 60)[..., 0]
+    data = codec.compress(Image.fromarray(g, "L"), quality=90)
+    assert codec.info(data).channels == 1
+    out = codec.decompress(data)
+    assert out.shape == (50, 60) and psnr(g, out) > 25
+    assert codec.decompress_image(data).mode == "L"
+    assert codec.compress(g, quality=90) == data
+
+
+def test_alpha(codec):
+    rgb = synthetic(20, 30)
+    opaque = np.dstack([rgb, np.full((20, 30), 255, np.uint8)])
+    assert codec.compress(opaque, quality=50) == codec.compress(rgb, quality=50)
+    transparent = opaque.copy()
+    transparent[0, 0, 3] = 0
+    with pytest.raises(ImageError, match="transparency|alpha"):
+        codec.compress(Image.fromarray(transparent, "RGBA"))
+    with pytest.raises(ImageError, match="alpha"):
+        codec.compress(transparent)
+
+
+def test_decompress_image_and_pil(codec):
+    data = codec.compress(synthetic(40, 50), quality=70)
+    im = codec.decompress_image(data)
+    assert im.mode == "RGB" and im.size == (50, 40)
+
+
+@pytest.mark.parametrize("bad", [0, 0.5, 101, -3, float("nan"), "75", None, True])
+def test_invalid_quality(codec, bad):
+    with pytest.raises(ArgumentError, match="quality"):
+        codec.compress(synthetic(8, 8), quality=bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 100, float("nan"), "1"])
+def test_invalid_target(codec, bad):
+    with pytest.raises(ArgumentError, match="target_bpp"):
+        codec.compress(synthetic(8, 8), target_bpp=bad)
+
+
+def test_invalid_images(codec, tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        codec.compress(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="directory"):
+        codec.compress(tmp_path)
+    with pytest.raises(ImageError, match="cannot decode"):
+        codec.compress(b"not an image at all")
+    with pytest.raises(ImageError, match="uint8"):
+        codec.compress(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ImageError, match="shape"):
+        codec.compress(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ImageError, match="zero size"):
+        codec.compress(np.zeros((0, 4, 3), np.uint8))
+    with pytest.raises(ImageError, match="cannot compress"):
+        codec.compress(12345)
+    frames = [Image.fromarray(synthetic(8, 8, s)) for s in range(2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageError, match="animated"):
+        codec.compress(buf.getvalue())
+
+
+def test_limits():
+    small = fastcodec.Codec(max_pixels=1000)
+    with pytest.raises(LimitError):
+        small.compress(synthetic(40, 30))
+    data = fastcodec.compress(synthetic(40, 30))
+    with pytest.raises(LimitError):
+        small.decompress(data)
+
+
+def test_corrupt_and_truncated_files_raise(codec):
+    data = codec.compress(synthetic(64, 96), quality=50)
+    for n in (0, 3, 10, 33, 37, len(data) // 2, len(data) - 1):
+        with pytest.raises(FormatError):
+            codec.decompress(data[:n])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        b = bytearray(data)
+        b[rng.integers(0, len(b))] ^= 1 << int(rng.integers(0, 8))
+        with pytest.raises(FormatError):
+            codec.decompress(bytes(b))
+
+
+def test_corrupt_payload_with_valid_checksum_never_crashes(codec):
+    """A payload damaged before the checksum was computed: decode or FormatError, nothing else."""
+    import struct
+    import zlib
+    data = codec.compress(synthetic(64, 96), quality=50)
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        b = bytearray(data[:-4])
+        for _ in range(3):
+            i = int(rng.integers(34, len(b)))
+            b[i] = int(rng.integers(0, 256))
+        b += struct.pack("<I", zlib.crc32(b))
+        try:
+            out = codec.decompress(bytes(b))
+            assert out.shape == (64, 96, 3)
+        except FormatError:
+            pass
+
+
+def test_unknown_model_id(codec):
+    import struct
+    import zlib
+    b = bytearray(codec.compress(synthetic(8, 8))[:-4])
+    b[18:26] = b"\xff" * 8
+    b += struct.pack("<I", zlib.crc32(b))
+    with pytest.raises(ModelError, match="ffffffffffffffff"):
+        codec.decompress(bytes(b))
+
+
+def test_decode_is_deterministic(codec):
+    data = codec.compress(synthetic(100, 120), quality=40)
+    a = codec.decompress(data)
+    assert np.array_equal(a, codec.decompress(data))
+    assert codec.compress(synthetic(100, 120), quality=40) == data
+
+
+def test_one_codec_shared_by_threads(codec):
+    imgs = [synthetic(48 + 8 * i, 64, seed=i) for i in range(8)]
+    expected = [codec.compress(im, quality=30 + 5 * i) for i, im in enumerate(imgs)]
+    dec = [codec.decompress(d) for d in expected]
+
+    def work(i):
+        d = codec.compress(imgs[i], quality=30 + 5 * i)
+        return d, codec.decompress(d)
+
+    with cf.ThreadPoolExecutor(4) as ex:
+        for _ in range(2):
+            for i, (d, px) in enumerate(ex.map(work, range(8))):
+                assert d == expected[i]
+                assert np.array_equal(px, dec[i])
+
+
+def test_file_helpers(tmp_path):
+    src = tmp_path / "in.png"
+    Image.fromarray(synthetic(30, 40)).save(src)
+    dst = tmp_path / "out.fcc"
+    n = fastcodec.compress_file(src, dst, quality=60)
+    assert dst.stat().st_size == n
+    with pytest.raises(ArgumentError, match="exists"):
+        fastcodec.compress_file(src, dst)
+    fastcodec.compress_file(src, dst, quality=20, overwrite=True)
+    assert dst.stat().st_size < n
+    png = tmp_path / "back.png"
+    fastcodec.decompress_file(dst, png)
+    assert np.asarray(Image.open(png)).shape == (30, 40, 3)
+    with pytest.raises(ArgumentError, match="input"):
+        fastcodec.compress_file(src, src, overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fastcodec-")]
+
+
+def test_error_family():
+    for cls in (FormatError, ArgumentError, ImageError, LimitError):
+        assert issubclass(cls, fastcodec.FastcodecError) and issubclass(cls, ValueError)
+    assert issubclass(ModelError, fastcodec.FastcodecError)

@@ -1,0 +1,142 @@
+"""Export a trained checkpoint to a shipped model bundle.
+
+    python training/export.py --ckpt training/runs/ckpt.pt --name hp1
+
+Writes models/<name>/{encoder,hyper_encoder,hyper_decoder,decoder}.onnx, tables.npz,
+model.json (with the model id), models/<name>.weights.npz (fp16 weights so that training
+resumes from the shipped model) and sets models/DEFAULT.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from model import LAMBDAS, SCALE_MAX, SCALE_MIN, HyperpriorCodec  # noqa: E402
+import tables as T  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NBINS = 64
+
+
+class _HyperDecoder(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, z):
+        return self.model.hyper_log_params(z)
+
+
+def export_onnx(model, out):
+    model.eval()
+    M, N = model.M, model.N
+    graphs = {
+        "encoder": (model.g_a, (torch.rand(1, 3, 128, 192),), ["x"], ["y"]),
+        "hyper_encoder": (model.h_a, (torch.randn(1, M, 8, 12),), ["y"], ["z"]),
+        "hyper_decoder": (_HyperDecoder(model), (torch.randn(1, N, 2, 3),), ["z"], ["mu", "log_sigma"]),
+        "decoder": (model.g_s, (torch.randn(1, M, 8, 12),), ["y"], ["x"]),
+    }
+    for name, (mod, args, ins, outs) in graphs.items():
+        dyn = {n: {2: "h", 3: "w"} for n in ins + outs}
+        path = os.path.join(out, f"{name}.onnx")
+        with torch.no_grad():
+            torch.onnx.export(mod, args, path, input_names=ins, output_names=outs, dynamic_axes=dyn,
+                              opset_version=17, dynamo=False, do_constant_folding=True)
+
+
+def build_tables(model, huffman_lengths):
+    t = {}
+    with torch.no_grad():
+        t["gains"] = torch.exp(model.log_gain).numpy().astype(np.float32)
+        t["igains"] = torch.exp(model.log_igain).numpy().astype(np.float32)
+    log_min, log_max = math.log(SCALE_MIN), math.log(SCALE_MAX)
+    step = (log_max - log_min) / (NBINS - 1)
+    t["scale_log_min"] = np.float32(log_min)
+    t["scale_inv_step"] = np.float32(1 / step)
+    t["scale_nbins"] = np.int32(NBINS)
+    ydes = []
+    for b in range(NBINS):
+        sigma = math.exp(log_min + b * step)
+        V = min(4096, int(math.ceil(7 * sigma + 2)))
+        ydes.append(T.design(T.gaussian_pmf(sigma, V), -V, huffman_lengths))
+    t.update(T.pack(ydes, "y"))
+    t["y_sigma"] = np.array([math.exp(log_min + b * step) for b in range(NBINS)])
+    R = 256
+    pm = model.prior.pmf_table(-R, R).numpy()  # (N, 2R+1)
+    zdes, offs = [], []
+    for c in range(pm.shape[0]):
+        p = pm[c]
+        m = int(np.argmax(p))
+        offs.append(m - R)
+        zdes.append(T.design(p, -m, huffman_lengths))
+    t.update(T.pack(zdes, "z"))
+    t["z_offset"] = np.array(offs, np.int32)
+    return t, ydes, zdes
+
+
+def bundle_id(path):
+    h = hashlib.sha256()
+    for name in ("encoder", "hyper_encoder", "hyper_decoder", "decoder"):
+        h.update(hashlib.sha256(open(os.path.join(path, f"{name}.onnx"), "rb").read()).digest())
+    h.update(hashlib.sha256(open(os.path.join(path, "tables.npz"), "rb").read()).digest())
+    return h.hexdigest()[:16]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckpt", default=os.path.join(ROOT, "training", "runs", "ckpt.pt"))
+    ap.add_argument("--name", default="hp1")
+    ap.add_argument("--models", default=os.path.join(ROOT, "models"))
+    ap.add_argument("--no-default", action="store_true")
+    args = ap.parse_args()
+    from fastcodec import _core
+
+    st = torch.load(args.ckpt, map_location="cpu")
+    a = st.get("args", {})
+    model = HyperpriorCodec(a.get("N", 96), a.get("M", 192))
+    model.load_state_dict(st["model"])
+    model.eval()
+    out = os.path.join(args.models, args.name)
+    tmp = out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    t0 = time.time()
+    export_onnx(model, tmp)
+    tabs, ydes, zdes = build_tables(model, _core.huffman_code_lengths)
+    np.savez(os.path.join(tmp, "tables.npz"), **tabs)
+    mid = bundle_id(tmp)
+    meta = {"name": args.name, "id": mid, "architecture": "mean-scale hyperprior, gain units",
+            "N": model.N, "M": model.M, "stride": 64, "levels": len(LAMBDAS), "lambdas": LAMBDAS,
+            "scale_bins": NBINS, "scale_min": SCALE_MIN, "scale_max": SCALE_MAX,
+            "training_steps": int(st.get("total_steps", st.get("step", 0))),
+            "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(os.path.join(tmp, "model.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    w = {k: v.detach().numpy().astype(np.float16) for k, v in model.state_dict().items()}
+    w["__total_steps__"] = np.array(meta["training_steps"])
+    np.savez_compressed(os.path.join(args.models, f"{args.name}.weights.npz"), **w)
+    if not args.no_default:
+        with open(os.path.join(args.models, "DEFAULT"), "w") as f:
+            f.write(args.name + "\n")
+    print(f"exported {out} id {mid} steps {meta['training_steps']} in {time.time() - t0:.1f}s")
+    print("bin sigma   entropy  bits/sym  overhead mode nruns")
+    for b, d in enumerate(ydes):
+        if b % 4 == 0:
+            print(f"{b:3d} {tabs['y_sigma'][b]:7.3f} {d['entropy']:8.4f} {d['bits_per_symbol']:8.4f} "
+                  f"{100 * (d['bits_per_symbol'] / d['entropy'] - 1):7.2f}% {d['mode']} {d['nruns']}")
+
+
+if __name__ == "__main__":
+    main()
