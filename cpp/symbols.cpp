@@ -92,6 +92,12 @@ SymbolCoder::SymbolCoder(const SymbolTableSpec& spec, int max_len) {
     for (int k = 0; k < nruns_; ++k) {
         cls_base_[k] = run_class_base(k);
         cls_extra_[k] = uint8_t(run_class_extra_bits(k));
+        // A trailing run (no value after it) may carry any terminal, the decoder ignores it:
+        // take the one with the shortest code for this class (lowest index on ties).
+        uint32_t best = 0;
+        for (uint32_t t = 1; t < nt_; ++t)
+            if (code_.length(uint32_t(k) * nt_ + t) < code_.length(uint32_t(k) * nt_ + best)) best = t;
+        trail_t_[k] = best;
     }
     sym_info_.resize(asz);
     for (size_t s = 0; s < asz; ++s) {
@@ -166,7 +172,7 @@ void SymbolCoder::encode_impl(Sink& sink, const int32_t* values, size_t n) const
         const bool trailing = j == n;  // then run >= 1
         int k = natural_run_class(run);
         if (k > last) k = last;
-        uint32_t t = 0;
+        uint32_t t = trail_t_[k];
         int32_t v = 0;
         if (!trailing) {
             v = values[j];

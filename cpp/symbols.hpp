@@ -94,6 +94,7 @@ private:
     std::vector<uint64_t> dec_;
     uint32_t cls_base_[kMaxRunClasses] = {};
     uint8_t cls_extra_[kMaxRunClasses] = {};
+    uint32_t trail_t_[kMaxRunClasses] = {};  // terminal written after a trailing run
 };
 
 }  // namespace fastcodec

@@ -26,6 +26,14 @@ def test_known_answer_zero_run():
     assert data == bytes([0x4F, 0x10, 0xC0])
 
 
+def test_trailing_run_takes_the_cheapest_terminal():
+    # terminals -2, -1, +1, +2, ESC; +1 has the 1-bit code "0". A trailing run of 3 zeros is
+    # "0" (class 0 with terminal +1, ignored by the decoder) + eg0(3) = "00100".
+    cs, data, g = enc([(1, -2, 2, 1, [1, 100, 1000, 100, 1])], [0, 0, 0])
+    assert data == bytes([0x10])
+    assert np.array_equal(cs.decode(data, g), [0, 0, 0])
+
+
 def test_huffman_lengths_known_answers():
     assert _core.huffman_code_lengths([5, 3, 1, 1], 24) == [1, 2, 3, 3]
     assert _core.huffman_code_lengths([1, 1, 1], 24) == [2, 2, 1]  # documented tie-breaking

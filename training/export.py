@@ -54,7 +54,52 @@ def export_onnx(model, out):
                               opset_version=17, dynamo=False, do_constant_folding=True)
 
 
-def build_tables(model, huffman_lengths):
+def collect_statistics(model, data_dir, n_images=64, size=512, seed=0):
+    """Residual histograms per scale bin and hyper-latent histograms per channel, measured on
+    training images (never Kodak) at qualities spread over the whole range."""
+    import glob
+    import random
+
+    from PIL import Image
+
+    rng = random.Random(seed)
+    files = sorted(glob.glob(os.path.join(data_dir, "*.png")))
+    files = [f for f in files if "kodim" not in os.path.basename(f)]
+    rng.shuffle(files)
+    log_min = math.log(SCALE_MIN)
+    inv_step = (NBINS - 1) / (math.log(SCALE_MAX) - log_min)
+    ys, zs = [], []
+    levels = model.log_gain.shape[0] - 1
+    with torch.no_grad():
+        for i, f in enumerate(files[:n_images]):
+            im = np.asarray(Image.open(f).convert("RGB"))
+            h, w = min(size, im.shape[0] // 64 * 64), min(size, im.shape[1] // 64 * 64)
+            y0, x0 = rng.randrange(im.shape[0] - h + 1), rng.randrange(im.shape[1] - w + 1)
+            x = torch.from_numpy(im[y0:y0 + h, x0:x0 + w].copy()).permute(2, 0, 1)[None].float() / 255
+            y = model.g_a(x)
+            for lv in (levels * (i % 8 + rng.random()) / 8,):
+                gain, _ = model.gains(torch.tensor([float(lv)]))
+                yg = y * gain
+                z = torch.round(model.h_a(yg))
+                mu, ls = model.hyper_log_params(z)
+                b = torch.clamp(torch.floor((ls - log_min) * inv_step + 0.5), 0, NBINS - 1).long()
+                r = torch.round(yg - mu).long()
+                ys.append((b.flatten().numpy(), r.flatten().numpy()))
+                zs.append(z.long().permute(1, 0, 2, 3).reshape(z.shape[1], -1).numpy())
+    return ys, zs
+
+
+def calibrated(prior, vmin, samples, pseudo=200.0):
+    """Blend an empirical histogram with the model's pmf (pseudo-count weight)."""
+    hist = np.zeros(len(prior))
+    idx = samples - vmin
+    ok = (idx >= 0) & (idx < len(prior))
+    np.add.at(hist, idx[ok], 1)
+    n = hist.sum()
+    return (hist + pseudo * prior) / (n + pseudo)
+
+
+def build_tables(model, huffman_lengths, stats=None):
     t = {}
     with torch.no_grad():
         t["gains"] = torch.exp(model.log_gain).numpy().astype(np.float32)
@@ -64,15 +109,26 @@ def build_tables(model, huffman_lengths):
     t["scale_log_min"] = np.float32(log_min)
     t["scale_inv_step"] = np.float32(1 / step)
     t["scale_nbins"] = np.int32(NBINS)
-    ydes = []
+    ydes, pm_y = [], []
+    if stats is not None:
+        yb = np.concatenate([b for b, _ in stats[0]])
+        yr = np.concatenate([r for _, r in stats[0]])
     for b in range(NBINS):
         sigma = math.exp(log_min + b * step)
         V = min(4096, int(math.ceil(7 * sigma + 2)))
-        ydes.append(T.design(T.gaussian_pmf(sigma, V), -V, huffman_lengths))
+        p = T.gaussian_pmf(sigma, V)
+        if stats is not None:
+            p = calibrated(p, -V, yr[yb == b])
+        pm_y.append((-V, p))
+        ydes.append(T.design(p, -V, huffman_lengths))
     t.update(T.pack(ydes, "y"))
+    t.update(T.pack_pmfs(pm_y, "y"))
     t["y_sigma"] = np.array([math.exp(log_min + b * step) for b in range(NBINS)])
     R = 256
     pm = model.prior.pmf_table(-R, R).numpy()  # (N, 2R+1)
+    if stats is not None:
+        zall = np.concatenate(stats[1], axis=1)
+        pm = np.stack([calibrated(pm[c], -R, zall[c], pseudo=50.0) for c in range(pm.shape[0])])
     zdes, offs = [], []
     for c in range(pm.shape[0]):
         p = pm[c]
@@ -80,6 +136,7 @@ def build_tables(model, huffman_lengths):
         offs.append(m - R)
         zdes.append(T.design(p, -m, huffman_lengths))
     t.update(T.pack(zdes, "z"))
+    t.update(T.pack_pmfs([(-R - o, pm[c]) for c, o in enumerate(offs)], "z"))
     t["z_offset"] = np.array(offs, np.int32)
     return t, ydes, zdes
 
@@ -98,6 +155,9 @@ def main():
     ap.add_argument("--name", default="hp1")
     ap.add_argument("--models", default=os.path.join(ROOT, "models"))
     ap.add_argument("--no-default", action="store_true")
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"),
+                    help="training images for calibrating the coding tables (never Kodak)")
+    ap.add_argument("--calib-images", type=int, default=64, help="0: tables from the model's pmfs only")
     args = ap.parse_args()
     from fastcodec import _core
 
@@ -112,13 +172,15 @@ def main():
     os.makedirs(tmp)
     t0 = time.time()
     export_onnx(model, tmp)
-    tabs, ydes, zdes = build_tables(model, _core.huffman_code_lengths)
+    stats = collect_statistics(model, args.data, args.calib_images) if args.calib_images else None
+    tabs, ydes, zdes = build_tables(model, _core.huffman_code_lengths, stats)
     np.savez(os.path.join(tmp, "tables.npz"), **tabs)
     mid = bundle_id(tmp)
     meta = {"name": args.name, "id": mid, "architecture": "mean-scale hyperprior, gain units",
             "N": model.N, "M": model.M, "stride": 64, "levels": len(LAMBDAS), "lambdas": LAMBDAS,
             "scale_bins": NBINS, "scale_min": SCALE_MIN, "scale_max": SCALE_MAX,
             "training_steps": int(st.get("total_steps", st.get("step", 0))),
+            "table_calibration_images": args.calib_images,
             "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(os.path.join(tmp, "model.json"), "w") as f:
         json.dump(meta, f, indent=1)

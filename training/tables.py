@@ -129,3 +129,11 @@ def pack(designs, prefix):
     out[f"{prefix}_bits"] = np.array([d["bits_per_symbol"] for d in designs], np.float64)
     out[f"{prefix}_entropy"] = np.array([d["entropy"] for d in designs], np.float64)
     return out
+
+
+def pack_pmfs(pmfs, prefix):
+    """pmfs: list of (vmin, probabilities of vmin, vmin+1, ...), stored for information-content
+    measurement (sum of -log2 p under the distributions the coder uses)."""
+    return {f"{prefix}_pmf": np.concatenate([np.asarray(p, np.float64) / np.sum(p) for _, p in pmfs]),
+            f"{prefix}_pmf_off": np.cumsum([0] + [len(p) for _, p in pmfs]).astype(np.int64),
+            f"{prefix}_pmf_vmin": np.array([v for v, _ in pmfs], np.int64)}

@@ -65,6 +65,8 @@ def build_parser():
     i = sub.add_parser("info", help="show what a .fcc file holds", description="Show a .fcc file's header.")
     i.add_argument("input", help=".fcc file")
     i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--detail", action="store_true", help="decode the symbols and compare the bits on disk "
+                   "with the model's information content, per section")
     return p
 
 
@@ -100,6 +102,8 @@ def _run(args) -> int:
              "bpp": round(8 * hdr.file_size / (hdr.width * hdr.height), 4),
              "sections": {"header": fmt.HEADER_SIZE, "hyper_latent": hdr.z_size, "latent": hdr.y_size,
                           "checksum": fmt.CRC_SIZE}}
+        if args.detail:
+            d["detail"] = fastcodec.Codec().inspect(args.input)
         if args.json:
             print(json.dumps(d))
         else:
@@ -108,6 +112,10 @@ def _run(args) -> int:
             print(f"  {d['bytes']} bytes, {d['bpp']} bpp")
             for k, v in d["sections"].items():
                 print(f"  {k:<13}{v:>10} bytes")
+            if args.detail:
+                print(f"  {'section':<13}{'bits':>10}{'info bits':>12}{'overhead':>10}")
+                for k, v in d["detail"].items():
+                    print(f"  {k:<13}{v['bits']:>10}{v['information_bits']:>12.0f}{v['overhead_pct']:>9.2f}%")
         return EXIT_OK
 
     if getattr(args, "threads", 0) < 0:

@@ -174,8 +174,7 @@ class Codec:
         return FileInfo(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id.hex(), hdr.version,
                         hdr.file_size, hdr.z_size, hdr.y_size)
 
-    def decompress(self, data) -> np.ndarray:
-        """Decode .fcc bytes (or a path to a .fcc file) to a uint8 array (H, W, 3) or (H, W) for grayscale."""
+    def _decode_symbols(self, data):
         data = _read_if_path(data)
         hdr, zdata, ydata = fmt.parse(data, max_pixels=self.max_pixels)
         m = self._model_for(hdr.model_id)
@@ -189,11 +188,36 @@ class Codec:
         mu, log_sigma = m.run("hyper_decoder", {"z": z_hat})
         bins = _core.scale_bins(np.ascontiguousarray(log_sigma), *m.grid)
         r = m.y_coders.decode(ydata, bins.ravel()).reshape(mu.shape)
+        return hdr, m, z_sym, z_groups, r, bins, mu
+
+    def decompress(self, data) -> np.ndarray:
+        """Decode .fcc bytes (or a path to a .fcc file) to a uint8 array (H, W, 3) or (H, W) for grayscale."""
+        hdr, m, _, _, r, _, mu = self._decode_symbols(data)
         _, igain = m.gain_vectors(hdr.quality)
         y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), igain)
         (x,) = m.run("decoder", {"y": y_hat})
         rgb = _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), hdr.height, hdr.width)
         return to_output(rgb, hdr.channels)
+
+    def inspect(self, data) -> dict:
+        """Bits on disk against the model's information content (sum of -log2 p of every coded
+        symbol under the discretised distributions the coder uses), per section."""
+        hdr, m, z_sym, z_groups, r, bins, _ = self._decode_symbols(data)
+        t = m.tables
+        out = {}
+        for name, size, vals, groups, prefix in (("hyper_latent", hdr.z_size, z_sym, z_groups, "z"),
+                                                 ("latent", hdr.y_size, r.ravel(), bins.ravel(), "y")):
+            info = _information_bits(vals, groups, t[f"{prefix}_pmf"], t[f"{prefix}_pmf_off"],
+                                     t[f"{prefix}_pmf_vmin"])
+            out[name] = {"bytes": size, "bits": 8 * size, "symbols": int(vals.size), "information_bits": info,
+                         "overhead_pct": 100.0 * (8 * size / info - 1) if info > 0 else float("nan")}
+        info_total = sum(v["information_bits"] for v in out.values())
+        head = 8 * (fmt.HEADER_SIZE + fmt.CRC_SIZE)
+        out["total"] = {"bytes": hdr.file_size, "bits": 8 * hdr.file_size, "header_bits": head,
+                        "information_bits": info_total,
+                        "overhead_pct": 100.0 * (8 * hdr.file_size / (info_total + head) - 1),
+                        "overhead_vs_information_pct": 100.0 * (8 * hdr.file_size / info_total - 1)}
+        return out
 
     def decompress_image(self, data):
         """Decode to a ``PIL.Image`` (mode 'RGB' or 'L')."""
@@ -201,6 +225,19 @@ class Codec:
 
         a = self.decompress(data)
         return Image.fromarray(a, "L" if a.ndim == 2 else "RGB")
+
+
+def _information_bits(values, groups, pmf, off, vmin) -> float:
+    """Sum of -log2 p(value) with p the pmf of each symbol's group. Like the coder, which gives
+    every symbol a code of at most 24 bits, probabilities are floored at 2^-24 (values outside
+    the stored pmf, which the model deems impossible, count as 2^-24 as well)."""
+    floor = 2.0 ** -24
+    idx = values.astype(np.int64) - vmin[groups]
+    size = off[groups.astype(np.int64) + 1] - off[groups]
+    ok = (idx >= 0) & (idx < size)
+    p = np.full(values.shape, floor)
+    p[ok] = pmf[(off[groups] + idx)[ok]]
+    return float(-np.log2(np.maximum(p, floor)).sum())
 
 
 def _read_if_path(data):
