@@ -22,6 +22,10 @@ from .errors import (ArgumentError, FastcodecError, FormatError, ImageError, Lim
                      ResourceError)
 
 __version__ = "0.1.0"
+
+from ._pillow import register as _register_pillow  # noqa: E402
+
+_register_pillow()
 FORMAT_VERSION = _fmt.VERSION
 
 _default = None
