@@ -231,3 +231,20 @@ def test_error_family():
     for cls in (FormatError, ArgumentError, ImageError, LimitError):
         assert issubclass(cls, fastcodec.FastcodecError) and issubclass(cls, ValueError)
     assert issubclass(ModelError, fastcodec.FastcodecError)
+
+
+def test_tiled_transforms_match_untiled(monkeypatch):
+    """Large images run the transforms in overlapping tiles; the halo covers the receptive
+    field, so the result matches untiled coding (tiles forced small here)."""
+    import fastcodec.codec as C
+    img = synthetic(300, 420, seed=3)
+    codec = fastcodec.Codec()
+    whole = codec.compress(img, quality=60)
+    whole_px = codec.decompress(whole)
+    monkeypatch.setattr(C, "TILE", 8)
+    monkeypatch.setattr(C, "TILE_MAX", 8)
+    tiled = codec.compress(img, quality=60)
+    tiled_px = codec.decompress(whole)
+    assert abs(len(tiled) - len(whole)) <= 0.002 * len(whole)
+    assert psnr(whole_px, tiled_px) > 45
+    assert psnr(img, codec.decompress(tiled)) > psnr(img, whole_px) - 0.05

@@ -85,7 +85,6 @@ def load_pixels(src, max_pixels: int):
                 raise ImageError(f"{os.fspath(fp)!r} is a directory, not an image file")
             if not os.path.exists(fp):
                 raise ImageError(f"no such file: {os.fspath(fp)!r}")
-        old = Image.MAX_IMAGE_PIXELS
         try:
             with Image.open(fp) as im:
                 _check_size(im.width, im.height, max_pixels)
@@ -100,8 +99,6 @@ def load_pixels(src, max_pixels: int):
         except (OSError, SyntaxError, ValueError) as e:
             what = "bytes" if isinstance(fp, io.BytesIO) else repr(os.fspath(src))
             raise ImageError(f"cannot decode image from {what}: {e}") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
     else:
         raise ImageError(f"cannot compress an object of type {type(src).__name__}: pass a path, "
                          "encoded image bytes, a PIL.Image or a uint8 numpy array")

@@ -15,6 +15,16 @@ from ._model import Model, available_models, default_model_name, load_model
 from .errors import ArgumentError, ModelError
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
+# Tiling of the analysis/synthesis transforms, in latent pixels (x16 image pixels): images whose
+# latent exceeds TILE_MAX on a side are processed in TILE x TILE tiles with HALO overlap.
+TILE, HALO, TILE_MAX = 64, 4, 80
+
+
+def _tiles(n: int):
+    """(start, end, start with halo, end with halo) of each tile along an axis of n latent pixels."""
+    for t0 in range(0, n, TILE):
+        t1 = min(t0 + TILE, n)
+        yield t0, t1, max(0, t0 - HALO), min(n, t1 + HALO)
 
 
 @dataclass(frozen=True)
@@ -99,13 +109,53 @@ class Codec:
 
     # -- encoding -------------------------------------------------------------------------------
     def _analyse(self, pixels: np.ndarray):
+        """Analysis transform, in overlapping tiles for large images (bounded memory).
+
+        Tiles are TILE latent pixels (16 * TILE image pixels) wide with a HALO of latent pixels on
+        every inner side; the halo (64 image pixels) exceeds the analysis transform's receptive
+        field radius (30 pixels), so tiled and untiled latents agree up to float rounding.
+        """
         m = self.model
         h, w = pixels.shape[:2]
         s = m.stride
         ph, pw = -(-h // s) * s, -(-w // s) * s
-        x = _core.pixels_to_tensor(pixels, ph, pw)
-        (y,) = m.run("encoder", {"x": x})
+        f = s // 4  # latent downsampling factor (16)
+        hy, wy = ph // f, pw // f
+        if hy <= TILE_MAX and wy <= TILE_MAX:
+            (y,) = m.run("encoder", {"x": _core.pixels_to_tensor(pixels, ph, pw)})
+            return y
+        y = None
+        for ty0, ty1, a0, a1 in _tiles(hy):
+            for tx0, tx1, b0, b1 in _tiles(wy):
+                # pixel window of the tile with its halo; beyond the image: edge replication
+                view = pixels[a0 * f:min(a1 * f, h), b0 * f:min(b1 * f, w)]
+                x = _core.pixels_to_tensor(view, (a1 - a0) * f, (b1 - b0) * f)
+                (yt,) = m.run("encoder", {"x": x})
+                if y is None:
+                    y = np.empty((1, yt.shape[1], hy, wy), np.float32)
+                y[:, :, ty0:ty1, tx0:tx1] = yt[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
         return y
+
+    def _synthesise(self, m: Model, y_hat: np.ndarray, h: int, w: int) -> np.ndarray:
+        """Synthesis transform to uint8 RGB (h, w, 3), in overlapping tiles for large images."""
+        f = m.stride // 4
+        hy, wy = y_hat.shape[2:]
+        if hy <= TILE_MAX and wy <= TILE_MAX:
+            (x,) = m.run("decoder", {"y": y_hat})
+            return _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), h, w)
+        out = np.empty((h, w, 3), np.uint8)
+        for ty0, ty1, a0, a1 in _tiles(hy):
+            for tx0, tx1, b0, b1 in _tiles(wy):
+                yt = np.ascontiguousarray(y_hat[:, :, a0:a1, b0:b1])
+                (x,) = m.run("decoder", {"y": yt})
+                # keep the tile's own pixels (inside the image) and drop the halo
+                r0, r1 = ty0 * f, min(ty1 * f, h)
+                c0, c1 = tx0 * f, min(tx1 * f, w)
+                if r1 <= r0 or c1 <= c0:
+                    continue
+                px = _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), r1 - a0 * f, c1 - b0 * f)
+                out[r0:r1, c0:c1] = px[r0 - a0 * f:, c0 - b0 * f:]
+        return out
 
     def _code(self, y: np.ndarray, quality: float):
         m = self.model
@@ -195,9 +245,8 @@ class Codec:
         hdr, m, _, _, r, _, mu = self._decode_symbols(data)
         _, igain = m.gain_vectors(hdr.quality)
         y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), igain)
-        (x,) = m.run("decoder", {"y": y_hat})
-        rgb = _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), hdr.height, hdr.width)
-        return to_output(rgb, hdr.channels)
+        del r, mu
+        return to_output(self._synthesise(m, y_hat, hdr.height, hdr.width), hdr.channels)
 
     def inspect(self, data) -> dict:
         """Bits on disk against the model's information content (sum of -log2 p of every coded
