@@ -15,6 +15,7 @@
 
 #include "errors.hpp"
 #include "huffman.hpp"
+#include "hyper.hpp"
 #include "image.hpp"
 #include "latent.hpp"
 #include "symbols.hpp"
@@ -113,27 +114,22 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("tensor"), py::arg("height"), py::arg("width"));
 
-    m.def("quantize_latent",
-          [](py::array y, py::array gain, py::array mu, py::array log_sigma, float log_min, float inv_step,
-             int nbins) {
-              auto ya = expect<float>(y, "y", 4);
-              auto ga = expect<float>(gain, "gain", 1);
-              auto ma = expect<float>(mu, "mu", 4), sa = expect<float>(log_sigma, "log_sigma", 4);
-              const size_t C = ya.shape(1), plane = ya.shape(2) * ya.shape(3);
-              if (ya.shape(0) != 1 || ya.size() != ma.size() || ya.size() != sa.size() || size_t(ga.size()) != C)
-                  throw ArgumentError("y, mu, log_sigma must have equal shapes (1, C, H, W) and gain C entries");
-              ScaleGrid grid = make_grid(log_min, inv_step, nbins);
-              py::array_t<int32_t> r(ya.request().shape);
-              py::array_t<uint8_t> bins(ya.request().shape);
-              const float *yp = ya.data(), *gp = ga.data(), *mp = ma.data(), *sp = sa.data();
-              int32_t* rp = r.mutable_data();
-              uint8_t* bp = bins.mutable_data();
-              {
-                  py::gil_scoped_release nogil;
-                  quantize_latent(yp, gp, mp, sp, C, plane, grid, rp, bp);
-              }
-              return py::make_tuple(r, bins);
-          });
+    m.def("quantize_latent", [](py::array y, py::array gain, py::array mu) {
+        auto ya = expect<float>(y, "y", 4);
+        auto ga = expect<float>(gain, "gain", 1);
+        auto ma = expect<float>(mu, "mu", 4);
+        const size_t C = ya.shape(1), plane = ya.shape(2) * ya.shape(3);
+        if (ya.shape(0) != 1 || ya.size() != ma.size() || size_t(ga.size()) != C)
+            throw ArgumentError("y and mu must have equal shapes (1, C, H, W) and gain C entries");
+        py::array_t<int32_t> r(ya.request().shape);
+        const float *yp = ya.data(), *gp = ga.data(), *mp = ma.data();
+        int32_t* rp = r.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            quantize_latent(yp, gp, mp, C, plane, rp);
+        }
+        return r;
+    });
 
     m.def("scale_bins", [](py::array log_sigma, float log_min, float inv_step, int nbins) {
         auto sa = expect<float>(log_sigma, "log_sigma", -1);
@@ -173,6 +169,59 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("run_class_base", &SymbolCoder::run_class_base);
     m.def("run_class_extra_bits", &SymbolCoder::run_class_extra_bits);
+
+    py::class_<HyperScale>(m, "HyperScale")
+        .def(py::init([](py::list layers, float log_lo, float log_hi) {
+                 std::vector<ConvLayer> ls;
+                 for (py::handle h : layers) {
+                     auto t = h.cast<py::tuple>();
+                     if (t.size() != 4) throw ArgumentError("layer must be (weight, bias, shuffle, relu)");
+                     auto w = expect<float>(t[0].cast<py::array>(), "weight", 4);
+                     auto b = expect<float>(t[1].cast<py::array>(), "bias", 1);
+                     if (w.shape(2) != 3 || w.shape(3) != 3) throw ArgumentError("weights must be 3x3 kernels");
+                     ConvLayer L;
+                     L.cout = int(w.shape(0));
+                     L.cin = int(w.shape(1));
+                     L.weight.assign(w.data(), w.data() + w.size());
+                     L.bias.assign(b.data(), b.data() + b.size());
+                     L.shuffle = t[2].cast<int>();
+                     L.relu = t[3].cast<bool>();
+                     ls.push_back(std::move(L));
+                 }
+                 return std::make_unique<HyperScale>(std::move(ls), log_lo, log_hi);
+             }),
+             py::arg("layers"), py::arg("log_lo"), py::arg("log_hi"))
+        .def("bins",
+             [](const HyperScale& hs, py::array z, float log_min, float inv_step, int nbins, int threads) {
+                 auto za = expect<int32_t>(z, "z", 4);
+                 if (za.shape(0) != 1) throw ArgumentError("z must have shape (1, C, h, w)");
+                 const int C = int(za.shape(1)), h = int(za.shape(2)), w = int(za.shape(3));
+                 const int s = hs.upscale();
+                 ScaleGrid grid = make_grid(log_min, inv_step, nbins);
+                 py::array_t<uint8_t> out({ssize_t(1), ssize_t(hs.out_channels()), ssize_t(h) * s, ssize_t(w) * s});
+                 const int32_t* zp = za.data();
+                 uint8_t* op = out.mutable_data();
+                 {
+                     py::gil_scoped_release nogil;
+                     hs.bins(zp, C, h, w, grid, op, threads);
+                 }
+                 return out;
+             },
+             py::arg("z"), py::arg("log_min"), py::arg("inv_step"), py::arg("nbins"), py::arg("threads") = 1)
+        .def("log_scales", [](const HyperScale& hs, py::array z, int threads) {
+            auto za = expect<int32_t>(z, "z", 4);
+            const int C = int(za.shape(1)), h = int(za.shape(2)), w = int(za.shape(3));
+            const int s = hs.upscale();
+            std::vector<float> v;
+            const int32_t* zp = za.data();
+            {
+                py::gil_scoped_release nogil;
+                v = hs.log_scales(zp, C, h, w, threads);
+            }
+            py::array_t<float> out({ssize_t(1), ssize_t(hs.out_channels()), ssize_t(h) * s, ssize_t(w) * s});
+            std::copy(v.begin(), v.end(), out.mutable_data());
+            return out;
+        }, py::arg("z"), py::arg("threads") = 1);
 
     py::class_<CoderSet>(m, "CoderSet")
         .def(py::init([](py::list specs) {

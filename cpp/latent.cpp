@@ -25,15 +25,12 @@ static inline int32_t round_half_away(float v) {
     return static_cast<int32_t>(v < 0 ? v - 0.5f : v + 0.5f);
 }
 
-void quantize_latent(const float* y, const float* gain, const float* mu, const float* log_sigma,
-                     size_t channels, size_t plane, const ScaleGrid& grid, int32_t* r, uint8_t* bins) {
+void quantize_latent(const float* y, const float* gain, const float* mu, size_t channels, size_t plane,
+                     int32_t* r) {
     for (size_t c = 0; c < channels; ++c) {
         const float g = gain[c];
         const size_t o = c * plane;
-        for (size_t i = 0; i < plane; ++i) {
-            r[o + i] = round_half_away(y[o + i] * g - mu[o + i]);
-            bins[o + i] = static_cast<uint8_t>(grid.index(log_sigma[o + i]));
-        }
+        for (size_t i = 0; i < plane; ++i) r[o + i] = round_half_away(y[o + i] * g - mu[o + i]);
     }
 }
 

@@ -17,9 +17,9 @@ struct ScaleGrid {
     int index(float s) const;
 };
 
-// r = round_half_away(y * gain[c] - mu), bins from log_sigma. Arrays are C x HW, contiguous.
-void quantize_latent(const float* y, const float* gain, const float* mu, const float* log_sigma,
-                     size_t channels, size_t plane, const ScaleGrid& grid, int32_t* r, uint8_t* bins);
+// r = round_half_away(y * gain[c] - mu). Arrays are C x HW, contiguous.
+void quantize_latent(const float* y, const float* gain, const float* mu, size_t channels, size_t plane,
+                     int32_t* r);
 
 void scale_bins(const float* log_sigma, size_t n, const ScaleGrid& grid, uint8_t* bins);
 

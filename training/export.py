@@ -34,7 +34,8 @@ class _HyperDecoder(torch.nn.Module):
         self.model = model
 
     def forward(self, z):
-        return self.model.hyper_log_params(z)
+        # only the means: the scales that select coding tables come from the C++ core
+        return self.model.hyper_log_params(z)[0]
 
 
 def export_onnx(model, out):
@@ -43,7 +44,7 @@ def export_onnx(model, out):
     graphs = {
         "encoder": (model.g_a, (torch.rand(1, 3, 128, 192),), ["x"], ["y"]),
         "hyper_encoder": (model.h_a, (torch.randn(1, M, 8, 12),), ["y"], ["z"]),
-        "hyper_decoder": (_HyperDecoder(model), (torch.randn(1, N, 2, 3),), ["z"], ["mu", "log_sigma"]),
+        "hyper_decoder": (_HyperDecoder(model), (torch.randn(1, N, 2, 3),), ["z"], ["mu"]),
         "decoder": (model.g_s, (torch.randn(1, M, 8, 12),), ["y"], ["x"]),
     }
     for name, (mod, args, ins, outs) in graphs.items():
@@ -109,6 +110,17 @@ def build_tables(model, huffman_lengths, stats=None):
     t["scale_log_min"] = np.float32(log_min)
     t["scale_inv_step"] = np.float32(1 / step)
     t["scale_nbins"] = np.int32(NBINS)
+    # weights of the hyper-synthesis scale branch, run deterministically by the C++ core
+    hs = model.h_s
+    convs = [hs[0][0], hs[2][0], hs[4]]
+    M = model.M
+    with torch.no_grad():
+        for i, c in enumerate(convs):
+            w, b = c.weight.float(), c.bias.float()
+            if i == 2:  # only the ln(sigma) half of the last layer
+                w, b = w[M:], b[M:]
+            t[f"hs_w{i}"] = w.contiguous().numpy().astype(np.float32)
+            t[f"hs_b{i}"] = b.contiguous().numpy().astype(np.float32)
     ydes, pm_y = [], []
     if stats is not None:
         yb = np.concatenate([b for b, _ in stats[0]])

@@ -87,10 +87,8 @@ static void test_scale_grid_and_quantisation() {
     const float y[6] = {1.2f, -1.2f, 0.49f, 2.5f, -2.5f, 100.f};
     const float gain[2] = {1.f, 2.f};
     const float mu[6] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.5f};
-    const float ls[6] = {0, 0, 0, 0, 0, 0};
     int32_t r[6];
-    uint8_t bins[6];
-    quantize_latent(y, gain, mu, ls, C, plane, g, r, bins);
+    quantize_latent(y, gain, mu, C, plane, r);
     CHECK(r[0] == 1 && r[1] == -1 && r[2] == 0);
     CHECK(r[3] == 5 && r[4] == -5 && r[5] == 200);  // half away from zero; 200 - 0.5 -> 199.5 -> 200
     const float ig[2] = {1.f, 0.5f};

@@ -45,11 +45,13 @@ class Model:
     gains: np.ndarray
     igains: np.ndarray
     grid: tuple  # (log_min, inv_step, nbins)
+    hyper_scale: object  # deterministic scale branch (C++), selects the coding tables
     y_coders: object
     z_coders: object
     z_offset: np.ndarray
     tables: dict
     threads: int = 0
+    optimization: str = "all"
     _sessions: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -70,7 +72,11 @@ class Model:
                     import onnxruntime as ort
 
                     so = ort.SessionOptions()
-                    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                    so.graph_optimization_level = {
+                        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[self.optimization]
                     if self.threads:
                         so.intra_op_num_threads = self.threads
                     so.inter_op_num_threads = 1
@@ -81,6 +87,11 @@ class Model:
 
     def run(self, name: str, feeds: dict):
         return self.session(name).run(None, feeds)
+
+    def scale_bins(self, z_int: np.ndarray) -> np.ndarray:
+        """Coding-table index of every latent element from the integer hyper-latent: computed by
+        the deterministic C++ scale branch, identical on every machine (see cpp/hyper.hpp)."""
+        return self.hyper_scale.bins(z_int, *self.grid, threads=max(1, min(self.threads or 2, 8)))
 
     def gain_vectors(self, quality: float):
         """Gain and inverse gain for a quality in [1, 100]: log-linear between trained levels."""
@@ -94,7 +105,7 @@ class Model:
         return g, ig
 
 
-def load_model(path, threads: int = 0, verify: bool = True) -> Model:
+def load_model(path, threads: int = 0, verify: bool = True, optimization: str = "all") -> Model:
     path = Path(path)
     try:
         meta = json.loads((path / "model.json").read_text())
@@ -109,10 +120,16 @@ def load_model(path, threads: int = 0, verify: bool = True) -> Model:
     if mid != meta.get("id"):
         raise ModelError(f"model bundle {path} is damaged: its files hash to {mid}, model.json says {meta.get('id')}")
     grid = (float(t["scale_log_min"]), float(t["scale_inv_step"]), int(t["scale_nbins"]))
+    layers = [(np.ascontiguousarray(t["hs_w0"], np.float32), np.ascontiguousarray(t["hs_b0"], np.float32), 2, True),
+              (np.ascontiguousarray(t["hs_w1"], np.float32), np.ascontiguousarray(t["hs_b1"], np.float32), 2, True),
+              (np.ascontiguousarray(t["hs_w2"], np.float32), np.ascontiguousarray(t["hs_b2"], np.float32), 1, False)]
+    lo = float(t["scale_log_min"])
+    hi = lo + (grid[2] - 1) / grid[1]
     return Model(path=path, meta=meta, id=mid, gains=t["gains"].astype(np.float32),
                  igains=t["igains"].astype(np.float32), grid=grid,
+                 hyper_scale=_core.HyperScale(layers, np.float32(lo), np.float32(hi)),
                  y_coders=_core.CoderSet(_coder_specs(t, "y")), z_coders=_core.CoderSet(_coder_specs(t, "z")),
-                 z_offset=t["z_offset"].astype(np.int32), tables=t, threads=threads)
+                 z_offset=t["z_offset"].astype(np.int32), tables=t, threads=threads, optimization=optimization)
 
 
 def available_models(models_dir: Path = MODELS_DIR) -> dict:

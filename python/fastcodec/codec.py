@@ -62,10 +62,15 @@ class Codec:
         default: the package's default model. Files coded with any shipped model decode.
     threads: onnxruntime intra-op threads per call (0 = onnxruntime's default: all cores).
     max_pixels: largest image (width * height) accepted for encoding or decoding.
+    optimization: onnxruntime graph optimisation level, "all" (default), "extended", "basic" or
+        "disabled". Decoded symbols never depend on it (see docs/format.md, "Determinism").
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int = 0,
-                 max_pixels: int = fmt.DEFAULT_MAX_PIXELS):
+                 max_pixels: int = fmt.DEFAULT_MAX_PIXELS, optimization: str = "all"):
+        if optimization not in ("all", "extended", "basic", "disabled"):
+            raise ArgumentError(f"optimization must be 'all', 'extended', 'basic' or 'disabled', got {optimization!r}")
+        self.optimization = optimization
         if not isinstance(threads, int) or threads < 0:
             raise ArgumentError(f"threads must be an integer >= 0, got {threads!r}")
         if not isinstance(max_pixels, int) or max_pixels < 1:
@@ -81,7 +86,7 @@ class Codec:
             path = Path(model)
         else:
             raise ModelError(f"unknown model {model!r}; shipped models: {', '.join(self._paths) or 'none'}")
-        self.model = load_model(path, threads=threads)
+        self.model = load_model(path, threads=threads, optimization=optimization)
         self._by_id = {self.model.id: self.model}
         self._lock = threading.Lock()
 
@@ -101,7 +106,7 @@ class Codec:
                 except (OSError, ValueError):
                     continue
                 if mid == key:
-                    m = load_model(path, threads=self.threads)
+                    m = load_model(path, threads=self.threads, optimization=self.optimization)
                     self._by_id[key] = m
                     return m
         raise ModelError(f"the file was written with model {key}, which this installation does not have "
@@ -164,9 +169,9 @@ class Codec:
         (z,) = m.run("hyper_encoder", {"y": y_g})
         z_int = np.rint(z).astype(np.int32)  # rint: half to even; any fixed rule works, the decoder reads z
         z_hat = z_int.astype(np.float32)
-        mu, log_sigma = m.run("hyper_decoder", {"z": z_hat})
-        r, bins = _core.quantize_latent(np.ascontiguousarray(y, dtype=np.float32), gain,
-                                        np.ascontiguousarray(mu), np.ascontiguousarray(log_sigma), *m.grid)
+        (mu,) = m.run("hyper_decoder", {"z": z_hat})
+        bins = m.scale_bins(z_int)
+        r = _core.quantize_latent(np.ascontiguousarray(y, dtype=np.float32), gain, np.ascontiguousarray(mu))
         zc = z_int.shape[1]
         z_sym = (z_int - m.z_offset[None, :, None, None]).ravel()
         z_groups = np.repeat(np.arange(zc, dtype=np.uint8), z_int.shape[2] * z_int.shape[3])
@@ -234,9 +239,9 @@ class Codec:
         zh, zw = ph // s, pw // s
         z_groups = np.repeat(np.arange(zc, dtype=np.uint8), zh * zw)
         z_sym = m.z_coders.decode(zdata, z_groups)
-        z_hat = (z_sym.reshape(1, zc, zh, zw) + m.z_offset[None, :, None, None]).astype(np.float32)
-        mu, log_sigma = m.run("hyper_decoder", {"z": z_hat})
-        bins = _core.scale_bins(np.ascontiguousarray(log_sigma), *m.grid)
+        z_int = np.ascontiguousarray(z_sym.reshape(1, zc, zh, zw) + m.z_offset[None, :, None, None])
+        (mu,) = m.run("hyper_decoder", {"z": z_int.astype(np.float32)})
+        bins = m.scale_bins(z_int)
         r = m.y_coders.decode(ydata, bins.ravel()).reshape(mu.shape)
         return hdr, m, z_sym, z_groups, r, bins, mu
 

@@ -1,0 +1,166 @@
+#include "hyper.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <thread>
+
+#include "errors.hpp"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
+
+namespace fastcodec {
+
+namespace {
+
+// Sets flush-to-zero / denormals-are-zero for the lifetime of the object, restoring the
+// caller's mode afterwards.
+class FlushDenormals {
+public:
+    FlushDenormals() {
+#if defined(__x86_64__) || defined(_M_X64)
+        saved_ = _mm_getcsr();
+        _mm_setcsr(saved_ | 0x8040u);  // FTZ (bit 15) | DAZ (bit 6)
+#elif defined(__aarch64__)
+        uint64_t fpcr;
+        __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+        saved_ = fpcr;
+        fpcr |= (1ull << 24);  // FZ
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr));
+#endif
+    }
+    ~FlushDenormals() {
+#if defined(__x86_64__) || defined(_M_X64)
+        _mm_setcsr(static_cast<unsigned>(saved_));
+#elif defined(__aarch64__)
+        uint64_t v = saved_;
+        __asm__ __volatile__("msr fpcr, %0" : : "r"(v));
+#endif
+    }
+
+private:
+    uint64_t saved_ = 0;
+};
+
+// One 3x3 conv (stride 1, zero padding) for output channels [oc0, oc1). The input planes are
+// given zero-bordered, (h+2) x (w+2); output plane oc is written with row stride w+2 (the last
+// two columns of each row are scratch). Each tap is then one long loop over the flat plane:
+// out[i] = out[i] + w * in[i + ky*(w+2) + kx], independent across i.
+void conv3x3(const ConvLayer& L, const float* in_pad, int h, int w, float* out, int oc0, int oc1) {
+    const size_t ws = size_t(w) + 2;
+    const size_t in_plane = (size_t(h) + 2) * ws;
+    const size_t n = size_t(h) * ws - 2;  // last flat index + 1 whose taps stay inside the input
+    for (int oc = oc0; oc < oc1; ++oc) {
+        float* __restrict o = out + size_t(oc) * size_t(h) * ws;
+        const float b = L.bias[oc];
+        for (size_t i = 0; i < size_t(h) * ws; ++i) o[i] = b;
+        for (int ic = 0; ic < L.cin; ++ic) {
+            const float* x = in_pad + size_t(ic) * in_plane;
+            const float* wk = L.weight.data() + (size_t(oc) * L.cin + ic) * 9;
+            for (int k = 0; k < 9; ++k) {
+                const float wv = wk[k];
+                const float* __restrict xs = x + size_t(k / 3) * ws + size_t(k % 3);
+                // separate multiply and add (no contraction): each element's sequence is fixed
+                for (size_t i = 0; i < n; ++i) {
+                    const float p = wv * xs[i];
+                    o[i] = o[i] + p;
+                }
+            }
+        }
+    }
+}
+
+template <typename F>
+void parallel_for(int n, int threads, F f) {
+    threads = std::max(1, std::min(threads, n));
+    if (threads == 1) {
+        f(0, n);
+        return;
+    }
+    std::vector<std::thread> ts;
+    const int chunk = (n + threads - 1) / threads;
+    for (int t = 0; t < threads; ++t) {
+        const int a = t * chunk, b = std::min(n, a + chunk);
+        if (a < b) ts.emplace_back([&f, a, b] {
+            FlushDenormals fd;
+            f(a, b);
+        });
+    }
+    for (auto& t : ts) t.join();
+}
+
+}  // namespace
+
+HyperScale::HyperScale(std::vector<ConvLayer> layers, float log_lo, float log_hi)
+    : layers_(std::move(layers)), log_lo_(log_lo), log_hi_(log_hi) {
+    if (layers_.empty()) throw ArgumentError("HyperScale needs at least one layer");
+    int c = layers_.front().cin;
+    for (const ConvLayer& L : layers_) {
+        if (L.cin != c || L.cin <= 0 || L.cout <= 0 || L.shuffle < 1 || L.cout % (L.shuffle * L.shuffle))
+            throw ArgumentError("HyperScale: inconsistent layer shapes");
+        if (L.weight.size() != size_t(L.cout) * L.cin * 9 || L.bias.size() != size_t(L.cout))
+            throw ArgumentError("HyperScale: weight/bias sizes do not match the layer shape");
+        c = L.cout / (L.shuffle * L.shuffle);
+    }
+    if (!(log_lo <= log_hi)) throw ArgumentError("HyperScale: log_lo must not exceed log_hi");
+}
+
+int HyperScale::upscale() const {
+    int s = 1;
+    for (const ConvLayer& L : layers_) s *= L.shuffle;
+    return s;
+}
+
+std::vector<float> HyperScale::log_scales(const int32_t* z, int channels, int h, int w, int threads) const {
+    if (channels != in_channels())
+        throw ArgumentError("hyper-latent has " + std::to_string(channels) + " channels, the model expects " +
+                            std::to_string(in_channels()));
+    if (h <= 0 || w <= 0) throw ArgumentError("hyper-latent must not be empty");
+    FlushDenormals fd;
+    // z values are integers; beyond +-2^20 they are meaningless (and only come from damaged
+    // files), so they are clamped to keep every intermediate finite
+    std::vector<float> cur(size_t(channels) * h * w);
+    for (size_t i = 0; i < cur.size(); ++i)
+        cur[i] = static_cast<float>(std::max<int32_t>(-(1 << 20), std::min<int32_t>(1 << 20, z[i])));
+    int ch = h, cw = w;
+    std::vector<float> pad, pre, next;
+    for (const ConvLayer& L : layers_) {
+        const size_t ws = size_t(cw) + 2;
+        pad.assign(size_t(L.cin) * (ch + 2) * ws, 0.f);
+        for (int c = 0; c < L.cin; ++c)
+            for (int y = 0; y < ch; ++y)
+                std::copy(cur.begin() + (size_t(c) * ch + y) * cw, cur.begin() + (size_t(c) * ch + y + 1) * cw,
+                          pad.begin() + (size_t(c) * (ch + 2) + y + 1) * ws + 1);
+        pre.assign(size_t(L.cout) * ch * ws, 0.f);
+        parallel_for(L.cout, threads, [&](int a, int b) { conv3x3(L, pad.data(), ch, cw, pre.data(), a, b); });
+        const int r = L.shuffle;
+        const int oc = L.cout / (r * r), oh = ch * r, ow = cw * r;
+        next.resize(size_t(oc) * oh * ow);
+        for (int c = 0; c < oc; ++c)
+            for (int i = 0; i < r; ++i)
+                for (int j = 0; j < r; ++j) {
+                    const float* src = pre.data() + size_t(c * r * r + i * r + j) * ch * ws;
+                    for (int y = 0; y < ch; ++y)
+                        for (int x = 0; x < cw; ++x) {
+                            float v = src[size_t(y) * ws + x];
+                            if (L.relu) v = v > 0.f ? v : 0.f;  // also maps NaN to 0
+                            next[(size_t(c) * oh + size_t(y) * r + i) * ow + size_t(x) * r + j] = v;
+                        }
+                }
+        cur.swap(next);
+        ch = oh;
+        cw = ow;
+    }
+    for (float& v : cur) v = v > log_lo_ ? (v < log_hi_ ? v : log_hi_) : log_lo_;  // NaN -> log_lo
+    return cur;
+}
+
+void HyperScale::bins(const int32_t* z, int channels, int h, int w, const ScaleGrid& grid, uint8_t* out,
+                      int threads) const {
+    const std::vector<float> s = log_scales(z, channels, h, w, threads);
+    scale_bins(s.data(), s.size(), grid, out);
+}
+
+}  // namespace fastcodec

@@ -1,0 +1,61 @@
+// Deterministic scale branch of the hyper-decoder.
+//
+// The decoder must pick the same coding table (scale bin) for every latent element as the
+// encoder did, on any machine: a one-ulp difference in a predicted scale can move an element to
+// another bin and derail the rest of the stream. onnxruntime's kernels differ in summation order
+// across CPUs, instruction sets, thread counts and versions, so the scales that select tables are
+// computed here instead, with a fixed order of IEEE-754 float32 operations:
+//
+//   * every output element starts from its bias and adds w * x for input channel 0, 1, ..., and
+//     within a channel for kernel taps (ky, kx) in row-major order; taps that fall outside the
+//     input read 0 (zero padding);
+//   * multiplication and addition are separate, correctly rounded operations (the core is built
+//     with -ffp-contract=off and without -ffast-math, so no FMA contraction or reassociation);
+//     loops are vectorised only across independent output elements, which keeps each element's
+//     operation sequence unchanged;
+//   * subnormal inputs and results are flushed to zero explicitly (FTZ/DAZ set for the duration
+//     of the call on x86 and AArch64), so the caller's floating-point mode does not matter;
+//   * no transcendental functions are used: bins come from log(sigma) by multiply, add, floor.
+//
+// IEEE-754 guarantees identical results for this sequence on every conforming machine.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "latent.hpp"
+
+namespace fastcodec {
+
+struct ConvLayer {
+    int cin = 0, cout = 0;        // 3x3 kernel, stride 1, padding 1
+    std::vector<float> weight;    // cout x cin x 3 x 3
+    std::vector<float> bias;      // cout
+    int shuffle = 1;              // PixelShuffle factor applied after the conv (1 = none)
+    bool relu = false;            // ReLU after the (shuffled) output
+};
+
+class HyperScale {
+public:
+    // layers: the scale branch of the hyper-synthesis (last layer's outputs are ln(sigma)),
+    // clamped to [log_lo, log_hi] before binning.
+    HyperScale(std::vector<ConvLayer> layers, float log_lo, float log_hi);
+
+    // z: integer hyper-latent, C x h x w. Writes the scale bin of every latent element
+    // (Cout_last x (h*S) x (w*S), S = product of shuffle factors) to bins.
+    void bins(const int32_t* z, int channels, int h, int w, const ScaleGrid& grid, uint8_t* bins,
+              int threads = 1) const;
+
+    // Same, but returns the clamped ln(sigma) values (for tests and diagnostics).
+    std::vector<float> log_scales(const int32_t* z, int channels, int h, int w, int threads = 1) const;
+
+    int in_channels() const { return layers_.front().cin; }
+    int out_channels() const { return layers_.back().cout / (layers_.back().shuffle * layers_.back().shuffle); }
+    int upscale() const;
+
+private:
+    std::vector<ConvLayer> layers_;
+    float log_lo_, log_hi_;
+};
+
+}  // namespace fastcodec
