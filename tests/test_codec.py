@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import fastcodec
-from conftest import kodak_files, needs_kodak, psnr, synthetic
+from conftest import kodak_files, needs_kodak, psnr, repack, synthetic
 from fastcodec.errors import ArgumentError, FormatError, ImageError, LimitError, ModelError
 
 
@@ -158,17 +158,17 @@ def test_corrupt_and_truncated_files_raise(codec):
 
 
 def test_corrupt_payload_with_valid_checksum_never_crashes(codec):
-    """A payload damaged before the checksum was computed: decode or FormatError, nothing else."""
-    import struct
-    import zlib
+    """A payload damaged before the checksums were computed: decode or FormatError, nothing else."""
+    from fastcodec import format as fmt
     data = codec.compress(synthetic(64, 96), quality=50)
+    hs = fmt.parse(data)[0].header_size
     rng = np.random.default_rng(1)
     for _ in range(100):
-        b = bytearray(data[:-4])
+        b = bytearray(data)
         for _ in range(3):
-            i = int(rng.integers(34, len(b)))
+            i = int(rng.integers(hs, len(b)))
             b[i] = int(rng.integers(0, 256))
-        b += struct.pack("<I", zlib.crc32(b))
+        b = repack(bytes(b))
         try:
             out = codec.decompress(bytes(b))
             assert out.shape == (64, 96, 3)
@@ -177,12 +177,24 @@ def test_corrupt_payload_with_valid_checksum_never_crashes(codec):
 
 
 def test_unknown_model_id(codec):
-    import struct
-    import zlib
-    b = bytearray(codec.compress(synthetic(8, 8))[:-4])
-    b[18:26] = b"\xff" * 8
-    b += struct.pack("<I", zlib.crc32(b))
+    b = repack(codec.compress(synthetic(8, 8)), model_id=b"\xff" * 8)
     with pytest.raises(ModelError, match="ffffffffffffffff"):
+        codec.decompress(b)
+
+
+def test_chunks_decode_independently_and_damage_is_located(codec, monkeypatch):
+    import fastcodec.codec as C
+    img = synthetic(200, 260, seed=5)
+    single = codec.compress(img, quality=40)
+    monkeypatch.setattr(C, "CHUNK_SYMBOLS", 4096)  # 192 channels x 16 x 20 latent -> 15 chunks
+    data = codec.compress(img, quality=40)
+    inf = codec.info(data)
+    assert len(inf.chunk_sizes) == C.chunk_count(192, 16 * 20) == 15
+    assert len(data) - len(single) < 0.1 * len(single)  # table entries, padding, split runs
+    assert np.array_equal(codec.decompress(data), codec.decompress(single))
+    b = bytearray(data)
+    b[-3] ^= 0x10  # inside the last chunk
+    with pytest.raises(FormatError, match=f"latent chunk {len(inf.chunk_sizes)} of {len(inf.chunk_sizes)}"):
         codec.decompress(bytes(b))
 
 

@@ -22,10 +22,10 @@ class FccImageFile(ImageFile.ImageFile):
     format_description = "fastcodec learned image"
 
     def _open(self):
-        head = self.fp.read(fmt.HEADER_SIZE)
+        head = self.fp.read(fmt.FIXED_SIZE)
         if not _accept(head):
             raise SyntaxError("not a fastcodec file")
-        if len(head) < fmt.HEADER_SIZE:
+        if len(head) < fmt.FIXED_SIZE:
             raise SyntaxError("truncated fastcodec header")
         w = int.from_bytes(head[8:12], "little")
         h = int.from_bytes(head[12:16], "little")

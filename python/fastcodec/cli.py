@@ -100,8 +100,8 @@ def _run(args) -> int:
              "channels": hdr.channels, "quality": hdr.quality, "model": hdr.model_id.hex(),
              "format_version": hdr.version, "bytes": hdr.file_size,
              "bpp": round(8 * hdr.file_size / (hdr.width * hdr.height), 4),
-             "sections": {"header": fmt.HEADER_SIZE, "hyper_latent": hdr.z_size, "latent": hdr.y_size,
-                          "checksum": fmt.CRC_SIZE}}
+             "chunks": len(hdr.chunk_sizes),
+             "sections": {"header": hdr.header_size, "hyper_latent": hdr.z_size, "latent": hdr.y_size}}
         if args.detail:
             d["detail"] = fastcodec.Codec().inspect(args.input)
         if args.json:
@@ -109,7 +109,7 @@ def _run(args) -> int:
         else:
             print(f"{d['file']}: {hdr.width}x{hdr.height} {'RGB' if hdr.channels == 3 else 'grayscale'}, "
                   f"quality {hdr.quality:g}, model {d['model']}, format v{hdr.version}")
-            print(f"  {d['bytes']} bytes, {d['bpp']} bpp")
+            print(f"  {d['bytes']} bytes, {d['bpp']} bpp, latent in {d['chunks']} chunk(s)")
             for k, v in d["sections"].items():
                 print(f"  {k:<13}{v:>10} bytes")
             if args.detail:

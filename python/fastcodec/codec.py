@@ -12,12 +12,46 @@ import numpy as np
 from . import _core, format as fmt
 from ._imageio import load_pixels, to_output
 from ._model import Model, available_models, default_model_name, load_model
-from .errors import ArgumentError, ModelError
+from .errors import ArgumentError, FormatError, ModelError
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
 # Tiling of the analysis/synthesis transforms, in latent pixels (x16 image pixels): images whose
 # latent exceeds TILE_MAX on a side are processed in TILE x TILE tiles with HALO overlap.
 TILE, HALO, TILE_MAX = 64, 4, 80
+
+
+# Latent chunks: the encoder splits the latent channels into independently decodable chunks of
+# about CHUNK_SYMBOLS symbols each (one chunk for Kodak-size images).
+CHUNK_SYMBOLS = 1 << 19
+
+
+def chunk_count(channels: int, plane: int) -> int:
+    return max(1, min(channels, fmt.MAX_CHUNKS, -(-channels * plane // CHUNK_SYMBOLS)))
+
+
+def chunk_ranges(channels: int, n: int):
+    """Channel range [c0, c1) of each of n chunks (docs/format.md)."""
+    return [(i * channels // n, (i + 1) * channels // n) for i in range(n)]
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _map(fn, items):
+    """Runs fn over items, on a shared thread pool when there are several (the native coder
+    releases the GIL); exceptions propagate. Results in order."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                _pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                           thread_name_prefix="fastcodec")
+    return list(_pool.map(fn, items))
 
 
 def _tiles(n: int):
@@ -36,8 +70,13 @@ class FileInfo:
     model_id: str
     version: int
     file_size: int
+    header_size: int
     z_size: int
-    y_size: int
+    chunk_sizes: tuple
+
+    @property
+    def y_size(self) -> int:
+        return sum(self.chunk_sizes)
 
     @property
     def bpp(self) -> float:
@@ -195,12 +234,12 @@ class Codec:
         return self._pack(y, _check_quality(quality), h, w, channels)
 
     def _pack(self, y, q, h, w, channels) -> bytes:
+        m = self.model
         r, bins, z_sym, z_groups = self._code(y, q)
-        zbytes = self.model.z_coders.encode(z_sym, z_groups)
-        ybytes = self.model.y_coders.encode(r.ravel(), bins.ravel())
-        hdr = fmt.Header(width=w, height=h, channels=channels, quality=q,
-                         model_id=bytes.fromhex(self.model.id), z_size=len(zbytes), y_size=len(ybytes))
-        return fmt.pack(hdr, zbytes, ybytes)
+        zbytes = m.z_coders.encode(z_sym, z_groups)
+        ranges = chunk_ranges(r.shape[1], chunk_count(r.shape[1], r.shape[2] * r.shape[3]))
+        chunks = _map(lambda c: m.y_coders.encode(r[0, c[0]:c[1]].ravel(), bins[0, c[0]:c[1]].ravel()), ranges)
+        return fmt.pack(w, h, channels, q, bytes.fromhex(m.id), zbytes, chunks)
 
     def _compress_to_target(self, y, h, w, channels, target_bpp) -> bytes:
         budget = target_bpp * h * w / 8.0
@@ -227,11 +266,11 @@ class Codec:
         data = _read_if_path(data)
         hdr, _, _ = fmt.parse(data, max_pixels=self.max_pixels)
         return FileInfo(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id.hex(), hdr.version,
-                        hdr.file_size, hdr.z_size, hdr.y_size)
+                        hdr.file_size, hdr.header_size, hdr.z_size, hdr.chunk_sizes)
 
     def _decode_symbols(self, data):
         data = _read_if_path(data)
-        hdr, zdata, ydata = fmt.parse(data, max_pixels=self.max_pixels)
+        hdr, zdata, chunks = fmt.parse(data, max_pixels=self.max_pixels)
         m = self._model_for(hdr.model_id)
         s = m.stride
         ph, pw = -(-hdr.height // s) * s, -(-hdr.width // s) * s
@@ -242,7 +281,19 @@ class Codec:
         z_int = np.ascontiguousarray(z_sym.reshape(1, zc, zh, zw) + m.z_offset[None, :, None, None])
         (mu,) = m.run("hyper_decoder", {"z": z_int.astype(np.float32)})
         bins = m.scale_bins(z_int)
-        r = m.y_coders.decode(ydata, bins.ravel()).reshape(mu.shape)
+        M = bins.shape[1]
+        if len(chunks) > M:
+            raise FormatError(f"file declares {len(chunks)} latent chunks, the model has only {M} channels")
+        r = np.empty(bins.shape, np.int32)
+
+        def decode_chunk(i, c):
+            try:
+                r[0, c[0]:c[1]] = m.y_coders.decode(chunks[i], bins[0, c[0]:c[1]].ravel()).reshape(
+                    r[0, c[0]:c[1]].shape)
+            except FormatError as e:
+                raise FormatError(f"latent chunk {i + 1} of {len(chunks)}: {e}") from None
+
+        _map(lambda ic: decode_chunk(*ic), list(enumerate(chunk_ranges(M, len(chunks)))))
         return hdr, m, z_sym, z_groups, r, bins, mu
 
     def decompress(self, data) -> np.ndarray:
@@ -261,12 +312,13 @@ class Codec:
         out = {}
         for name, size, vals, groups, prefix in (("hyper_latent", hdr.z_size, z_sym, z_groups, "z"),
                                                  ("latent", hdr.y_size, r.ravel(), bins.ravel(), "y")):
+            # (each latent chunk ends on a byte boundary: at most 7 padding bits per chunk)
             info = _information_bits(vals, groups, t[f"{prefix}_pmf"], t[f"{prefix}_pmf_off"],
                                      t[f"{prefix}_pmf_vmin"])
             out[name] = {"bytes": size, "bits": 8 * size, "symbols": int(vals.size), "information_bits": info,
                          "overhead_pct": 100.0 * (8 * size / info - 1) if info > 0 else float("nan")}
         info_total = sum(v["information_bits"] for v in out.values())
-        head = 8 * (fmt.HEADER_SIZE + fmt.CRC_SIZE)
+        head = 8 * hdr.header_size
         out["total"] = {"bytes": hdr.file_size, "bits": 8 * hdr.file_size, "header_bits": head,
                         "information_bits": info_total,
                         "overhead_pct": 100.0 * (8 * hdr.file_size / (info_total + head) - 1),
