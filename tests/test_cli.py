@@ -69,3 +69,44 @@ def test_usage_errors_and_help(tmp_path):
     for cmd in ((), ("compress",), ("decompress",), ("info",)):
         r = run(*cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_batch_folder_with_a_bad_file(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for i, p in enumerate([src / "a.png", src / "b.jpg", src / "sub" / "c.png"]):
+        Image.fromarray(synthetic(24 + i, 40, seed=i)).save(p)
+    (src / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out"
+    r = run("compress", src, "-o", out, "-q", "40", "--json", "-j", "2")
+    assert r.returncode == 1, r.stderr  # one file failed, the others were done
+    d = json.loads(r.stdout)
+    assert d["summary"]["ok"] == 3 and d["summary"]["failed"] == 1 and d["summary"]["files"] == 4
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.fcc")) == ["a.fcc", "b.fcc", "sub/c.fcc"]
+    bad = [f for f in d["files"] if f["status"] == "failed"][0]
+    assert bad["input"].endswith("broken.png") and "cannot decode" in bad["error"]
+    assert not list(out.rglob(".fastcodec-*"))  # no temporary files left
+
+    # again: existing outputs are skipped, not overwritten
+    before = (out / "a.fcc").read_bytes()
+    r = run("compress", src / "a.png", src / "b.jpg", "-o", out, "-q", "90", "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["summary"]["skipped"] == 2
+    assert (out / "a.fcc").read_bytes() == before
+    r = run("compress", str(src / "*.png"), "-o", out, "-q", "90", "--force", "--quiet")
+    assert r.returncode == 1 and r.stdout == ""  # broken.png matched the glob and failed
+    assert (out / "a.fcc").read_bytes() != before
+
+    # decode the folder back to PNGs
+    back = tmp_path / "back"
+    r = run("decompress", out, "-o", back)
+    assert r.returncode == 0, r.stderr
+    assert "3 done" in r.stdout
+    assert np.asarray(Image.open(back / "sub" / "c.png")).shape == (26, 40, 3)
+
+
+def test_no_inputs_is_a_usage_error(tmp_path):
+    r = run("compress", str(tmp_path / "*.png"))
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+    r = run("compress", tmp_path)  # empty folder
+    assert r.returncode == 2 and "no input files" in r.stderr

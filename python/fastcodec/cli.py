@@ -1,19 +1,31 @@
 """The ``fastcodec`` command line tool.
 
-Exit codes: 0 success, 1 a file failed (bad input, corrupt file, exists without --force),
-2 usage error (bad options).
+    fastcodec compress IN... [-o OUT] [-q Q | --target-bpp B] [-j N] [--force] [--quiet|--json]
+    fastcodec decompress IN.fcc... [-o OUT] [--format png] [-j N] [--force] [--quiet|--json]
+    fastcodec info FILE.fcc [--detail] [--json]
+
+Several inputs, folders (searched recursively) and globs are processed in parallel with one
+shared Codec. Outputs are written atomically; existing outputs are skipped unless --force;
+a failing file is reported and the batch goes on.
+
+Exit codes: 0 every file done (or skipped because its output exists), 1 at least one file
+failed, 2 usage error (bad options, no inputs), 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import io
 import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .errors import FastcodecError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif", ".avif")
 
 
 def _quality(s):
@@ -36,31 +48,53 @@ def _bpp(s):
     return v
 
 
+def _jobs(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"jobs must be a whole number, got {s!r}") from None
+    if not 1 <= v <= 256:
+        raise argparse.ArgumentTypeError(f"jobs must be from 1 to 256, got {s}")
+    return v
+
+
+def _batch_options(p):
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("-j", "--jobs", type=_jobs, default=None,
+                   help="files processed in parallel (default: number of CPU cores)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--quiet", action="store_true", help="print errors only")
+    out.add_argument("--json", action="store_true", help="print one JSON object (per-file results and summary)")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="fastcodec", description="Learned image codec: compress images to .fcc "
-                                "files and back.")
     from . import __version__
+
+    p = argparse.ArgumentParser(prog="fastcodec", description="Learned image codec: compress images to .fcc "
+                                "files and back.", epilog="exit codes: 0 ok, 1 some file failed, 2 usage "
+                                "error, 130 interrupted")
     p.add_argument("--version", action="version", version=f"fastcodec {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.required = True
 
-    c = sub.add_parser("compress", help="compress an image (PNG, JPEG, ...) to .fcc",
-                       description="Compress an image to a .fcc file.")
-    c.add_argument("input", help="image file readable by Pillow")
-    c.add_argument("-o", "--output", help="output path (default: input with .fcc extension)")
+    c = sub.add_parser("compress", help="compress images (PNG, JPEG, ...) to .fcc",
+                       description="Compress images to .fcc files. Inputs may be files, folders (recursive) "
+                       "or glob patterns.")
+    c.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    c.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
     g = c.add_mutually_exclusive_group()
     g.add_argument("-q", "--quality", type=_quality, default=75.0, help="quality 1..100, higher is better "
                    "(default 75)")
     g.add_argument("--target-bpp", type=_bpp, help="largest size in bits per pixel; quality is searched")
-    c.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
-    c.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    _batch_options(c)
 
-    d = sub.add_parser("decompress", help="decode a .fcc file to an image",
-                       description="Decode a .fcc file to PNG (or another format by extension).")
-    d.add_argument("input", help=".fcc file")
-    d.add_argument("-o", "--output", help="output image path (default: input with .png extension)")
-    d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
-    d.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    d = sub.add_parser("decompress", help="decode .fcc files to images",
+                       description="Decode .fcc files to PNG (or --format). Inputs may be files, folders "
+                       "(recursive) or glob patterns.")
+    d.add_argument("inputs", nargs="+", metavar="INPUT", help=".fcc files, folders or globs")
+    d.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
+    d.add_argument("--format", default=None, help="output format for folders: png (default), webp, jpg, bmp, tif")
+    _batch_options(d)
 
     i = sub.add_parser("info", help="show what a .fcc file holds", description="Show a .fcc file's header.")
     i.add_argument("input", help=".fcc file")
@@ -78,74 +112,190 @@ def _fail(msg):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        if args.cmd == "info":
+            return _info(args)
+        return _batch(args)
     except FastcodecError as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         print("fastcodec: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except OSError as e:
         return _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
 
 
-def _run(args) -> int:
+def _info(args) -> int:
     import fastcodec
+    from . import format as fmt  # header parsing needs no model
+    from .codec import _read_if_path
 
-    if args.cmd == "info":
-        from . import format as fmt  # header parsing needs no model
-        from .codec import _read_if_path
+    hdr, _, _ = fmt.parse(_read_if_path(args.input))
+    d = {"file": args.input, "width": hdr.width, "height": hdr.height,
+         "channels": hdr.channels, "quality": hdr.quality, "model": hdr.model_id.hex(),
+         "format_version": hdr.version, "bytes": hdr.file_size,
+         "bpp": round(8 * hdr.file_size / (hdr.width * hdr.height), 4),
+         "chunks": len(hdr.chunk_sizes),
+         "sections": {"header": hdr.header_size, "hyper_latent": hdr.z_size, "latent": hdr.y_size}}
+    if args.detail:
+        d["detail"] = fastcodec.Codec().inspect(args.input)
+    if args.json:
+        print(json.dumps(d))
+        return EXIT_OK
+    print(f"{d['file']}: {hdr.width}x{hdr.height} {'RGB' if hdr.channels == 3 else 'grayscale'}, "
+          f"quality {hdr.quality:g}, model {d['model']}, format v{hdr.version}")
+    print(f"  {d['bytes']} bytes, {d['bpp']} bpp, latent in {d['chunks']} chunk(s)")
+    for k, v in d["sections"].items():
+        print(f"  {k:<13}{v:>10} bytes")
+    if args.detail:
+        print(f"  {'section':<13}{'bits':>10}{'info bits':>12}{'overhead':>10}")
+        for k, v in d["detail"].items():
+            print(f"  {k:<13}{v['bits']:>10}{v['information_bits']:>12.0f}{v['overhead_pct']:>9.2f}%")
+    return EXIT_OK
 
-        hdr, _, _ = fmt.parse(_read_if_path(args.input))
-        d = {"file": args.input, "width": hdr.width, "height": hdr.height,
-             "channels": hdr.channels, "quality": hdr.quality, "model": hdr.model_id.hex(),
-             "format_version": hdr.version, "bytes": hdr.file_size,
-             "bpp": round(8 * hdr.file_size / (hdr.width * hdr.height), 4),
-             "chunks": len(hdr.chunk_sizes),
-             "sections": {"header": hdr.header_size, "hyper_latent": hdr.z_size, "latent": hdr.y_size}}
-        if args.detail:
-            d["detail"] = fastcodec.Codec().inspect(args.input)
-        if args.json:
-            print(json.dumps(d))
+
+def _expand(inputs, exts):
+    """(path, relative path for mirroring under an output folder) for every input file."""
+    out, missing = [], []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, _, files in os.walk(item):
+                for f in sorted(files):
+                    if f.lower().endswith(exts):
+                        p = os.path.join(root, f)
+                        out.append((p, os.path.relpath(p, item)))
+        elif os.path.exists(item):
+            out.append((item, os.path.basename(item)))
         else:
-            print(f"{d['file']}: {hdr.width}x{hdr.height} {'RGB' if hdr.channels == 3 else 'grayscale'}, "
-                  f"quality {hdr.quality:g}, model {d['model']}, format v{hdr.version}")
-            print(f"  {d['bytes']} bytes, {d['bpp']} bpp, latent in {d['chunks']} chunk(s)")
-            for k, v in d["sections"].items():
-                print(f"  {k:<13}{v:>10} bytes")
-            if args.detail:
-                print(f"  {'section':<13}{'bits':>10}{'info bits':>12}{'overhead':>10}")
-                for k, v in d["detail"].items():
-                    print(f"  {k:<13}{v['bits']:>10}{v['information_bits']:>12.0f}{v['overhead_pct']:>9.2f}%")
-        return EXIT_OK
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                missing.append(item)
+            out.extend((m, os.path.basename(m)) for m in matches if os.path.isfile(m))
+    seen, unique = set(), []
+    for p, rel in out:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append((p, rel))
+    return unique, missing
 
-    if getattr(args, "threads", 0) < 0:
-        return _fail("--threads must be >= 0")
-    codec = fastcodec.Codec(threads=args.threads)
+
+def _batch(args) -> int:
+    import fastcodec
+    from ._files import check_output, write_atomic
+
+    compress = args.cmd == "compress"
+    exts = IMAGE_EXTS if compress else (".fcc",)
+    files, missing = _expand(args.inputs, exts)
+    single = len(args.inputs) == 1 and len(files) == 1 and not os.path.isdir(args.inputs[0]) \
+        and not (args.output and os.path.isdir(args.output))
+    for m in missing:
+        if single or not files:
+            return _fail(f"no such file: {m!r}")
+    if not files:
+        print("fastcodec: error: no input files found", file=sys.stderr)
+        return EXIT_USAGE
+    if compress:
+        ext = ".fcc"
+    else:
+        ext = "." + (args.format or "png").lower().lstrip(".")
+        if args.format:
+            fastcodec._format_from_ext("x" + ext)  # validates the format name
+
+    def target(src, rel):
+        if single and args.output:
+            return args.output
+        if args.output:
+            return os.path.join(args.output, os.path.splitext(rel)[0] + ext)
+        return os.path.splitext(src)[0] + ext
+
+    jobs = args.jobs or os.cpu_count() or 1
+    # several files at once: one inference thread per file, files in parallel
+    codec = fastcodec.Codec(threads=1 if jobs > 1 and len(files) > 1 else 0)
+
+    def work(item):
+        src, rel = item
+        dst = target(src, rel)
+        t0 = time.perf_counter()
+        rec = {"input": src, "output": dst}
+        try:
+            if os.path.exists(dst) and not args.force:
+                if single:
+                    check_output(dst, False, src)
+                rec.update(status="skipped", reason="output exists (use --force)")
+                return rec
+            check_output(dst, args.force, src)
+            os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+            if compress:
+                data = codec.compress(src, quality=args.quality, target_bpp=args.target_bpp)
+                inf = codec.info(data)
+                write_atomic(dst, data, args.force)
+                rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(data),
+                           pixels=inf.width * inf.height, bpp=round(inf.bpp, 5), quality=inf.quality)
+            else:
+                im = codec.decompress_image(src)
+                buf = io.BytesIO()
+                im.save(buf, format=fastcodec._format_from_ext(dst))
+                write_atomic(dst, buf.getvalue(), args.force)
+                rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=buf.tell(),
+                           pixels=im.width * im.height)
+        except (FastcodecError, OSError) as e:
+            rec.update(status="failed", error=str(e))
+        rec["seconds"] = round(time.perf_counter() - t0, 4)
+        return rec
+
     t0 = time.perf_counter()
-    if args.cmd == "compress":
-        out = args.output or os.path.splitext(args.input)[0] + ".fcc"
-        from ._files import check_output, write_atomic
+    bar = None
+    if not (args.quiet or args.json or single) and sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(files), unit="file", file=sys.stderr)
+        except ImportError:
+            bar = None
+    results = []
+    with ThreadPoolExecutor(max_workers=min(jobs, len(files))) as pool:
+        for rec in pool.map(work, files):
+            results.append(rec)
+            if bar is not None:
+                bar.update(1)
+            if rec["status"] == "failed":
+                msg = f"fastcodec: error: {rec['input']}: {rec['error']}"
+                (bar.write(msg, file=sys.stderr) if bar is not None else print(msg, file=sys.stderr))
+            elif not (args.quiet or args.json):
+                line = _line(rec, compress)
+                (bar.write(line) if bar is not None else print(line))
+    if bar is not None:
+        bar.close()
+    summary = _summary(results, time.perf_counter() - t0, compress)
+    if args.json:
+        print(json.dumps({"files": results, "summary": summary}))
+    elif not args.quiet and not single:
+        print(f"{summary['ok']} done, {summary['skipped']} skipped, {summary['failed']} failed; "
+              f"{summary['bytes_in']} -> {summary['bytes_out']} bytes"
+              + (f", mean {summary['mean_bpp']:.4f} bpp" if summary.get("mean_bpp") is not None else "")
+              + f", {summary['seconds']:.2f} s")
+    if single and results[0]["status"] == "skipped":
+        return _fail(f"output {results[0]['output']!r} exists; use --force to replace it")
+    return EXIT_FAILED if summary["failed"] else EXIT_OK
 
-        check_output(out, args.force, args.input)
-        data = codec.compress(args.input, quality=args.quality, target_bpp=args.target_bpp)
-        write_atomic(out, data, args.force)
-        inf = codec.info(data)
-        print(f"{args.input} -> {out}: {len(data)} bytes, {inf.bpp:.4f} bpp, quality {inf.quality:g} "
-              f"({time.perf_counter() - t0:.2f} s)")
-        return EXIT_OK
-    if args.cmd == "decompress":
-        out = args.output or os.path.splitext(args.input)[0] + ".png"
-        from ._files import check_output, write_atomic
-        import io
 
-        check_output(out, args.force, args.input)
-        im = codec.decompress_image(args.input)
-        buf = io.BytesIO()
-        im.save(buf, format=fastcodec._format_from_ext(out))
-        write_atomic(out, buf.getvalue(), args.force)
-        print(f"{args.input} -> {out}: {im.width}x{im.height} ({time.perf_counter() - t0:.2f} s)")
-        return EXIT_OK
-    return EXIT_USAGE
+def _line(rec, compress):
+    if rec["status"] == "skipped":
+        return f"{rec['input']}: skipped ({rec['reason']})"
+    if compress:
+        return (f"{rec['input']} -> {rec['output']}: {rec['bytes_out']} bytes, {rec['bpp']:.4f} bpp, "
+                f"quality {rec['quality']:g} ({rec['seconds']:.2f} s)")
+    return f"{rec['input']} -> {rec['output']} ({rec['seconds']:.2f} s)"
+
+
+def _summary(results, seconds, compress):
+    ok = [r for r in results if r["status"] == "ok"]
+    s = {"files": len(results), "ok": len(ok), "skipped": sum(r["status"] == "skipped" for r in results),
+         "failed": sum(r["status"] == "failed" for r in results),
+         "bytes_in": sum(r["bytes_in"] for r in ok), "bytes_out": sum(r["bytes_out"] for r in ok),
+         "seconds": round(seconds, 3)}
+    if compress and ok:
+        s["mean_bpp"] = sum(r["bpp"] for r in ok) / len(ok)
+    return s
 
 
 if __name__ == "__main__":
