@@ -96,6 +96,17 @@ def build_parser():
     d.add_argument("--format", default=None, help="output format for folders: png (default), webp, jpg, bmp, tif")
     _batch_options(d)
 
+    sv = sub.add_parser("serve", help="run the HTTP service (needs the 'server' extra)",
+                        description="Serve POST /v1/compress, POST /v1/decompress, /healthz, /metrics and "
+                        "OpenAPI docs (/docs) on FastAPI + uvicorn.")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--concurrency", type=_jobs, default=None, help="requests coded at once (default: cores)")
+    sv.add_argument("--queue", type=int, default=None, help="requests waiting beyond that before 503 "
+                    "(default: 2 x concurrency)")
+    sv.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (default 50 MB)")
+    sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image (default 50 MP)")
+
     i = sub.add_parser("info", help="show what a .fcc file holds", description="Show a .fcc file's header.")
     i.add_argument("input", help=".fcc file")
     i.add_argument("--json", action="store_true", help="print JSON")
@@ -114,6 +125,14 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "info":
             return _info(args)
+        if args.cmd == "serve":
+            try:
+                from .server import serve
+            except ImportError as e:
+                return _fail(f"the server needs extra packages ({e.name}): pip install 'fastcodec[server]'")
+            serve(args.host, args.port, args.concurrency, args.queue, int(args.max_body_mb * 2 ** 20),
+                  args.max_pixels)
+            return EXIT_OK
         return _batch(args)
     except FastcodecError as e:
         return _fail(str(e))
