@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Speed and memory: encode/decode megapixels per second and peak RSS, fastcodec next to AVIF,
+JPEG XL, WebP and JPEG, measured in the same run on this machine.
+
+    python benchmarks/speed.py [--sizes kodak,4mp] [--large] [--threads 1,2] [--repeat 3]
+
+Every (codec, size, threads) cell runs in a fresh subprocess, so its peak RSS (ru_maxrss) is its
+own. Test images are natural photographs: Kodak as is, larger sizes made from Kodak images
+(mosaics resized with Lanczos). --large adds 24 MP and 50 MP.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT.parent / "shared" / "data" / "kodak"
+SIZES = {"kodak": (512, 768), "4mp": (1632, 2448), "24mp": (4000, 6000), "50mp": (5773, 8660)}
+
+
+def make_image(name):
+    from PIL import Image
+    files = sorted(KODAK.glob("kodim*.png"))
+    if name == "kodak":
+        return np.asarray(Image.open(files[22]).convert("RGB"))
+    h, w = SIZES[name]
+    tiles = [Image.open(f).convert("RGB").resize((768, 512)) for f in files[:9]]
+    mosaic = Image.new("RGB", (768 * 3, 512 * 3))
+    for i, t in enumerate(tiles):
+        mosaic.paste(t, ((i % 3) * 768, (i // 3) * 512))
+    return np.asarray(mosaic.resize((w, h), Image.LANCZOS))
+
+
+def codec_fns(name, threads):
+    if name == "fastcodec":
+        import fastcodec
+        c = fastcodec.Codec(threads=threads)
+        return (lambda a: c.compress(a, quality=75)), c.decompress
+    if name in ("jpeg", "webp"):
+        from PIL import Image
+        fmt, kw = ("JPEG", {"quality": 85, "subsampling": 2}) if name == "jpeg" else ("WEBP", {"quality": 80, "method": 4})
+
+        def enc(a):
+            b = io.BytesIO()
+            Image.fromarray(a).save(b, fmt, **kw)
+            return b.getvalue()
+        return enc, (lambda d: np.asarray(Image.open(io.BytesIO(d)).convert("RGB")))
+    import imagecodecs
+    if name == "avif6":
+        return (lambda a: imagecodecs.avif_encode(a, level=60, speed=6, numthreads=threads)), \
+            (lambda d: imagecodecs.avif_decode(d, numthreads=threads))
+    if name == "jxl7":
+        return (lambda a: imagecodecs.jpegxl_encode(a, distance=2.0, effort=7, numthreads=threads)), \
+            (lambda d: imagecodecs.jpegxl_decode(d, numthreads=threads))
+    raise ValueError(name)
+
+
+def worker(codec, size, threads, repeat):
+    img = make_image(size)
+    enc, dec = codec_fns(codec, threads)
+    data = enc(img)  # warm-up (model loading, allocations)
+    dec(data)
+    te, td = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        data = enc(img)
+        te.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        dec(data)
+        td.append(time.perf_counter() - t0)
+    mp = img.shape[0] * img.shape[1] / 1e6
+    print(json.dumps({"codec": codec, "size": size, "threads": threads, "mp": mp,
+                      "encode_s": min(te), "decode_s": min(td), "bpp": 8 * len(data) / (mp * 1e6),
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="kodak,4mp")
+    ap.add_argument("--large", action="store_true", help="add 24mp and 50mp")
+    ap.add_argument("--codecs", default="fastcodec,avif6,jxl7,webp,jpeg")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
+    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        c, s, t, r = args.worker
+        return worker(c, s, int(t), int(r))
+    sizes = args.sizes.split(",") + (["24mp", "50mp"] if args.large else [])
+    rows = []
+    print("| image | codec | threads | encode s | encode MP/s | decode s | decode MP/s | bpp | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for size in sizes:
+        for codec in args.codecs.split(","):
+            for th in map(int, args.threads.split(",")):
+                env = dict(os.environ, OMP_NUM_THREADS=str(th))
+                p = subprocess.run([sys.executable, __file__, "--worker", codec, size, str(th), str(args.repeat)],
+                                   capture_output=True, text=True, env=env)
+                if p.returncode != 0:
+                    print(f"| {size} | {codec} | {th} | failed: {p.stderr.strip().splitlines()[-1][:80]} |||||")
+                    continue
+                r = json.loads(p.stdout.strip().splitlines()[-1])
+                rows.append(r)
+                print(f"| {size} ({r['mp']:.1f} MP) | {codec} | {th} | {r['encode_s']:.3f} | {r['mp'] / r['encode_s']:.2f} "
+                      f"| {r['decode_s']:.3f} | {r['mp'] / r['decode_s']:.2f} | {r['bpp']:.3f} | {r['peak_rss_mib']:.0f} |",
+                      flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
