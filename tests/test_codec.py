@@ -260,3 +260,15 @@ def test_tiled_transforms_match_untiled(monkeypatch):
     assert abs(len(tiled) - len(whole)) <= 0.002 * len(whole)
     assert psnr(whole_px, tiled_px) > 45
     assert psnr(img, codec.decompress(tiled)) > psnr(img, whole_px) - 0.05
+
+
+def test_batch_api_matches_single_calls():
+    codec = fastcodec.Codec(threads=1)
+    imgs = [synthetic(30 + 4 * i, 50, seed=i) for i in range(6)]
+    out = codec.compress_many(imgs + [b"garbage"], quality=45, workers=3, return_exceptions=True)
+    assert [o for o in out[:6]] == [codec.compress(im, quality=45) for im in imgs]
+    assert isinstance(out[6], ImageError)
+    with pytest.raises(ImageError):
+        codec.compress_many([b"garbage"])
+    back = codec.decompress_many(out[:6], workers=2)
+    assert [b.shape for b in back] == [im.shape for im in imgs]

@@ -12,7 +12,7 @@ import numpy as np
 from . import _core, format as fmt
 from ._imageio import load_pixels, to_output
 from ._model import Model, available_models, default_model_name, load_model
-from .errors import ArgumentError, FormatError, ModelError
+from .errors import ArgumentError, FastcodecError, FormatError, ModelError
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
 # Tiling of the analysis/synthesis transforms, in latent pixels (x16 image pixels): images whose
@@ -260,6 +260,39 @@ class Codec:
             else:
                 hi = mid
         return best
+
+    def compress_many(self, sources, quality: float = 75, target_bpp: float | None = None,
+                      workers: int | None = None, return_exceptions: bool = False) -> list:
+        """Compress many images concurrently with this codec; results in input order.
+
+        With ``return_exceptions=True`` a failing input yields its exception object instead of
+        stopping the batch. Pair with ``Codec(threads=1)`` so that ``workers`` images run at once
+        without oversubscribing the cores.
+        """
+        return self._many(lambda s: self.compress(s, quality=quality, target_bpp=target_bpp), sources, workers,
+                          return_exceptions)
+
+    def decompress_many(self, files, workers: int | None = None, return_exceptions: bool = False) -> list:
+        """Decode many .fcc files (bytes or paths) concurrently; results in input order."""
+        return self._many(self.decompress, files, workers, return_exceptions)
+
+    @staticmethod
+    def _many(fn, items, workers, return_exceptions):
+        from concurrent.futures import ThreadPoolExecutor
+
+        def call(x):
+            try:
+                return fn(x)
+            except FastcodecError as e:
+                if return_exceptions:
+                    return e
+                raise
+
+        items = list(items)
+        workers = workers or min(len(items), os.cpu_count() or 1) or 1
+        # a private pool: the shared one serves the chunk-level parallelism inside each call
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastcodec-batch") as ex:
+            return list(ex.map(call, items))
 
     # -- decoding -------------------------------------------------------------------------------
     def info(self, data) -> FileInfo:
