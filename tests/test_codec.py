@@ -272,3 +272,30 @@ def test_batch_api_matches_single_calls():
         codec.compress_many([b"garbage"])
     back = codec.decompress_many(out[:6], workers=2)
     assert [b.shape for b in back] == [im.shape for im in imgs]
+
+
+def test_documented_input_conversions(codec, tmp_path):
+    rgb = synthetic(24, 32, seed=9)
+    # 16-bit grayscale PNG: scaled to 8 bits, coded as grayscale
+    g16 = (rgb[..., 0].astype(np.uint16) * 257)
+    p16 = tmp_path / "g16.png"
+    Image.fromarray(g16).save(p16)
+    d = codec.compress(p16, quality=90)
+    assert codec.info(d).channels == 1 and codec.decompress(d).shape == (24, 32)
+    assert psnr(rgb[..., 0], codec.decompress(d)) > 20
+    # palette image without transparency: converted to RGB
+    pal = Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE)
+    assert codec.decompress(codec.compress(pal)).shape == (24, 32, 3)
+    # CMYK: converted by Pillow
+    cmyk = Image.fromarray(rgb).convert("CMYK")
+    assert codec.compress(cmyk, quality=50) == codec.compress(np.asarray(cmyk.convert("RGB")), quality=50)
+    # EXIF orientation 6 (rotate 90): stored upright, so width and height swap
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    buf = tmp_path / "rot.jpg"
+    im.save(buf, "JPEG", exif=exif.tobytes(), quality=95)
+    assert codec.decompress(codec.compress(buf)).shape == (32, 24, 3)
+    # floating-point images are refused with a clear message
+    with pytest.raises(ImageError, match="floating-point"):
+        codec.compress(Image.fromarray(rgb[..., 0].astype(np.float32)))
