@@ -66,12 +66,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"))
     ap.add_argument("--ckpt", default=os.path.join(ROOT, "training", "runs", "ckpt.pt"))
-    ap.add_argument("--init", default=os.path.join(ROOT, "models", "fastcodec-hp.weights.npz"))
+    ap.add_argument("--init", default=None,
+                    help="weights to start from when --ckpt does not exist (default: the shipped default "
+                         "model's models/<name>.weights.npz)")
     ap.add_argument("--hours", type=float, default=2.0)
     ap.add_argument("--steps", type=int, default=10**9)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--N", type=int, default=96)
     ap.add_argument("--M", type=int, default=192)
     ap.add_argument("--threads", type=int, default=2)
@@ -83,6 +85,10 @@ def main():
     model = HyperpriorCodec(args.N, args.M)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, total_steps = 0, 0
+    if args.init is None:
+        default = os.path.join(ROOT, "models", "DEFAULT")
+        name = open(default).read().strip() if os.path.exists(default) else "hp1"
+        args.init = os.path.join(ROOT, "models", f"{name}.weights.npz")
     if os.path.exists(args.ckpt):
         st = torch.load(args.ckpt, map_location="cpu")
         model.load_state_dict(st["model"])
@@ -107,6 +113,9 @@ def main():
     print(f"{len(images)} training images", flush=True)
     t0 = time.time()
     start_step = step
+    good = args.ckpt.replace(".pt", "-good.pt")
+    recent = []  # recent losses, for spike detection
+    skipped = 0
     acc = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "n": 0}
     levels = len(LAMBDAS) - 1
     while step < args.steps and time.time() - t0 < args.hours * 3600:
@@ -122,6 +131,24 @@ def main():
         bpp = bits / npix
         mse = ((x_hat.float() - x) ** 2).mean((1, 2, 3))
         loss = (lam * 255 ** 2 * mse + bpp).mean()
+        # divergence guard: a non-finite loss or a spike far above the recent median is not
+        # applied; a run of them restores the last good checkpoint with a halved learning rate
+        lv = loss.item()
+        med = sorted(recent)[len(recent) // 2] if len(recent) >= 20 else None
+        if not math.isfinite(lv) or (med is not None and lv > 6 * med + 5):
+            skipped += 1
+            print(f"step {step}: skipped update (loss {lv:.4g}, recent median {med})", flush=True)
+            if skipped >= 10 and os.path.exists(good):
+                st = torch.load(good, map_location="cpu")
+                model.load_state_dict(st["model"])
+                opt.load_state_dict(st["opt"])
+                for gparam in opt.param_groups:
+                    gparam["lr"] *= 0.5
+                print(f"restored {good} (step {st['total_steps']}), lr {opt.param_groups[0]['lr']:.2e}", flush=True)
+                skipped = 0
+            continue
+        skipped = 0
+        recent = (recent + [lv])[-50:]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -139,8 +166,11 @@ def main():
                   f"psnr~{psnr:.2f} ({(time.time()-t0)/(step-start_step):.2f}s/step)", flush=True)
             acc = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "n": 0}
         if step % args.save_every == 0:
-            save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                         "total_steps": total_steps, "args": vars(args)}, args.ckpt)
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                     "total_steps": total_steps, "args": vars(args)}
+            save_atomic(state, args.ckpt)
+            if step % (5 * args.save_every) == 0 and med is not None and lv < 2 * med + 2:
+                save_atomic(state, good)  # a known-sane state to fall back to
     save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                  "total_steps": total_steps, "args": vars(args)}, args.ckpt)
     print(f"done at step {step} (total {total_steps})", flush=True)
