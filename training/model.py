@@ -198,7 +198,10 @@ class HyperpriorCodec(nn.Module):
         mu, sigma = self.hyper_params(z_hat)
         # rate with additive noise, synthesis input with straight-through rounding (mixed quantisation)
         y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        y_ste = torch.round(y - mu).detach() + mu + (y - y.detach())
+        # y + (rounding offset): equal to round(y - mu) + mu, but stays within 0.5 of y even when mu
+        # is so large that float32 loses integer precision (which once let a diverging hyperprior
+        # feed garbage to the synthesis); gradients as a straight-through estimator to y only
+        y_ste = y + (torch.round(y - mu) - (y - mu)).detach()
         lik_y = gaussian_likelihood(y_noisy - mu, sigma)
         lik_z = self.prior.likelihood(z_noisy)
         x_hat = self.g_s(y_ste * igain).float()
