@@ -124,6 +124,32 @@ LABELS = {"fastcodec": "fastcodec", "jpeg": "JPEG 4:2:0 (Pillow)", "webp": "WebP
           "avif6": "AVIF speed 6", "avif2": "AVIF speed 2", "jxl7": "JPEG XL e7", "jpeg2000": "JPEG 2000"}
 
 
+_W = {}
+
+
+def _init_worker(files, msssim):
+    _W["images"] = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    _W["msssim"] = msssim
+    _W["table"] = None
+
+
+def _cell(name, q):
+    """One (codec, parameter) point over every image, in a worker process."""
+    if _W["table"] is None:
+        import fastcodec
+        _W["table"] = codecs(fastcodec.Codec(threads=1))
+    run = _W["table"][name][0]
+    bpp, ps, ms = [], [], []
+    for img in _W["images"]:
+        data, out = run(img, q)
+        bpp.append(8 * len(data) / (img.shape[0] * img.shape[1]))
+        ps.append(psnr(img, out))
+        if _W["msssim"]:
+            ms.append(ms_ssim(img, out))
+    return {"param": q, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(ps)),
+            "msssim": float(np.mean(ms)) if ms else None}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "data" / "kodak"))
@@ -131,6 +157,8 @@ def main(argv=None):
     ap.add_argument("--codecs", default="fastcodec,jpeg,webp,avif6,avif2,jxl7,jpeg2000")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
     ap.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (faster)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (each codec "
+                    "point runs single-threaded in one of them)")
     args = ap.parse_args(argv)
 
     import fastcodec
@@ -141,26 +169,21 @@ def main(argv=None):
     if not files:
         sys.exit(f"no images in {args.folder}")
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    table = codecs(fastcodec.Codec())
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
-    results = {}
-    for name in names:
-        run, params = table[name]
-        rows = []
-        t0 = time.time()
-        for q in params:
-            bpp, ps, ms = [], [], []
-            for img in images:
-                data, out = run(img, q)
-                bpp.append(8 * len(data) / (img.shape[0] * img.shape[1]))
-                ps.append(psnr(img, out))
-                if not args.no_msssim:
-                    ms.append(ms_ssim(img, out))
-            rows.append({"param": q, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(ps)),
-                         "msssim": float(np.mean(ms)) if ms else None})
-        results[name] = rows
-        print(f"{LABELS[name]:<22} {len(params)} points x {len(images)} images in {time.time() - t0:.0f}s",
-              flush=True)
+    table = codecs(None)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        sys.exit(f"unknown codecs {unknown}; known: {', '.join(table)}")
+    from concurrent.futures import ProcessPoolExecutor
+    t0 = time.time()
+    with ProcessPoolExecutor(args.jobs, initializer=_init_worker,
+                             initargs=([str(f) for f in files], not args.no_msssim)) as ex:
+        futures = {n: [ex.submit(_cell, n, q) for q in table[n][1]] for n in names}
+        results = {}
+        for n in names:
+            results[n] = [f.result() for f in futures[n]]
+            print(f"{LABELS[n]:<22} {len(results[n])} points x {len(images)} images done at {time.time() - t0:.0f}s",
+                  flush=True)
 
     # BD-rates: every codec against JPEG (the ladder), and fastcodec against every codec
     bd = {}
@@ -179,7 +202,7 @@ def main(argv=None):
                                                  [r["bpp"] for r in b], [key(r) for r in b])
     os.makedirs(args.out, exist_ok=True)
     meta = {"folder": str(args.folder), "images": len(images), "fastcodec_model": fastcodec.Codec().model.id,
-            "date": time.strftime("%Y-%m-%d")}
+            "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0)}
     with open(os.path.join(args.out, "rd.json"), "w") as f:
         json.dump({"meta": meta, "results": results, "bd_rate": bd}, f, indent=1)
 

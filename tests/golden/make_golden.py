@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Writes the golden files: small .fcc files of the shipped default model, the hash of their
+decoded symbols and their decoded pixels (PNG). Run after exporting a new default model:
+
+    python tests/golden/make_golden.py
+
+Files of earlier models stay decodable only while their model ships; when the default model is
+replaced, regenerate the golden files here (and keep the old bundle if old files must decode).
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import fastcodec  # noqa: E402
+import fastcodec.codec as C  # noqa: E402
+from conftest import synthetic  # noqa: E402
+
+CASES = [  # name, height, width, grayscale, quality, chunk symbols
+    ("rgb_q50", 48, 64, False, 50, None),
+    ("gray_q90", 17, 33, True, 90, None),
+    ("rgb_q10_chunks", 130, 200, False, 10, 4096),
+]
+
+
+def symbol_hash(codec, data):
+    _, _, z_sym, _, r, bins, _ = codec._decode_symbols(data)
+    return hashlib.sha256(z_sym.astype("<i4").tobytes() + r.astype("<i4").tobytes() + bins.tobytes()).hexdigest()
+
+
+def main():
+    codec = fastcodec.Codec(threads=1)
+    manifest = {"model": codec.model.id, "files": {}}
+    for name, h, w, gray, q, chunk in CASES:
+        img = synthetic(h, w, seed=h * w)
+        if gray:
+            img = img[..., 1]
+        old = C.CHUNK_SYMBOLS
+        if chunk:
+            C.CHUNK_SYMBOLS = chunk
+        try:
+            data = codec.compress(img, quality=q)
+        finally:
+            C.CHUNK_SYMBOLS = old
+        (HERE / f"{name}.fcc").write_bytes(data)
+        px = codec.decompress(data)
+        Image.fromarray(px).save(HERE / f"{name}.png")
+        manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "symbols": symbol_hash(codec, data),
+                                   "shape": list(px.shape), "chunks": len(codec.info(data).chunk_sizes)}
+    (HERE / "golden.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(json.dumps(manifest, indent=1))
+
+
+if __name__ == "__main__":
+    main()
