@@ -28,34 +28,24 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif", ".avif")
 
 
-def _quality(s):
-    try:
-        q = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"quality must be a number from 1 to 100, got {s!r}") from None
-    if not 1 <= q <= 100:
-        raise argparse.ArgumentTypeError(f"quality must be from 1 to 100, got {s}")
-    return q
+def _number(kind, cast, lo, hi, lo_open=False, what=None):
+    """argparse type: a number of `cast` in [lo, hi] (or (lo, hi) with lo_open)."""
+    def parse(s):
+        try:
+            v = cast(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be {what or 'a number'}, got {s!r}") from None
+        inside = (lo < v < hi) if lo_open else (lo <= v <= hi)
+        if not inside:  # also false for NaN
+            rng = f"({lo}, {hi})" if lo_open else f"from {lo} to {hi}"
+            raise argparse.ArgumentTypeError(f"{kind} must be {rng}, got {s}")
+        return v
+    return parse
 
 
-def _bpp(s):
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"target bpp must be a number, got {s!r}") from None
-    if not 0 < v < 64:
-        raise argparse.ArgumentTypeError(f"target bpp must be in (0, 64), got {s}")
-    return v
-
-
-def _jobs(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"jobs must be a whole number, got {s!r}") from None
-    if not 1 <= v <= 256:
-        raise argparse.ArgumentTypeError(f"jobs must be from 1 to 256, got {s}")
-    return v
+_quality = _number("quality", float, 1, 100)
+_bpp = _number("target bpp", float, 0, 64, lo_open=True)
+_jobs = _number("jobs", int, 1, 256, what="a whole number")
 
 
 def _batch_options(p):

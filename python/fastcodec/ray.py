@@ -40,6 +40,20 @@ def _out_path(path, src_root, dst_root, ext):
     return os.path.join(dst_root, os.path.splitext(rel)[0] + ext)
 
 
+def _save(dst, data: bytes, overwrite: bool) -> str:
+    """Writes dst atomically; returns an error message, or "" on success."""
+    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+    if os.path.exists(dst) and not overwrite:
+        return "output exists"
+    write_atomic(dst, data, overwrite)
+    return ""
+
+
+def _columns(rows, extra=()):
+    keys = ("path", "output", "bytes", "error") + tuple(extra)
+    return {k: np.array([r[i] for r in rows], dtype=object) for i, k in enumerate(keys)}
+
+
 class CompressBatch:
     """map_batches callable: rows with ``bytes`` (and ``path``) -> ``fcc`` bytes (or written files)."""
 
@@ -51,30 +65,20 @@ class CompressBatch:
 
     def __call__(self, batch: dict) -> dict:
         paths = list(batch.get("path", [""] * len(batch["bytes"])))
-        out = {"path": [], "output": [], "bytes": [], "error": []}
-        if self.dst_root is None:
-            out["fcc"] = []
+        rows = []
         for path, data in zip(paths, batch["bytes"]):
-            dst, size, err, fcc = "", 0, "", b""
+            dst, err, fcc = "", "", b""
             try:
                 fcc = self.codec.compress(bytes(data), quality=self.quality, target_bpp=self.target_bpp)
-                size = len(fcc)
                 if self.dst_root is not None:
                     dst = _out_path(path, self.src_root, self.dst_root, ".fcc")
-                    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-                    if os.path.exists(dst) and not self.overwrite:
-                        err = "output exists"
-                    else:
-                        write_atomic(dst, fcc, self.overwrite)
+                    err = _save(dst, fcc, self.overwrite)
             except (FastcodecError, OSError) as e:
                 err = str(e)
-            out["path"].append(path)
-            out["output"].append(dst)
-            out["bytes"].append(size)
-            out["error"].append(err)
-            if self.dst_root is None:
-                out["fcc"].append(fcc)
-        return {k: np.array(v, dtype=object) for k, v in out.items()}
+            rows.append((path, dst, len(fcc), err, fcc))
+        if self.dst_root is not None:
+            return _columns([r[:4] for r in rows])
+        return _columns(rows, ("fcc",))
 
 
 class DecompressBatch:
@@ -88,26 +92,22 @@ class DecompressBatch:
     def __call__(self, batch: dict) -> dict:
         import io
 
-        out = {"path": [], "output": [], "bytes": [], "error": []}
+        rows = []
         for path, data in zip(batch["path"], batch["bytes"]):
             dst, size, err = _out_path(path, self.src_root, self.dst_root, "." + self.format), 0, ""
             try:
-                im = self.codec.decompress_image(bytes(data))
-                buf = io.BytesIO()
-                im.save(buf, format={"jpg": "JPEG"}.get(self.format, self.format.upper()))
-                os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
                 if os.path.exists(dst) and not self.overwrite:
                     err = "output exists"
                 else:
-                    write_atomic(dst, buf.getvalue(), self.overwrite)
-                    size = buf.tell()
+                    im = self.codec.decompress_image(bytes(data))
+                    buf = io.BytesIO()
+                    im.save(buf, format={"jpg": "JPEG"}.get(self.format, self.format.upper()))
+                    err = _save(dst, buf.getvalue(), self.overwrite)
+                    size = 0 if err else buf.tell()
             except (FastcodecError, OSError) as e:
                 err = str(e)
-            out["path"].append(path)
-            out["output"].append(dst)
-            out["bytes"].append(size)
-            out["error"].append(err)
-        return {k: np.array(v, dtype=object) for k, v in out.items()}
+            rows.append((path, dst, size, err))
+        return _columns(rows)
 
 
 def _files(src, exts):
