@@ -37,7 +37,7 @@ def _number(kind, cast, lo, hi, lo_open=False, what=None):
             raise argparse.ArgumentTypeError(f"{kind} must be {what or 'a number'}, got {s!r}") from None
         inside = (lo < v < hi) if lo_open else (lo <= v <= hi)
         if not inside:  # also false for NaN
-            rng = f"({lo}, {hi})" if lo_open else f"from {lo} to {hi}"
+            rng = f"in ({lo}, {hi})" if lo_open else f"from {lo} to {hi}"
             raise argparse.ArgumentTypeError(f"{kind} must be {rng}, got {s}")
         return v
     return parse
