@@ -113,7 +113,7 @@ def codecs(fc_codec):
         "jpeg": (_pil_codec("JPEG", subsampling=2), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "webp": (_pil_codec("WEBP", method=6), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "avif6": (_ic("avif_encode", "avif_decode", level=None, speed=6), [10, 20, 30, 40, 50, 60, 70, 80, 90]),
-        "avif2": (_ic("avif_encode", "avif_decode", level=None, speed=2), [10, 20, 30, 40, 50, 60, 70, 80, 90]),
+        "avif2": (_ic("avif_encode", "avif_decode", level=None, speed=2), [15, 30, 45, 60, 75, 90]),
         "jxl7": (_ic("jpegxl_encode", "jpegxl_decode", distance=None, effort=7),
                  [12.0, 8.0, 6.0, 4.5, 3.5, 2.5, 1.8, 1.2, 0.8, 0.5]),
         "jpeg2000": (_ic("jpeg2k_encode", "jpeg2k_decode", level=None), [24, 26, 28, 30, 32, 34, 36, 38, 40, 44]),
