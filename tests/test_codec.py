@@ -299,3 +299,43 @@ def test_documented_input_conversions(codec, tmp_path):
     # floating-point images are refused with a clear message
     with pytest.raises(ImageError, match="floating-point"):
         codec.compress(Image.fromarray(rgb[..., 0].astype(np.float32)))
+
+
+def test_icc_profile_is_applied(codec, monkeypatch):
+    """An embedded ICC profile is applied (pixels converted to sRGB); a broken one is ignored."""
+    from PIL import ImageCms
+    rgb = synthetic(32, 32, seed=4)
+    srgb_bytes = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    calls = []
+    real = ImageCms.profileToProfile
+
+    def spy(im, src, dst, **kw):
+        calls.append(src.tobytes())
+        out = real(im, src, dst, **kw)
+        return Image.fromarray(255 - np.asarray(out))  # make the conversion visible
+
+    monkeypatch.setattr(ImageCms, "profileToProfile", spy)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG", icc_profile=srgb_bytes)
+    converted = codec.compress(buf.getvalue(), quality=90)
+    assert calls and calls[0] == srgb_bytes
+    assert converted == codec.compress(255 - rgb, quality=90)
+    broken = io.BytesIO()
+    Image.fromarray(rgb).save(broken, "PNG", icc_profile=b"not a profile")
+    assert codec.compress(broken.getvalue(), quality=90) == codec.compress(rgb, quality=90)
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    """A failure while writing (disk full, interrupt) leaves neither a partial output nor a temp file."""
+    import os as _os
+    src = tmp_path / "in.png"
+    Image.fromarray(synthetic(20, 20)).save(src)
+    dst = tmp_path / "out.fcc"
+
+    def boom(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_os, "fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        fastcodec.compress_file(src, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

@@ -20,6 +20,8 @@ def _from_pil(im):
       (fastcodec has no alpha channel yet); the colours are kept.
     - 'CMYK', 'YCbCr', 'LAB', 'HSV' are converted to RGB by Pillow.
     - Animated images (more than one frame) are rejected.
+    - An embedded ICC profile is applied: the pixels are converted to sRGB (fastcodec files are
+      sRGB), so colours look the same after decoding; the profile itself is not stored.
     """
     from PIL import Image, ImageOps
 
@@ -30,6 +32,9 @@ def _from_pil(im):
         im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block must not stop coding; orientation is then as stored
         pass
+    icc = im.info.get("icc_profile")
+    if icc and im.mode in ("RGB", "RGBA", "CMYK", "L"):
+        im = _to_srgb(im, icc)
     mode = im.mode
     if mode in ("1", "L"):
         return np.asarray(im.convert("L")), 1
@@ -50,6 +55,23 @@ def _from_pil(im):
     if mode != "RGB":
         im = im.convert("RGB")
     return np.asarray(im), 3
+
+
+def _to_srgb(im, icc: bytes):
+    """Converts an image with an embedded ICC profile to sRGB (grayscale stays grayscale)."""
+    import io as _io
+
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(_io.BytesIO(icc))
+        if im.mode == "L":
+            return im  # a gray profile maps gray to gray; nothing to convert for an sRGB output
+        dst = ImageCms.createProfile("sRGB")
+        out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+        return ImageCms.profileToProfile(im, src, dst, outputMode=out_mode)
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return im  # a broken profile: keep the pixels as they are
 
 
 def _from_array(a: np.ndarray):
