@@ -54,6 +54,37 @@ def codec_fns(name, threads):
             Image.fromarray(a).save(b, fmt, **kw)
             return b.getvalue()
         return enc, (lambda d: np.asarray(Image.open(io.BytesIO(d)).convert("RGB")))
+    if name == "torch":
+        # the same architecture in PyTorch eager mode on the CPU (networks only, no entropy
+        # coding): a stand-in for running it in CompressAI, which needs its own environment
+        import torch
+        sys.path.insert(0, str(ROOT / "training"))
+        from model import HyperpriorCodec
+        torch.set_num_threads(threads)
+        w = np.load(ROOT / "models" / "hp1.weights.npz")
+        m = HyperpriorCodec(96, 192)
+        m.load_state_dict({k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k != "__total_steps__"})
+        m.eval()
+        lvl = torch.tensor([5.0])
+
+        def enc(a):
+            with torch.no_grad():
+                h, wd = a.shape[:2]
+                x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
+                x = torch.nn.functional.pad(x, (0, -wd % 64, 0, -h % 64), mode="replicate")
+                g, _ = m.gains(lvl)
+                y = m.g_a(x) * g
+                z = torch.round(m.h_a(y))
+                mu, _ = m.hyper_params(z)
+                return torch.round(y - mu), z, mu
+
+        def dec(d):
+            with torch.no_grad():
+                r, z, mu = d
+                _, ig = m.gains(lvl)
+                m.hyper_params(z)
+                return m.g_s((r + mu) * ig)
+        return (lambda a: _Sized(enc(a))), (lambda d: dec(d.v))
     import imagecodecs
     if name == "avif6":
         return (lambda a: imagecodecs.avif_encode(a, level=60, speed=6, numthreads=threads)), \
@@ -62,6 +93,16 @@ def codec_fns(name, threads):
         return (lambda a: imagecodecs.jpegxl_encode(a, distance=2.0, effort=7, numthreads=threads)), \
             (lambda d: imagecodecs.jpegxl_decode(d, numthreads=threads))
     raise ValueError(name)
+
+
+class _Sized:
+    """Wraps a non-bytes encoder result (the torch stand-in has no bitstream)."""
+
+    def __init__(self, v):
+        self.v = v
+
+    def __len__(self):
+        return 0
 
 
 def worker(codec, size, threads, repeat):
@@ -87,7 +128,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="kodak,4mp")
     ap.add_argument("--large", action="store_true", help="add 24mp and 50mp")
-    ap.add_argument("--codecs", default="fastcodec,avif6,jxl7,webp,jpeg")
+    ap.add_argument("--codecs", default="fastcodec,torch,avif6,jxl7,webp,jpeg")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
