@@ -32,14 +32,21 @@ struct BitCounter {
 }  // namespace
 
 size_t SymbolCoder::alphabet_size(const SymbolTableSpec& spec) {
-    if (spec.mode != kDirect && spec.mode != kZeroRun)
-        throw ArgumentError("SymbolTableSpec: mode must be 0 (direct) or 1 (zero-run), got " +
+    if (spec.mode != kDirect && spec.mode != kZeroRun && spec.mode != kPairs)
+        throw ArgumentError("SymbolTableSpec: mode must be 0 (direct), 1 (zero-run) or 2 (pairs), got " +
                             std::to_string(spec.mode));
     if (spec.vmin > 0 || spec.vmax < 0 || spec.vmin < -kMaxLiteral || spec.vmax > kMaxLiteral)
         throw ArgumentError("SymbolTableSpec: need -4096 <= vmin <= 0 <= vmax <= 4096, got vmin=" +
                             std::to_string(spec.vmin) + ", vmax=" + std::to_string(spec.vmax));
     const size_t nvals = size_t(int64_t(spec.vmax) - int64_t(spec.vmin) + 1);
     if (spec.mode == kDirect) return nvals + 1;
+    if (spec.mode == kPairs) {
+        const size_t a = (nvals + 1) * (nvals + 1);
+        if (a > kHuffmanMaxSymbols)
+            throw ArgumentError("SymbolTableSpec: pair-mode alphabet (vmax-vmin+2)^2 = " + std::to_string(a) +
+                                " exceeds 65536");
+        return a;
+    }
     if (spec.nruns < 1 || spec.nruns > kMaxRunClasses)
         throw ArgumentError("SymbolTableSpec: nruns must be in 1..48, got " +
                             std::to_string(spec.nruns));
@@ -146,6 +153,26 @@ void SymbolCoder::put_escape(Sink& sink, int32_t v) const {
 template <class Sink>
 void SymbolCoder::encode_impl(Sink& sink, const int32_t* values, size_t n) const {
     const uint32_t* enc = code_.encode_table().data();
+    if (mode_ == kPairs) {
+        const uint32_t m = range_ + 2;  // values + ESC per component
+        auto index = [&](int32_t v) -> uint32_t {
+            const uint32_t s = uint32_t(v) - uint32_t(vmin_);
+            if (FC_LIKELY(s <= range_)) return s;
+            if (v >= kValueLimit || v <= -kValueLimit) throw_value_range(v);
+            return m - 1;
+        };
+        for (size_t i = 0; i < n; i += 2) {
+            const int32_t a = values[i];
+            const bool last = i + 1 == n;  // odd count: the second component is a 0 filler
+            const int32_t b = last ? 0 : values[i + 1];
+            const uint32_t ia = index(a), ib = index(b);
+            const uint32_t e = enc[ia * m + ib];
+            sink.put(e >> 8, int(e & 0xff));
+            if (ia == m - 1) put_escape(sink, a);
+            if (ib == m - 1) put_escape(sink, b);
+        }
+        return;
+    }
     if (mode_ == kDirect) {
         const uint32_t esc = enc[range_ + 1];
         for (size_t i = 0; i < n; ++i) {
@@ -222,8 +249,22 @@ int32_t SymbolCoder::read_escape(BitReader& br) const {
 void SymbolCoder::decode(BitReader& br, int32_t* out, size_t n) const {
     if (mode_ == kDirect)
         decode_direct(br, out, n);
+    else if (mode_ == kPairs)
+        decode_pairs(br, out, n);
     else
         decode_run(br, out, n);
+}
+
+void SymbolCoder::decode_pairs(BitReader& br, int32_t* out, size_t n) const {
+    const uint32_t m = range_ + 2;
+    for (size_t i = 0; i < n; i += 2) {
+        br.refill();
+        const uint32_t sym = code_.decode(br);
+        const uint32_t ia = sym / m, ib = sym % m;
+        out[i] = ia == m - 1 ? read_escape(br) : vmin_ + int32_t(ia);
+        const int32_t b = ib == m - 1 ? read_escape(br) : vmin_ + int32_t(ib);
+        if (i + 1 < n) out[i + 1] = b;
+    }
 }
 
 void SymbolCoder::decode_direct(BitReader& br, int32_t* out, size_t n) const {

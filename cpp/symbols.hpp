@@ -20,7 +20,7 @@
 namespace fastcodec {
 
 struct SymbolTableSpec {
-    int mode = 0;                 // 0 = direct, 1 = zero-run
+    int mode = 0;                 // 0 = direct, 1 = zero-run, 2 = pairs of values
     int32_t vmin = 0, vmax = 0;   // literal range, vmin <= 0 <= vmax, each |.| <= 4096
     int nruns = 1;                // run mode only: number of run classes, 1..48
     std::vector<uint32_t> freqs;  // one per alphabet symbol
@@ -30,6 +30,7 @@ class SymbolCoder {
 public:
     static constexpr int kDirect = 0;
     static constexpr int kZeroRun = 1;
+    static constexpr int kPairs = 2;   // two values per Huffman symbol
     static constexpr int32_t kMaxLiteral = 4096;     // bound on |vmin|, |vmax|
     static constexpr int kMaxRunClasses = 48;
     static constexpr int32_t kValueLimit = 1 << 24;  // values must satisfy |v| < 2^24
@@ -80,6 +81,7 @@ private:
     int32_t read_escape(BitReader& br) const;
     void decode_direct(BitReader& br, int32_t* out, size_t n) const;
     void decode_run(BitReader& br, int32_t* out, size_t n) const;
+    void decode_pairs(BitReader& br, int32_t* out, size_t n) const;
 
     int mode_;
     int32_t vmin_, vmax_;

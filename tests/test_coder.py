@@ -26,6 +26,17 @@ def test_known_answer_zero_run():
     assert data == bytes([0x4F, 0x10, 0xC0])
 
 
+def test_known_answer_pairs():
+    # pair mode over -1, 0, 1, ESC (m = 4): 16 equal frequencies -> 4-bit codes = symbol index,
+    # symbol = index(a) * 4 + index(b)
+    cs, data, g = enc([(2, -1, 1, 0, [1] * 16)], [0, 1, -1])
+    assert data == bytes([0x61])  # (0,1) -> 6 = 0110; (-1, filler 0) -> 1 = 0001
+    assert np.array_equal(cs.decode(data, g), [0, 1, -1])
+    cs, data, g = enc([(2, -1, 1, 0, [1] * 16)], [5, 0])
+    assert data == bytes([0xD1, 0x00])  # (ESC, 0) -> 13 = 1101, escape: 0 (above), eg0(3) = 00100
+    assert np.array_equal(cs.decode(data, g), [5, 0])
+
+
 def test_trailing_run_takes_the_cheapest_terminal():
     # terminals -2, -1, +1, +2, ESC; +1 has the 1-bit code "0". A trailing run of 3 zeros is
     # "0" (class 0 with terminal +1, ignored by the decoder) + eg0(3) = "00100".
@@ -92,6 +103,8 @@ def test_invalid_specs():
 
 
 spec_st = st.one_of(
+    st.tuples(st.integers(-5, 0), st.integers(0, 5)).map(
+        lambda t: (2, t[0], t[1], 0, [1 + (i * 31337) % 211 for i in range((t[1] - t[0] + 2) ** 2)])),
     st.tuples(st.just(0), st.integers(-6, 0), st.integers(0, 6)).map(
         lambda t: (0, t[1], t[2], 0, [1 + (i * 7919) % 97 for i in range(t[2] - t[1] + 2)])),
     st.tuples(st.integers(-4, 0), st.integers(0, 4), st.integers(1, 20)).filter(lambda t: t[0] < 0 or t[1] > 0).map(

@@ -76,6 +76,16 @@ def design(pmf, vmin, huffman_lengths, entropy_only=False):
     L = np.asarray(huffman_lengths(fr.tolist(), MAX_LEN), np.float64)
     bits = float((p * L[:-1]).sum() + p_esc * (L[-1] + _esc_bits(0, 0)))
     best = dict(mode=0, vmin=vmin, vmax=vmax, nruns=0, freqs=fr, bits_per_symbol=bits)
+    # pair mode: two values per symbol (for the middle of the scale range)
+    m = len(p) + 1
+    if m * m <= MAX_ALPHABET:
+        q = np.append(p, p_esc)
+        joint = np.outer(q, q).ravel()
+        fr = _freqs(joint)
+        L = np.asarray(huffman_lengths(fr.tolist(), MAX_LEN), np.float64)
+        bits = float((joint * L).sum() + 2 * p_esc * _esc_bits(0, 0)) / 2
+        if bits < best["bits_per_symbol"]:
+            best = dict(mode=2, vmin=vmin, vmax=vmax, nruns=0, freqs=fr, bits_per_symbol=bits)
     # zero-run mode
     p0 = float(p[-vmin])
     if 0.2 < p0 < 1.0:

@@ -30,12 +30,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<SymbolCoder> coders;
     for (int c = 0; c < ncoders; ++c) {
         SymbolTableSpec s;
-        s.mode = int(rd.byte() & 1);
+        s.mode = int(rd.byte() % 3);
         s.vmin = -int32_t(rd.byte() % 9);
         s.vmax = int32_t(rd.byte() % 9);
         s.nruns = 1 + int(rd.byte() % 48);
         const uint32_t seed = rd.byte() * 2654435761u;
-        size_t asz = s.mode == 0 ? size_t(s.vmax - s.vmin) + 2 : size_t(s.nruns) * (s.vmax - s.vmin + 1);
+        const size_t nv = size_t(s.vmax - s.vmin) + 1;
+        size_t asz = s.mode == 0 ? nv + 1 : s.mode == 2 ? (nv + 1) * (nv + 1) : size_t(s.nruns) * nv;
         s.freqs.resize(asz);
         for (size_t i = 0; i < asz; ++i) s.freqs[i] = 1 + ((seed ^ uint32_t(i * 40503u)) % (1u << (i % 20)));
         try {
