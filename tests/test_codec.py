@@ -12,7 +12,7 @@ from fastcodec.errors import ArgumentError, FormatError, ImageError, LimitError,
 
 
 @needs_kodak
-@pytest.mark.parametrize("quality,min_psnr", [(10, 22.0), (50, 25.0), (90, 28.0)])
+@pytest.mark.parametrize("quality,min_psnr", [(10, 27.5), (50, 29.0), (90, 29.6)])
 def test_kodak_roundtrip_psnr(codec, quality, min_psnr):
     f = kodak_files()[22]  # kodim23
     ref = np.asarray(Image.open(f).convert("RGB"))
@@ -57,7 +57,7 @@ def test_odd_sizes(codec, h, w):
     out = codec.decompress(codec.compress(img, quality=80))
     assert out.shape == (h, w, 3)
     if h * w >= 1000:
-        assert psnr(img, out) > 24
+        assert psnr(img, out) > 25
 
 
 def test_input_kinds_give_identical_files(codec, tmp_path):
