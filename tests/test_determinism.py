@@ -35,8 +35,8 @@ def test_perturbed_network_outputs_do_not_change_symbols(sample, monkeypatch):
     real_run = codec.model.run
     rng = np.random.default_rng(0)
 
-    def noisy(name, feeds):
-        outs = real_run(name, feeds)
+    def noisy(name, feeds, **kw):
+        outs = real_run(name, feeds, **kw)
         return [o + rng.normal(0, 1e-3, o.shape).astype(o.dtype) for o in outs]
 
     monkeypatch.setattr(codec.model, "run", noisy)

@@ -174,7 +174,7 @@ class Codec:
                 # pixel window of the tile with its halo; beyond the image: edge replication
                 view = pixels[a0 * f:min(a1 * f, h), b0 * f:min(b1 * f, w)]
                 x = _core.pixels_to_tensor(view, (a1 - a0) * f, (b1 - b0) * f)
-                (yt,) = m.run("encoder", {"x": x})
+                (yt,) = m.run("encoder", {"x": x}, arena=False)
                 if y is None:
                     y = np.empty((1, yt.shape[1], hy, wy), np.float32)
                 y[:, :, ty0:ty1, tx0:tx1] = yt[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
@@ -191,7 +191,7 @@ class Codec:
         for ty0, ty1, a0, a1 in _tiles(hy):
             for tx0, tx1, b0, b1 in _tiles(wy):
                 yt = np.ascontiguousarray(y_hat[:, :, a0:a1, b0:b1])
-                (x,) = m.run("decoder", {"y": yt})
+                (x,) = m.run("decoder", {"y": yt}, arena=False)
                 # keep the tile's own pixels (inside the image) and drop the halo
                 r0, r1 = ty0 * f, min(ty1 * f, h)
                 c0, c1 = tx0 * f, min(tx1 * f, w)
