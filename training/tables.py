@@ -48,8 +48,7 @@ def _eg0_expected_bits_geometric(p0, start):
     return total
 
 
-def _esc_bits(pmf_tail_lo, pmf_tail_hi):
-    return 1 + 1.5  # sign bit + short exp-golomb; escapes are rare by construction
+ESC_BITS = 2.5  # expected escape payload: sign bit + a short exp-golomb code (escapes are rare)
 
 
 def design(pmf, vmin, huffman_lengths, entropy_only=False):
@@ -74,7 +73,7 @@ def design(pmf, vmin, huffman_lengths, entropy_only=False):
     # direct mode
     fr = _freqs(np.append(p, p_esc))
     L = np.asarray(huffman_lengths(fr.tolist(), MAX_LEN), np.float64)
-    bits = float((p * L[:-1]).sum() + p_esc * (L[-1] + _esc_bits(0, 0)))
+    bits = float((p * L[:-1]).sum() + p_esc * (L[-1] + ESC_BITS))
     best = dict(mode=0, vmin=vmin, vmax=vmax, nruns=0, freqs=fr, bits_per_symbol=bits)
     # pair mode: two values per symbol (for the middle of the scale range)
     m = len(p) + 1
@@ -83,7 +82,7 @@ def design(pmf, vmin, huffman_lengths, entropy_only=False):
         joint = np.outer(q, q).ravel()
         fr = _freqs(joint)
         L = np.asarray(huffman_lengths(fr.tolist(), MAX_LEN), np.float64)
-        bits = float((joint * L).sum() + 2 * p_esc * _esc_bits(0, 0)) / 2
+        bits = float((joint * L).sum() + 2 * p_esc * ESC_BITS) / 2
         if bits < best["bits_per_symbol"]:
             best = dict(mode=2, vmin=vmin, vmax=vmax, nruns=0, freqs=fr, bits_per_symbol=bits)
     # zero-run mode
@@ -111,7 +110,7 @@ def design(pmf, vmin, huffman_lengths, entropy_only=False):
                 phrase += cls[k] * run_class_extra_bits(k)
             base = run_class_base(nruns - 1)
             phrase += cls[-1] * _eg0_expected_bits_geometric(p0, base)
-            phrase += p_esc / term.sum() * _esc_bits(0, 0)
+            phrase += p_esc / term.sum() * ESC_BITS
             per_sym = phrase * (1 - p0)
             if per_sym < best["bits_per_symbol"]:
                 best = dict(mode=1, vmin=vmin, vmax=vmax, nruns=nruns, freqs=fr, bits_per_symbol=per_sym)

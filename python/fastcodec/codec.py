@@ -1,6 +1,7 @@
 """The Codec: model sessions and coding tables loaded once, shared safely between threads."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -141,7 +142,7 @@ class Codec:
                 return m
             for path in self._paths.values():
                 try:
-                    mid = __import__("json").loads((path / "model.json").read_text()).get("id")
+                    mid = json.loads((path / "model.json").read_text()).get("id")
                 except (OSError, ValueError):
                     continue
                 if mid == key:
