@@ -11,6 +11,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "errors.hpp"
@@ -44,6 +45,15 @@ carray<T> expect(const py::array& a, const char* name, ssize_t ndim) {
 struct CoderSet {
     std::vector<SymbolCoder> coders;
 };
+
+// A latent (1, C, H, W) with a same-shaped companion and a per-channel vector; returns (C, H*W).
+std::pair<size_t, size_t> latent_shape(const py::array& a, const py::array& same, const py::array& per_channel,
+                                       const char* what) {
+    const size_t C = a.shape(1), plane = a.shape(2) * a.shape(3);
+    if (a.shape(0) != 1 || a.size() != same.size() || size_t(per_channel.size()) != C)
+        throw ArgumentError(std::string(what) + " must have equal shapes (1, C, H, W) and a C-entry channel vector");
+    return {C, plane};
+}
 
 ScaleGrid make_grid(float log_min, float inv_step, int nbins) {
     if (nbins < 1 || nbins > 256) throw ArgumentError("nbins must be in 1..256");
@@ -118,9 +128,7 @@ PYBIND11_MODULE(_core, m) {
         auto ya = expect<float>(y, "y", 4);
         auto ga = expect<float>(gain, "gain", 1);
         auto ma = expect<float>(mu, "mu", 4);
-        const size_t C = ya.shape(1), plane = ya.shape(2) * ya.shape(3);
-        if (ya.shape(0) != 1 || ya.size() != ma.size() || size_t(ga.size()) != C)
-            throw ArgumentError("y and mu must have equal shapes (1, C, H, W) and gain C entries");
+        const auto [C, plane] = latent_shape(ya, ma, ga, "y and mu");
         py::array_t<int32_t> r(ya.request().shape);
         const float *yp = ya.data(), *gp = ga.data(), *mp = ma.data();
         int32_t* rp = r.mutable_data();
@@ -131,27 +139,11 @@ PYBIND11_MODULE(_core, m) {
         return r;
     });
 
-    m.def("scale_bins", [](py::array log_sigma, float log_min, float inv_step, int nbins) {
-        auto sa = expect<float>(log_sigma, "log_sigma", -1);
-        ScaleGrid grid = make_grid(log_min, inv_step, nbins);
-        py::array_t<uint8_t> bins(sa.request().shape);
-        const float* sp = sa.data();
-        uint8_t* bp = bins.mutable_data();
-        const size_t n = sa.size();
-        {
-            py::gil_scoped_release nogil;
-            scale_bins(sp, n, grid, bp);
-        }
-        return bins;
-    });
-
     m.def("dequantize_latent", [](py::array r, py::array mu, py::array igain) {
         auto ra = expect<int32_t>(r, "r", 4);
         auto ma = expect<float>(mu, "mu", 4);
         auto ga = expect<float>(igain, "igain", 1);
-        const size_t C = ra.shape(1), plane = ra.shape(2) * ra.shape(3);
-        if (ra.shape(0) != 1 || ra.size() != ma.size() || size_t(ga.size()) != C)
-            throw ArgumentError("r and mu must have equal shapes (1, C, H, W) and igain C entries");
+        const auto [C, plane] = latent_shape(ra, ma, ga, "r and mu");
         py::array_t<float> out(ra.request().shape);
         const int32_t* rp = ra.data();
         const float *mp = ma.data(), *gp = ga.data();

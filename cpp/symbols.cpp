@@ -271,12 +271,7 @@ void SymbolCoder::decode_direct(BitReader& br, int32_t* out, size_t n) const {
     const uint64_t* dec = dec_.data();
     for (size_t i = 0; i < n; ++i) {
         br.refill();  // >= 56 bits: enough for any code
-        uint64_t e = dec[br.peek_fast(kHuffmanPrimaryBits)];
-        const int len = int(e & 0xff);
-        if (FC_LIKELY(len != 0))
-            br.skip_fast(len);
-        else
-            e = sym_info_[code_.decode_slow(br)];
+        const uint64_t e = next_info(br, dec);
         int32_t v = int32_t(uint32_t(e >> 32));
         if (FC_UNLIKELY(e & kEscFlag)) v = read_escape(br);
         out[i] = v;
@@ -289,12 +284,7 @@ void SymbolCoder::decode_run(BitReader& br, int32_t* out, size_t n) const {
     size_t pos = 0;
     while (pos < n) {
         br.refill();  // >= 56 bits: a code (<= 24) plus raw extra bits (<= 22)
-        uint64_t e = dec[br.peek_fast(kHuffmanPrimaryBits)];
-        const int len = int(e & 0xff);
-        if (FC_LIKELY(len != 0))
-            br.skip_fast(len);
-        else
-            e = sym_info_[code_.decode_slow(br)];
+        const uint64_t e = next_info(br, dec);
         const int k = int((e >> 8) & 0xff);
         uint64_t run = cls_base_[k];
         if (k == last) {

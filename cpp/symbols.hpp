@@ -79,6 +79,17 @@ private:
     template <class Sink>
     void put_escape(Sink& sink, int32_t v) const;
     int32_t read_escape(BitReader& br) const;
+    // Decodes one Huffman symbol (after br.refill()) and returns its sym_info_ entry: the fused
+    // primary table for codes of up to 11 bits, the canonical walk for longer ones.
+    uint64_t next_info(BitReader& br, const uint64_t* dec) const {
+        const uint64_t e = dec[br.peek_fast(kHuffmanPrimaryBits)];
+        const int len = int(e & 0xff);
+        if (FC_LIKELY(len != 0)) {
+            br.skip_fast(len);
+            return e;
+        }
+        return sym_info_[code_.decode_slow(br)];
+    }
     void decode_direct(BitReader& br, int32_t* out, size_t n) const;
     void decode_run(BitReader& br, int32_t* out, size_t n) const;
     void decode_pairs(BitReader& br, int32_t* out, size_t n) const;
