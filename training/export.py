@@ -163,7 +163,8 @@ def bundle_id(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ckpt", default=os.path.join(ROOT, "training", "runs", "ckpt.pt"))
+    ap.add_argument("--ckpt", default=os.path.join(ROOT, "training", "runs", "ckpt.pt"),
+                    help="a train.py checkpoint (.pt) or a weights file (.npz, e.g. from --weights-out)")
     ap.add_argument("--name", default="hp1")
     ap.add_argument("--models", default=os.path.join(ROOT, "models"))
     ap.add_argument("--no-default", action="store_true")
@@ -173,7 +174,12 @@ def main():
     args = ap.parse_args()
     from fastcodec import _core
 
-    st = torch.load(args.ckpt, map_location="cpu")
+    if args.ckpt.endswith(".npz"):  # fp32 weights written by train.py --weights-out
+        w = np.load(args.ckpt)
+        st = {"model": {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k != "__total_steps__"},
+              "total_steps": int(w["__total_steps__"]), "args": {}}
+    else:
+        st = torch.load(args.ckpt, map_location="cpu")
     a = st.get("args", {})
     model = HyperpriorCodec(a.get("N", 96), a.get("M", 192))
     model.load_state_dict(st["model"])

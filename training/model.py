@@ -203,6 +203,7 @@ class HyperpriorCodec(nn.Module):
         # feed garbage to the synthesis); gradients as a straight-through estimator to y only
         y_ste = y + (torch.round(y - mu) - (y - mu)).detach()
         lik_y = gaussian_likelihood(y_noisy - mu, sigma)
-        lik_z = self.prior.likelihood(z_noisy)
+        with torch.autocast(x.device.type, enabled=False):  # the z likelihoods stay in fp32
+            lik_z = self.prior.likelihood(z_noisy.float())
         x_hat = self.g_s(y_ste * igain).float()
         return x_hat, lik_y, lik_z

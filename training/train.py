@@ -4,6 +4,11 @@ Resumable: continues from --ckpt if it exists, else from the shipped weights in
 models/ (so progress accumulates across sessions), else from scratch.
 
     nohup python training/train.py --hours 2.5 > training/runs/train.log 2>&1 &
+
+On a CUDA machine (--device auto picks it) the training images live on the GPU as uint8
+and crops are cut there; --weights-out writes the fp32 weights every --weights-every
+seconds (a resumable npz like models/<name>.weights.npz, without optimizer state), for
+runs whose only output is that file.
 """
 from __future__ import annotations
 
@@ -26,12 +31,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_images(folder):
-    files = sorted(glob.glob(os.path.join(folder, "*.png")))
+    files = sorted(f for ext in ("png", "jpg") for f in glob.glob(os.path.join(folder, f"*.{ext}")))
     if not files:
         raise SystemExit(f"no training images in {folder}")
     if any("kodim" in os.path.basename(f) for f in files):
         raise SystemExit("refusing to train on Kodak images")
-    return [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as ex:
+        return list(ex.map(lambda f: np.asarray(Image.open(f).convert("RGB")), files))
+
+
+def batch_on_device(images, n, size, rng):
+    """images: list of (H, W, 3) uint8 tensors on the device; crops and flips cut there."""
+    crops = []
+    for _ in range(n):
+        im = images[rng.randrange(len(images))]
+        h, w, _ = im.shape
+        y, x = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
+        c = im[y:y + size, x:x + size]
+        dims = [d for d, flip in ((1, rng.random() < 0.5), (0, rng.random() < 0.5)) if flip]
+        crops.append(torch.flip(c, dims) if dims else c)
+    return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def save_weights(model, total_steps, path):
+    """fp32 weights as a resumable npz (the layout of models/<name>.weights.npz)."""
+    w = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    w["__total_steps__"] = np.array(total_steps)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **w)
+    os.replace(tmp, path)
 
 
 def batch(images, n, size, rng):
@@ -50,7 +80,7 @@ def batch(images, n, size, rng):
 
 
 def lambdas_for(level):
-    logl = torch.log(torch.tensor(LAMBDAS))
+    logl = torch.log(torch.tensor(LAMBDAS, device=level.device))
     lo = torch.clamp(level.floor().long(), 0, len(LAMBDAS) - 2)
     t = level - lo.float()
     return torch.exp((1 - t) * logl[lo] + t * logl[lo + 1])
@@ -78,7 +108,18 @@ def main():
     ap.add_argument("--M", type=int, default=192)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    ap.add_argument("--seconds", type=float, default=None, help="time budget in seconds (overrides --hours)")
+    ap.add_argument("--decay-frac", type=float, default=0.0,
+                    help="divide the learning rate by 10 for this final fraction of the time budget")
+    ap.add_argument("--weights-out", default=None, help="also write fp32 weights (npz) here")
+    ap.add_argument("--weights-every", type=float, default=60.0, help="seconds between --weights-out writes")
     args = ap.parse_args()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(args.device)
+    budget = args.seconds if args.seconds is not None else args.hours * 3600
 
     torch.set_num_threads(args.threads)
     os.makedirs(os.path.dirname(args.ckpt), exist_ok=True)
@@ -107,10 +148,18 @@ def main():
     # channels-last convolutions are about 1.35x faster with bf16 oneDNN kernels on these CPUs
     # (.to() keeps the Parameter objects, so the optimizer still holds them)
     model = model.to(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        model = model.to(dev)  # moves the Parameters' data in place; the optimizer state follows
+        opt.load_state_dict(opt.state_dict())  # re-casts any loaded Adam state onto the device
+        torch.backends.cudnn.benchmark = True
     rng = random.Random(1234 + total_steps)
     torch.manual_seed(1234 + total_steps)
     images = load_images(args.data)
-    print(f"{len(images)} training images", flush=True)
+    if dev.type == "cuda":
+        images = [torch.from_numpy(im.copy()).to(dev) for im in images]
+    print(f"{len(images)} training images on {dev}", flush=True)
+    base_lr = opt.param_groups[0]["lr"]
+    last_weights = time.time()
     t0 = time.time()
     start_step = step
     good = args.ckpt.replace(".pt", "-good.pt")
@@ -118,11 +167,18 @@ def main():
     skipped = 0
     acc = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "n": 0}
     levels = len(LAMBDAS) - 1
-    while step < args.steps and time.time() - t0 < args.hours * 3600:
-        x = batch(images, args.batch, args.size, rng).contiguous(memory_format=torch.channels_last)
-        level = torch.rand(args.batch) * levels
+    while step < args.steps and time.time() - t0 < budget:
+        if args.decay_frac > 0 and time.time() - t0 > (1 - args.decay_frac) * budget:
+            for gparam in opt.param_groups:
+                gparam["lr"] = min(gparam["lr"], base_lr * 0.1)
+        if dev.type == "cuda":
+            x = batch_on_device(images, args.batch, args.size, rng)
+        else:
+            x = batch(images, args.batch, args.size, rng)
+        x = x.contiguous(memory_format=torch.channels_last)
+        level = torch.rand(args.batch, device=dev) * levels
         lam = lambdas_for(level)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             x_hat, lik_y, lik_z = model(x, level)
         npix = args.size * args.size
         # lower bound with gradient pass-through: an element stuck below the bound still learns
@@ -139,7 +195,7 @@ def main():
             skipped += 1
             print(f"step {step}: skipped update (loss {lv:.4g}, recent median {med})", flush=True)
             if skipped >= 10 and os.path.exists(good):
-                st = torch.load(good, map_location="cpu")
+                st = torch.load(good, map_location=dev)
                 model.load_state_dict(st["model"])
                 opt.load_state_dict(st["opt"])
                 for gparam in opt.param_groups:
@@ -155,15 +211,16 @@ def main():
         opt.step()
         step += 1
         total_steps += 1
-        acc["loss"] += loss.item()
-        acc["mse"] += mse.mean().item()
-        acc["bpp"] += bpp.mean().item()
+        acc["loss"] += lv
+        acc["mse"] += mse.detach().mean()  # summed on the device: no extra synchronisation
+        acc["bpp"] += bpp.detach().mean()
         acc["n"] += 1
-        if step % 25 == 0:
+        if step % args.log_every == 0:
             n = acc["n"]
-            psnr = 10 * math.log10(1 / max(acc["mse"] / n, 1e-10))
-            print(f"step {step} total {total_steps} loss {acc['loss']/n:.4f} bpp {acc['bpp']/n:.4f} "
-                  f"psnr~{psnr:.2f} ({(time.time()-t0)/(step-start_step):.2f}s/step)", flush=True)
+            psnr = 10 * math.log10(1 / max(float(acc["mse"]) / n, 1e-10))
+            print(f"step {step} total {total_steps} loss {acc['loss']/n:.4f} bpp {float(acc['bpp'])/n:.4f} "
+                  f"psnr~{psnr:.2f} lr {opt.param_groups[0]['lr']:.1e} "
+                  f"({(time.time()-t0)/(step-start_step):.3f}s/step)", flush=True)
             acc = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "n": 0}
         if step % args.save_every == 0:
             state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
@@ -171,8 +228,13 @@ def main():
             save_atomic(state, args.ckpt)
             if step % (5 * args.save_every) == 0 and med is not None and lv < 2 * med + 2:
                 save_atomic(state, good)  # a known-sane state to fall back to
+        if args.weights_out and time.time() - last_weights > args.weights_every:
+            save_weights(model, total_steps, args.weights_out)
+            last_weights = time.time()
     save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                  "total_steps": total_steps, "args": vars(args)}, args.ckpt)
+    if args.weights_out:
+        save_weights(model, total_steps, args.weights_out)
     print(f"done at step {step} (total {total_steps})", flush=True)
 
 
