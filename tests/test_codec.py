@@ -12,8 +12,10 @@ from fastcodec.errors import ArgumentError, FormatError, ImageError, LimitError,
 
 
 @needs_kodak
-@pytest.mark.parametrize("quality,min_psnr", [(10, 27.5), (50, 29.0), (90, 29.6)])
-def test_kodak_roundtrip_psnr(codec, quality, min_psnr):
+# the shipped model on kodim23 (36,883 steps): q10 0.171 bpp / 31.38 dB, q50 0.355 / 34.79,
+# q90 0.658 / 37.21; bounds leave about 0.5 dB and 10 % of rate for other machines and models
+@pytest.mark.parametrize("quality,min_psnr,max_bpp", [(10, 30.9, 0.19), (50, 34.3, 0.39), (90, 36.7, 0.72)])
+def test_kodak_roundtrip_psnr(codec, quality, min_psnr, max_bpp):
     f = kodak_files()[22]  # kodim23
     ref = np.asarray(Image.open(f).convert("RGB"))
     data = codec.compress(str(f), quality=quality)
@@ -21,6 +23,7 @@ def test_kodak_roundtrip_psnr(codec, quality, min_psnr):
     assert out.shape == ref.shape and out.dtype == np.uint8
     assert psnr(ref, out) > min_psnr
     assert codec.info(data).bpp == pytest.approx(8 * len(data) / (768 * 512))
+    assert codec.info(data).bpp < max_bpp
 
 
 @needs_kodak
@@ -190,7 +193,8 @@ def test_chunks_decode_independently_and_damage_is_located(codec, monkeypatch):
     data = codec.compress(img, quality=40)
     inf = codec.info(data)
     assert len(inf.chunk_sizes) == C.chunk_count(192, 16 * 20) == 15
-    assert len(data) - len(single) < 0.1 * len(single)  # table entries, padding, split runs
+    # each extra chunk costs its table entry (8 bytes), byte padding and its runs cut at the seam
+    assert len(data) - len(single) < 32 * 14
     assert np.array_equal(codec.decompress(data), codec.decompress(single))
     b = bytearray(data)
     b[-3] ^= 0x10  # inside the last chunk

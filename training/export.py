@@ -26,6 +26,7 @@ import tables as T  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NBINS = 64
+DEAD_PMAX = 0.98  # hyper-latent channels whose mode has at least this probability share one table
 
 
 class _HyperDecoder(torch.nn.Module):
@@ -141,15 +142,34 @@ def build_tables(model, huffman_lengths, stats=None):
     if stats is not None:
         zall = np.concatenate(stats[1], axis=1)
         pm = np.stack([calibrated(pm[c], -R, zall[c], pseudo=50.0) for c in range(pm.shape[0])])
-    zdes, offs = [], []
+    offs = [int(np.argmax(pm[c])) - R for c in range(pm.shape[0])]
+    # Channels the model (almost) never uses carry ~0 bits of information each, but a stream
+    # of its own costs a few bits even when every symbol is the mode. Such channels share one
+    # group (table z_group[c]): their symbols, mode-aligned by z_offset, form one long stream of
+    # (nearly) all zeros whose runs cost a few bits in total.
+    dead = [c for c in range(pm.shape[0]) if pm[c].max() >= DEAD_PMAX]
+    group = np.arange(pm.shape[0], dtype=np.int32)
+    if len(dead) > 1:
+        pooled = np.zeros(2 * R + 1)
+        for c in dead:  # symbol s = z - offs[c] sits at index s + R of the pooled pmf
+            o = offs[c]
+            src = pm[c][max(0, o):2 * R + 1 + min(0, o)]
+            pooled[max(0, -o):max(0, -o) + len(src)] += src
+        pooled /= pooled.sum()
+        for c in dead:
+            group[c] = dead[0]
+        pm[dead[0]] = pooled
+        offs_pmf = {dead[0]: 0}
+    else:
+        offs_pmf = {}
+    zdes = []
     for c in range(pm.shape[0]):
-        p = pm[c]
-        m = int(np.argmax(p))
-        offs.append(m - R)
-        zdes.append(T.design(p, -m, huffman_lengths))
+        o = offs_pmf.get(c, offs[c])  # the pooled pmf is already indexed by symbol
+        zdes.append(T.design(pm[c], -R - o, huffman_lengths))
     t.update(T.pack(zdes, "z"))
-    t.update(T.pack_pmfs([(-R - o, pm[c]) for c, o in enumerate(offs)], "z"))
+    t.update(T.pack_pmfs([(-R - offs_pmf.get(c, offs[c]), pm[c]) for c in range(pm.shape[0])], "z"))
     t["z_offset"] = np.array(offs, np.int32)
+    t["z_group"] = group
     return t, ydes, zdes
 
 

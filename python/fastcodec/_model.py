@@ -49,6 +49,7 @@ class Model:
     y_coders: object
     z_coders: object
     z_offset: np.ndarray
+    z_group: np.ndarray  # coding table of each hyper-latent channel (unused channels share one)
     tables: dict
     threads: int = 0
     optimization: str = "all"
@@ -128,13 +129,17 @@ def load_model(path, threads: int = 0, verify: bool = True, optimization: str = 
     layers = [(np.ascontiguousarray(t["hs_w0"], np.float32), np.ascontiguousarray(t["hs_b0"], np.float32), 2, True),
               (np.ascontiguousarray(t["hs_w1"], np.float32), np.ascontiguousarray(t["hs_b1"], np.float32), 2, True),
               (np.ascontiguousarray(t["hs_w2"], np.float32), np.ascontiguousarray(t["hs_b2"], np.float32), 1, False)]
+    zc = t["z_offset"].shape[0]
+    z_group = t["z_group"].astype(np.int64) if "z_group" in t else np.arange(zc)  # older bundles: one per channel
+    if z_group.shape != (zc,) or z_group.min() < 0 or z_group.max() >= min(zc, 256):
+        raise ModelError(f"model bundle {path} has an invalid hyper-latent table map z_group")
     lo = float(t["scale_log_min"])
     hi = lo + (grid[2] - 1) / grid[1]
     return Model(path=path, meta=meta, id=mid, gains=t["gains"].astype(np.float32),
                  igains=t["igains"].astype(np.float32), grid=grid,
                  hyper_scale=_core.HyperScale(layers, np.float32(lo), np.float32(hi)),
                  y_coders=_core.CoderSet(_coder_specs(t, "y")), z_coders=_core.CoderSet(_coder_specs(t, "z")),
-                 z_offset=t["z_offset"].astype(np.int32), tables=t, threads=threads, optimization=optimization)
+                 z_offset=t["z_offset"].astype(np.int32), z_group=z_group.astype(np.uint8), tables=t, threads=threads, optimization=optimization)
 
 
 def available_models(models_dir: Path = MODELS_DIR) -> dict:

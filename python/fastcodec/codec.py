@@ -212,9 +212,8 @@ class Codec:
         (mu,) = m.run("hyper_decoder", {"z": z_hat})
         bins = m.scale_bins(z_int)
         r = _core.quantize_latent(np.ascontiguousarray(y, dtype=np.float32), gain, np.ascontiguousarray(mu))
-        zc = z_int.shape[1]
         z_sym = (z_int - m.z_offset[None, :, None, None]).ravel()
-        z_groups = np.repeat(np.arange(zc, dtype=np.uint8), z_int.shape[2] * z_int.shape[3])
+        z_groups = np.repeat(m.z_group, z_int.shape[2] * z_int.shape[3])
         return r, bins, z_sym, z_groups
 
     def compress(self, src, quality: float = 75, target_bpp: float | None = None) -> bytes:
@@ -310,7 +309,7 @@ class Codec:
         ph, pw = -(-hdr.height // s) * s, -(-hdr.width // s) * s
         zc = m.z_offset.shape[0]
         zh, zw = ph // s, pw // s
-        z_groups = np.repeat(np.arange(zc, dtype=np.uint8), zh * zw)
+        z_groups = np.repeat(m.z_group, zh * zw)
         z_sym = m.z_coders.decode(zdata, z_groups)
         z_int = np.ascontiguousarray(z_sym.reshape(1, zc, zh, zw) + m.z_offset[None, :, None, None])
         (mu,) = m.run("hyper_decoder", {"z": z_int.astype(np.float32)})
