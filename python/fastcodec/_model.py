@@ -86,6 +86,9 @@ class Model:
                         so.intra_op_num_threads = self.threads
                     so.inter_op_num_threads = 1
                     so.enable_cpu_mem_arena = arena
+                    # no spin-waiting after a run: idle onnxruntime workers would otherwise take the
+                    # cores from the native coder threads that run between the graphs
+                    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
                     s = ort.InferenceSession(str(self.path / f"{name}.onnx"), sess_options=so,
                                              providers=["CPUExecutionProvider"])
                     self._sessions[key] = s
