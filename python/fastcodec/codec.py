@@ -55,6 +55,12 @@ def _map(fn, items):
     return list(_pool.map(fn, items))
 
 
+def _small(hy: int, wy: int) -> bool:
+    """Whether a latent of hy x wy runs untiled, with the onnxruntime memory arena. Larger
+    images run every graph without the arena, which would keep its largest buffers for good."""
+    return hy <= TILE_MAX and wy <= TILE_MAX
+
+
 def _tiles(n: int):
     """(start, end, start with halo, end with halo) of each tile along an axis of n latent pixels."""
     for t0 in range(0, n, TILE):
@@ -166,7 +172,7 @@ class Codec:
         ph, pw = -(-h // s) * s, -(-w // s) * s
         f = s // 4  # latent downsampling factor (16)
         hy, wy = ph // f, pw // f
-        if hy <= TILE_MAX and wy <= TILE_MAX:
+        if _small(hy, wy):
             (y,) = m.run("encoder", {"x": _core.pixels_to_tensor(pixels, ph, pw)})
             return y
         y = None
@@ -185,7 +191,7 @@ class Codec:
         """Synthesis transform to uint8 RGB (h, w, 3), in overlapping tiles for large images."""
         f = m.stride // 4
         hy, wy = y_hat.shape[2:]
-        if hy <= TILE_MAX and wy <= TILE_MAX:
+        if _small(hy, wy):
             (x,) = m.run("decoder", {"y": y_hat})
             return _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), h, w)
         out = np.empty((h, w, 3), np.uint8)
@@ -206,10 +212,11 @@ class Codec:
         m = self.model
         gain, _ = m.gain_vectors(quality)
         y_g = np.ascontiguousarray(y * gain[None, :, None, None], dtype=np.float32)
-        (z,) = m.run("hyper_encoder", {"y": y_g})
+        arena = _small(y.shape[2], y.shape[3])
+        (z,) = m.run("hyper_encoder", {"y": y_g}, arena=arena)
         z_int = np.rint(z).astype(np.int32)  # rint: half to even; any fixed rule works, the decoder reads z
         z_hat = z_int.astype(np.float32)
-        (mu,) = m.run("hyper_decoder", {"z": z_hat})
+        (mu,) = m.run("hyper_decoder", {"z": z_hat}, arena=arena)
         bins = m.scale_bins(z_int)
         r = _core.quantize_latent(np.ascontiguousarray(y, dtype=np.float32), gain, np.ascontiguousarray(mu))
         z_sym = (z_int - m.z_offset[None, :, None, None]).ravel()
@@ -312,7 +319,7 @@ class Codec:
         z_groups = np.repeat(m.z_group, zh * zw)
         z_sym = m.z_coders.decode(zdata, z_groups)
         z_int = np.ascontiguousarray(z_sym.reshape(1, zc, zh, zw) + m.z_offset[None, :, None, None])
-        (mu,) = m.run("hyper_decoder", {"z": z_int.astype(np.float32)})
+        (mu,) = m.run("hyper_decoder", {"z": z_int.astype(np.float32)}, arena=_small(zh * 4, zw * 4))
         bins = m.scale_bins(z_int)
         M = bins.shape[1]
         if len(chunks) > M:
