@@ -62,8 +62,8 @@ def codec_fns(name, threads):
         from model import HyperpriorCodec
         torch.set_num_threads(threads)
         w = np.load(ROOT / "models" / "hp1.weights.npz")
-        m = HyperpriorCodec(96, 192)
-        m.load_state_dict({k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k != "__total_steps__"})
+        m = HyperpriorCodec(96, 192, arch=str(w["__arch__"]) if "__arch__" in w.files else "hp")
+        m.load_state_dict({k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if not k.startswith("__")})
         m.eval()
         lvl = torch.tensor([5.0])
 

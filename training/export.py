@@ -196,12 +196,13 @@ def main():
 
     if args.ckpt.endswith(".npz"):  # fp32 weights written by train.py --weights-out
         w = np.load(args.ckpt)
-        st = {"model": {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k != "__total_steps__"},
-              "total_steps": int(w["__total_steps__"]), "args": {}}
+        st = {"model": {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if not k.startswith("__")},
+              "total_steps": int(w["__total_steps__"]),
+              "args": {"arch": str(w["__arch__"]) if "__arch__" in w.files else "hp"}}
     else:
         st = torch.load(args.ckpt, map_location="cpu")
     a = st.get("args", {})
-    model = HyperpriorCodec(a.get("N", 96), a.get("M", 192))
+    model = HyperpriorCodec(a.get("N", 96), a.get("M", 192), arch=a.get("arch", "hp"))
     model.load_state_dict(st["model"])
     model.eval()
     out = os.path.join(args.models, args.name)
@@ -214,7 +215,7 @@ def main():
     tabs, ydes, zdes = build_tables(model, _core.huffman_code_lengths, stats)
     np.savez(os.path.join(tmp, "tables.npz"), **tabs)
     mid = bundle_id(tmp)
-    meta = {"name": args.name, "id": mid, "architecture": "mean-scale hyperprior, gain units",
+    meta = {"name": args.name, "id": mid, "architecture": "mean-scale hyperprior, gain units", "arch": model.arch,
             "N": model.N, "M": model.M, "stride": 64, "levels": len(LAMBDAS), "lambdas": LAMBDAS,
             "scale_bins": NBINS, "scale_min": SCALE_MIN, "scale_max": SCALE_MAX,
             "training_steps": int(st.get("total_steps", st.get("step", 0))),
@@ -226,6 +227,7 @@ def main():
     os.replace(tmp, out)
     w = {k: v.detach().numpy().astype(np.float16) for k, v in model.state_dict().items()}
     w["__total_steps__"] = np.array(meta["training_steps"])
+    w["__arch__"] = np.array(model.arch)
     np.savez_compressed(os.path.join(args.models, f"{args.name}.weights.npz"), **w)
     if not args.no_default:
         with open(os.path.join(args.models, "DEFAULT"), "w") as f:

@@ -1,12 +1,15 @@
 #!/bin/bash
 # One-shot training run on a lent CUDA machine (see README "Training"): the training photos
 # travel as .gpudata/ (training/pack_data.py), the result comes back as $OUT/weights.npz.
+# Environment: INIT (weights to resume or warm-start from), ARCH (hp or lite; a new
+# architecture is warm-started from INIT's matching tensors), DECAY (final fraction at lr/10),
+# WEVERY (seconds between weight writes).
 SECS=${1:-500}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, numpy, PIL; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 ls .gpudata | wc -l
 mkdir -p /tmp/run
 PYTHONUNBUFFERED=1 python3 training/train.py --data .gpudata --ckpt /tmp/run/ckpt.pt \
-  --init "${INIT:-models/hp1.weights.npz}" --batch 16 --seconds "$SECS" --decay-frac "${DECAY:-0.15}" \
+  --init "${INIT:-models/hp1.weights.npz}" ${ARCH:+--arch "$ARCH"} --batch 16 --seconds "$SECS" --decay-frac "${DECAY:-0.15}" \
   --save-every 5000 --log-every 250 --threads 8 \
   --weights-out "$OUT/weights.npz" --weights-every "${WEVERY:-60}" 2>&1 | tee "$OUT/train.log"

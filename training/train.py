@@ -55,10 +55,17 @@ def batch_on_device(images, n, size, rng):
     return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def weights_arch(path):
+    """Architecture of a weights npz (files written before the key existed hold 'hp')."""
+    with np.load(path) as w:
+        return str(w["__arch__"]) if "__arch__" in w.files else "hp"
+
+
 def save_weights(model, total_steps, path):
     """fp32 weights as a resumable npz (the layout of models/<name>.weights.npz)."""
     w = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     w["__total_steps__"] = np.array(total_steps)
+    w["__arch__"] = np.array(getattr(model, "arch", "hp"))
     tmp = path + ".tmp.npz"
     np.savez_compressed(tmp, **w)
     os.replace(tmp, path)
@@ -104,6 +111,8 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--arch", default=None, choices=["hp", "lite"],
+                    help="architecture (default: that of the checkpoint or weights resumed from, else hp)")
     ap.add_argument("--N", type=int, default=96)
     ap.add_argument("--M", type=int, default=192)
     ap.add_argument("--threads", type=int, default=2)
@@ -123,27 +132,51 @@ def main():
 
     torch.set_num_threads(args.threads)
     os.makedirs(os.path.dirname(args.ckpt), exist_ok=True)
-    model = HyperpriorCodec(args.N, args.M)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, total_steps = 0, 0
     if args.init is None:
         default = os.path.join(ROOT, "models", "DEFAULT")
         name = open(default).read().strip() if os.path.exists(default) else "hp1"
         args.init = os.path.join(ROOT, "models", f"{name}.weights.npz")
+    # the architecture of what we resume from; --arch names another one to start from scratch
+    if os.path.exists(args.ckpt):
+        found = torch.load(args.ckpt, map_location="cpu").get("args", {}).get("arch", "hp")
+    elif os.path.exists(args.init):
+        found = weights_arch(args.init)
+    else:
+        found = None
+    warm_start = False
+    if args.arch is None:
+        args.arch = found or "hp"
+    elif found is not None and found != args.arch:
+        if os.path.exists(args.ckpt):
+            raise SystemExit(f"--arch {args.arch}, but {args.ckpt} holds a {found!r} model: "
+                             f"pass another --ckpt for a new run")
+        warm_start = True  # a new architecture: take every tensor of --init whose name and shape match
+    model = HyperpriorCodec(args.N, args.M, arch=args.arch)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     if os.path.exists(args.ckpt):
         st = torch.load(args.ckpt, map_location="cpu")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, total_steps = st["step"], st.get("total_steps", st["step"])
         print(f"resumed {args.ckpt} at step {step} (total {total_steps})", flush=True)
+    elif warm_start:
+        own = model.state_dict()
+        with np.load(args.init) as w:
+            sd = {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files
+                  if k in own and tuple(w[k].shape) == tuple(own[k].shape)}
+        model.load_state_dict(sd, strict=False)
+        print(f"new {args.arch!r} model warm-started from {len(sd)} of {len(own)} tensors of the {found!r} "
+              f"weights {args.init} (entropy model, gains, low-resolution layers); step count starts at 0",
+              flush=True)
     elif os.path.exists(args.init):
         w = np.load(args.init)
-        sd = {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k != "__total_steps__"}
+        sd = {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if not k.startswith("__")}
         model.load_state_dict(sd)
         total_steps = int(w["__total_steps__"]) if "__total_steps__" in w.files else 0
         print(f"initialised from shipped weights {args.init} (total steps {total_steps})", flush=True)
     else:
-        print("training from scratch", flush=True)
+        print(f"training a {args.arch!r} model from scratch", flush=True)
 
     # channels-last convolutions are about 1.35x faster with bf16 oneDNN kernels on these CPUs
     # (.to() keeps the Parameter objects, so the optimizer still holds them)
