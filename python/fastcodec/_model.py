@@ -142,7 +142,8 @@ def load_model(path, threads: int = 0, verify: bool = True, optimization: str = 
                  igains=t["igains"].astype(np.float32), grid=grid,
                  hyper_scale=_core.HyperScale(layers, np.float32(lo), np.float32(hi)),
                  y_coders=_core.CoderSet(_coder_specs(t, "y")), z_coders=_core.CoderSet(_coder_specs(t, "z")),
-                 z_offset=t["z_offset"].astype(np.int32), z_group=z_group.astype(np.uint8), tables=t, threads=threads, optimization=optimization)
+                 z_offset=t["z_offset"].astype(np.int32), z_group=z_group.astype(np.uint8), tables=t,
+                 threads=threads, optimization=optimization)
 
 
 def available_models(models_dir: Path = MODELS_DIR) -> dict:
