@@ -59,11 +59,11 @@ def codec_fns(name, threads):
         # coding): a stand-in for running it in CompressAI, which needs its own environment
         import torch
         sys.path.insert(0, str(ROOT / "training"))
-        from model import HyperpriorCodec
+        from model import HyperpriorCodec, load_weights
         torch.set_num_threads(threads)
-        w = np.load(ROOT / "models" / "hp1.weights.npz")
-        m = HyperpriorCodec(96, 192, arch=str(w["__arch__"]) if "__arch__" in w.files else "hp")
-        m.load_state_dict({k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if not k.startswith("__")})
+        sd, _, arch = load_weights(ROOT / "models" / "hp1.weights.npz")
+        m = HyperpriorCodec(96, 192, arch=arch)
+        m.load_state_dict(sd)
         m.eval()
         lvl = torch.tensor([5.0])
 

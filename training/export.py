@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, SCALE_MAX, SCALE_MIN, HyperpriorCodec  # noqa: E402
+from model import LAMBDAS, SCALE_MAX, SCALE_MIN, HyperpriorCodec, load_weights  # noqa: E402
 import tables as T  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,25 +149,19 @@ def build_tables(model, huffman_lengths, stats=None):
     # (nearly) all zeros whose runs cost a few bits in total.
     dead = [c for c in range(pm.shape[0]) if pm[c].max() >= DEAD_PMAX]
     group = np.arange(pm.shape[0], dtype=np.int32)
+    pmf_offs = list(offs)  # symbol s = z - offs[c] has probability pm[c][s + R + pmf_offs[c]]
     if len(dead) > 1:
         pooled = np.zeros(2 * R + 1)
         for c in dead:  # symbol s = z - offs[c] sits at index s + R of the pooled pmf
             o = offs[c]
             src = pm[c][max(0, o):2 * R + 1 + min(0, o)]
             pooled[max(0, -o):max(0, -o) + len(src)] += src
-        pooled /= pooled.sum()
-        for c in dead:
             group[c] = dead[0]
-        pm[dead[0]] = pooled
-        offs_pmf = {dead[0]: 0}
-    else:
-        offs_pmf = {}
-    zdes = []
-    for c in range(pm.shape[0]):
-        o = offs_pmf.get(c, offs[c])  # the pooled pmf is already indexed by symbol
-        zdes.append(T.design(pm[c], -R - o, huffman_lengths))
+        pm[dead[0]] = pooled / pooled.sum()
+        pmf_offs[dead[0]] = 0  # the pooled pmf is already indexed by symbol
+    zdes = [T.design(pm[c], -R - pmf_offs[c], huffman_lengths) for c in range(pm.shape[0])]
     t.update(T.pack(zdes, "z"))
-    t.update(T.pack_pmfs([(-R - offs_pmf.get(c, offs[c]), pm[c]) for c in range(pm.shape[0])], "z"))
+    t.update(T.pack_pmfs([(-R - pmf_offs[c], pm[c]) for c in range(pm.shape[0])], "z"))
     t["z_offset"] = np.array(offs, np.int32)
     t["z_group"] = group
     return t, ydes, zdes
@@ -195,10 +189,8 @@ def main():
     from fastcodec import _core
 
     if args.ckpt.endswith(".npz"):  # fp32 weights written by train.py --weights-out
-        w = np.load(args.ckpt)
-        st = {"model": {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if not k.startswith("__")},
-              "total_steps": int(w["__total_steps__"]),
-              "args": {"arch": str(w["__arch__"]) if "__arch__" in w.files else "hp"}}
+        sd, steps, arch = load_weights(args.ckpt)
+        st = {"model": sd, "total_steps": steps, "args": {"arch": arch}}
     else:
         st = torch.load(args.ckpt, map_location="cpu")
     a = st.get("args", {})

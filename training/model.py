@@ -27,6 +27,18 @@ SCALE_MAX = 64.0
 LAMBDAS = [0.0016, 0.0028, 0.0050, 0.0088, 0.0156, 0.0276, 0.0488, 0.0864]
 
 
+def load_weights(path):
+    """A weights npz (models/<name>.weights.npz or train.py --weights-out): float32 state dict,
+    total training steps and architecture (files written before the key existed hold 'hp')."""
+    import numpy as np
+
+    with np.load(path) as w:
+        sd = {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if not k.startswith("__")}
+        steps = int(w["__total_steps__"]) if "__total_steps__" in w.files else 0
+        arch = str(w["__arch__"]) if "__arch__" in w.files else "hp"
+    return sd, steps, arch
+
+
 class LowerBound(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bound):

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, HyperpriorCodec, LowerBound  # noqa: E402
+from model import LAMBDAS, HyperpriorCodec, LowerBound, load_weights  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,12 +53,6 @@ def batch_on_device(images, n, size, rng):
         dims = [d for d, flip in ((1, rng.random() < 0.5), (0, rng.random() < 0.5)) if flip]
         crops.append(torch.flip(c, dims) if dims else c)
     return torch.stack(crops).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def weights_arch(path):
-    """Architecture of a weights npz (files written before the key existed hold 'hp')."""
-    with np.load(path) as w:
-        return str(w["__arch__"]) if "__arch__" in w.files else "hp"
 
 
 def save_weights(model, total_steps, path):
@@ -137,43 +131,35 @@ def main():
         default = os.path.join(ROOT, "models", "DEFAULT")
         name = open(default).read().strip() if os.path.exists(default) else "hp1"
         args.init = os.path.join(ROOT, "models", f"{name}.weights.npz")
-    # the architecture of what we resume from; --arch names another one to start from scratch
-    if os.path.exists(args.ckpt):
-        found = torch.load(args.ckpt, map_location="cpu").get("args", {}).get("arch", "hp")
-    elif os.path.exists(args.init):
-        found = weights_arch(args.init)
-    else:
-        found = None
+    # the architecture of what we resume from; --arch naming another one warm-starts a new model
+    ckpt = torch.load(args.ckpt, map_location="cpu") if os.path.exists(args.ckpt) else None
+    init = load_weights(args.init) if ckpt is None and os.path.exists(args.init) else None
+    found = ckpt.get("args", {}).get("arch", "hp") if ckpt else (init[2] if init else None)
     warm_start = False
     if args.arch is None:
         args.arch = found or "hp"
     elif found is not None and found != args.arch:
-        if os.path.exists(args.ckpt):
+        if ckpt is not None:
             raise SystemExit(f"--arch {args.arch}, but {args.ckpt} holds a {found!r} model: "
                              f"pass another --ckpt for a new run")
         warm_start = True  # a new architecture: take every tensor of --init whose name and shape match
     model = HyperpriorCodec(args.N, args.M, arch=args.arch)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    if os.path.exists(args.ckpt):
-        st = torch.load(args.ckpt, map_location="cpu")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        step, total_steps = st["step"], st.get("total_steps", st["step"])
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        step, total_steps = ckpt["step"], ckpt.get("total_steps", ckpt["step"])
         print(f"resumed {args.ckpt} at step {step} (total {total_steps})", flush=True)
     elif warm_start:
         own = model.state_dict()
-        with np.load(args.init) as w:
-            sd = {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files
-                  if k in own and tuple(w[k].shape) == tuple(own[k].shape)}
+        sd = {k: v for k, v in init[0].items() if k in own and v.shape == own[k].shape}
         model.load_state_dict(sd, strict=False)
         print(f"new {args.arch!r} model warm-started from {len(sd)} of {len(own)} tensors of the {found!r} "
               f"weights {args.init} (entropy model, gains, low-resolution layers); step count starts at 0",
               flush=True)
-    elif os.path.exists(args.init):
-        w = np.load(args.init)
-        sd = {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if not k.startswith("__")}
-        model.load_state_dict(sd)
-        total_steps = int(w["__total_steps__"]) if "__total_steps__" in w.files else 0
+    elif init is not None:
+        model.load_state_dict(init[0])
+        total_steps = init[1]
         print(f"initialised from shipped weights {args.init} (total steps {total_steps})", flush=True)
     else:
         print(f"training a {args.arch!r} model from scratch", flush=True)
