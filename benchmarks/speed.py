@@ -61,7 +61,8 @@ def codec_fns(name, threads):
         sys.path.insert(0, str(ROOT / "training"))
         from model import HyperpriorCodec, load_weights
         torch.set_num_threads(threads)
-        sd, _, arch = load_weights(ROOT / "models" / "hp1.weights.npz")
+        default = (ROOT / "models" / "DEFAULT").read_text().strip()
+        sd, _, arch = load_weights(ROOT / "models" / f"{default}.weights.npz")
         m = HyperpriorCodec(96, 192, arch=arch)
         m.load_state_dict(sd)
         m.eval()

@@ -1,6 +1,8 @@
-"""Golden files (tests/golden): committed .fcc files must keep decoding to exactly the stored
-symbols, and to the stored pixels within one level (float synthesis may round differently on
-other machines). Regenerate with tests/golden/make_golden.py when the default model changes."""
+"""Golden files (tests/golden/<model id>/): committed .fcc files must keep decoding to exactly
+the stored symbols, and to the stored pixels within one level (float synthesis may round
+differently on other machines). Each shipped model has a folder; folders of earlier models stay,
+so files written by an older release keep decoding with a newer one (their bundles ship too).
+Write the default model's folder with tests/golden/make_golden.py after exporting a new model."""
 import hashlib
 import json
 from pathlib import Path
@@ -11,27 +13,45 @@ from PIL import Image
 
 import fastcodec
 from conftest import psnr
+from fastcodec._model import available_models
 
 GOLDEN = Path(__file__).parent / "golden"
-MANIFEST = json.loads((GOLDEN / "golden.json").read_text()) if (GOLDEN / "golden.json").exists() else None
-pytestmark = pytest.mark.skipif(MANIFEST is None, reason="no golden files (run tests/golden/make_golden.py)")
+MANIFESTS = {p.parent.name: json.loads(p.read_text()) for p in sorted(GOLDEN.glob("*/golden.json"))}
 
 
-def names():
-    return sorted(MANIFEST["files"]) if MANIFEST else []
+def shipped_ids():
+    return {json.loads((p / "model.json").read_text())["id"]: name for name, p in available_models().items()}
 
 
-@pytest.mark.parametrize("name", names())
-def test_golden_file_decodes_exactly(name):
+def cases():
+    return [(mid, name) for mid, m in MANIFESTS.items() for name in sorted(m["files"])]
+
+
+def test_every_shipped_model_has_golden_files():
+    # a model without golden files could change its decoded output without any test noticing
+    missing = sorted(f"{name} ({mid})" for mid, name in shipped_ids().items() if mid not in MANIFESTS)
+    assert not missing, f"no golden files for {missing}: run tests/golden/make_golden.py"
+
+
+def test_golden_models_still_ship():
+    # dropping a bundle would stop every file written with it from decoding
+    gone = sorted(set(MANIFESTS) - set(shipped_ids()))
+    assert not gone, f"golden files of models {gone} no longer decode: keep their bundles in models/"
+
+
+@pytest.mark.parametrize("mid,name", cases())
+def test_golden_file_decodes_exactly(mid, name):
     from golden.make_golden import symbol_hash
-    entry = MANIFEST["files"][name]
-    data = (GOLDEN / f"{name}.fcc").read_bytes()
+    entry = MANIFESTS[mid]["files"][name]
+    data = (GOLDEN / mid / f"{name}.fcc").read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-    codec = fastcodec.Codec(threads=1)
+    codec = fastcodec.Codec(threads=1)  # the default model: older files load their own bundle
+    info = codec.info(data)
+    assert info.model_id == mid == MANIFESTS[mid]["model"]
     assert symbol_hash(codec, data) == entry["symbols"]
-    assert len(codec.info(data).chunk_sizes) == entry["chunks"]
+    assert len(info.chunk_sizes) == entry["chunks"]
     px = codec.decompress(data)
-    ref = np.asarray(Image.open(GOLDEN / f"{name}.png"))
+    ref = np.asarray(Image.open(GOLDEN / mid / f"{name}.png"))
     assert px.shape == ref.shape == tuple(entry["shape"])
     assert np.abs(px.astype(int) - ref.astype(int)).max() <= 1
     assert psnr(ref, px) > 50

@@ -1,10 +1,13 @@
 """Export a trained checkpoint to a shipped model bundle.
 
-    python training/export.py --ckpt training/runs/ckpt.pt --name hp1
+    python training/export.py --ckpt training/runs/ckpt.pt --name hp3
 
 Writes models/<name>/{encoder,hyper_encoder,hyper_decoder,decoder}.onnx, tables.npz,
 model.json (with the model id), models/<name>.weights.npz (fp16 weights so that training
 resumes from the shipped model) and sets models/DEFAULT.
+
+Give each export a new name: files name the model id they were written with, and a bundle
+that is still shipped keeps its files decoding (keep older bundles in models/ for that).
 """
 from __future__ import annotations
 
@@ -179,7 +182,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt", default=os.path.join(ROOT, "training", "runs", "ckpt.pt"),
                     help="a train.py checkpoint (.pt) or a weights file (.npz, e.g. from --weights-out)")
-    ap.add_argument("--name", default="hp1")
+    ap.add_argument("--name", required=True, help="bundle name, e.g. hp3 (a new one for new weights)")
     ap.add_argument("--models", default=os.path.join(ROOT, "models"))
     ap.add_argument("--no-default", action="store_true")
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"),
@@ -220,6 +223,7 @@ def main():
     w = {k: v.detach().numpy().astype(np.float16) for k, v in model.state_dict().items()}
     w["__total_steps__"] = np.array(meta["training_steps"])
     w["__arch__"] = np.array(model.arch)
+    w["__lambdas__"] = np.array(LAMBDAS, np.float64)
     np.savez_compressed(os.path.join(args.models, f"{args.name}.weights.npz"), **w)
     if not args.no_default:
         with open(os.path.join(args.models, "DEFAULT"), "w") as f:

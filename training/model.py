@@ -24,7 +24,11 @@ import torch.nn.functional as F
 SCALE_MIN = 0.11
 SCALE_MAX = 64.0
 # Rate-distortion trade-offs of the trained gain levels (loss = lambda*255^2*MSE + bpp).
-LAMBDAS = [0.0016, 0.0028, 0.0050, 0.0088, 0.0156, 0.0276, 0.0488, 0.0864]
+# rate-distortion trade-offs of the gain levels (quality 1 ... 100 spans them log-linearly).
+# Weights trained before __lambdas__ was stored used LAMBDAS_V1; load_weights() maps their
+# per-level gains onto LAMBDAS (copying shared levels, extrapolating new ones in log lambda).
+LAMBDAS = [0.0004, 0.0008, 0.0016, 0.0028, 0.0050, 0.0088, 0.0156, 0.0276, 0.0488, 0.0864, 0.16, 0.30]
+LAMBDAS_V1 = [0.0016, 0.0028, 0.0050, 0.0088, 0.0156, 0.0276, 0.0488, 0.0864]
 
 
 def load_weights(path):
@@ -36,7 +40,28 @@ def load_weights(path):
         sd = {k: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if not k.startswith("__")}
         steps = int(w["__total_steps__"]) if "__total_steps__" in w.files else 0
         arch = str(w["__arch__"]) if "__arch__" in w.files else "hp"
+        lambdas = [float(v) for v in w["__lambdas__"]] if "__lambdas__" in w.files else LAMBDAS_V1
+    for key in ("log_gain", "log_igain"):
+        if key in sd:
+            sd[key] = remap_levels(sd[key], lambdas, LAMBDAS)
     return sd, steps, arch
+
+
+def remap_levels(table, src, dst):
+    """Per-level log gains (levels, M) trained for lambdas src, mapped onto lambdas dst: piecewise
+    linear in log lambda through the trained levels, extended linearly beyond the end ones."""
+    if len(src) != table.shape[0]:
+        raise ValueError(f"{table.shape[0]} gain levels but {len(src)} lambdas")
+    if list(src) == list(dst):
+        return table
+    xs = [math.log(v) for v in src]
+    rows = []
+    for lam in dst:
+        x = math.log(lam)
+        k = min(max(sum(1 for v in xs if v <= x) - 1, 0), len(xs) - 2)
+        t = (x - xs[k]) / (xs[k + 1] - xs[k])
+        rows.append((1 - t) * table[k] + t * table[k + 1])
+    return torch.stack(rows)
 
 
 class LowerBound(torch.autograd.Function):

@@ -60,6 +60,7 @@ def save_weights(model, total_steps, path):
     w = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     w["__total_steps__"] = np.array(total_steps)
     w["__arch__"] = np.array(getattr(model, "arch", "hp"))
+    w["__lambdas__"] = np.array(LAMBDAS, np.float64)
     tmp = path + ".tmp.npz"
     np.savez_compressed(tmp, **w)
     os.replace(tmp, path)

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the golden files: small .fcc files of the shipped default model, the hash of their
-decoded symbols and their decoded pixels (PNG). Run after exporting a new default model:
+"""Writes the golden files of the shipped default model into tests/golden/<model id>/: small
+.fcc files, the hash of their decoded symbols and their decoded pixels (PNG). Run after
+exporting a new default model:
 
     python tests/golden/make_golden.py
 
-Files of earlier models stay decodable only while their model ships; when the default model is
-replaced, regenerate the golden files here (and keep the old bundle if old files must decode).
+The folders of earlier models stay: their files must keep decoding, so their bundles keep
+shipping (tests/test_golden.py fails when a golden folder's model is missing from models/).
 """
 import hashlib
 import json
@@ -37,6 +38,8 @@ def symbol_hash(codec, data):
 def main():
     codec = fastcodec.Codec(threads=1)
     manifest = {"model": codec.model.id, "files": {}}
+    out = HERE / codec.model.id
+    out.mkdir(exist_ok=True)
     for name, h, w, gray, q, chunk in CASES:
         img = synthetic(h, w, seed=h * w)
         if gray:
@@ -48,12 +51,12 @@ def main():
             data = codec.compress(img, quality=q)
         finally:
             C.CHUNK_SYMBOLS = old
-        (HERE / f"{name}.fcc").write_bytes(data)
+        (out / f"{name}.fcc").write_bytes(data)
         px = codec.decompress(data)
-        Image.fromarray(px).save(HERE / f"{name}.png")
+        Image.fromarray(px).save(out / f"{name}.png")
         manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "symbols": symbol_hash(codec, data),
                                    "shape": list(px.shape), "chunks": len(codec.info(data).chunk_sizes)}
-    (HERE / "golden.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (out / "golden.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(json.dumps(manifest, indent=1))
 
 
