@@ -55,3 +55,11 @@ def test_golden_file_decodes_exactly(mid, name):
     assert px.shape == ref.shape == tuple(entry["shape"])
     assert np.abs(px.astype(int) - ref.astype(int)).max() <= 1
     assert psnr(ref, px) > 50
+
+
+def test_default_model_is_the_one_models_default_names():
+    # models/DEFAULT must be installed with the bundles; without it the default would be
+    # whichever bundle sorts last
+    want = (Path(__file__).parents[1] / "models" / "DEFAULT").read_text().strip()
+    assert fastcodec.Codec(threads=1).model.path.name == want
+    assert want in available_models()
