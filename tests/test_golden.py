@@ -63,3 +63,45 @@ def test_default_model_is_the_one_models_default_names():
     want = (Path(__file__).parents[1] / "models" / "DEFAULT").read_text().strip()
     assert fastcodec.Codec(threads=1).model.path.name == want
     assert want in available_models()
+
+
+def archived_models():
+    return [name for name, p in available_models().items()
+            if json.loads((p / "model.json").read_text()).get("archived_graphs")]
+
+
+@pytest.mark.parametrize("name", archived_models())
+def test_archived_model_decodes_its_files_but_encodes_nothing(name):
+    from fastcodec.errors import ModelError
+    codec = fastcodec.Codec(name, threads=1)
+    assert codec.model.decode_only
+    mine = [(mid, f) for mid, m in MANIFESTS.items() if mid == codec.model.id for f in m["files"]]
+    assert mine, f"archived model {name} has no golden files"
+    for mid, f in mine:
+        px = codec.decompress((GOLDEN / mid / f"{f}.fcc").read_bytes())
+        assert px.shape == tuple(MANIFESTS[mid]["files"][f]["shape"])
+    with pytest.raises(ModelError, match="decoding only"):
+        codec.compress(np.zeros((16, 16, 3), np.uint8))
+    assert not fastcodec.Codec(threads=1).model.decode_only  # the default always encodes
+
+
+@pytest.mark.parametrize("name", archived_models()[:1])
+def test_archived_bundle_is_verified(name, tmp_path):
+    import shutil
+    from fastcodec._model import load_model
+    from fastcodec.errors import ModelError
+    src = available_models()[name]
+    bad = tmp_path / name
+    shutil.copytree(src, bad)
+    meta = json.loads((bad / "model.json").read_text())
+    h = meta["archived_graphs"]["encoder"]
+    meta["archived_graphs"]["encoder"] = ("0" if h[0] != "0" else "1") + h[1:]  # a wrong recorded hash
+    (bad / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="damaged"):
+        load_model(bad)
+    meta["archived_graphs"]["encoder"] = h
+    meta["archived_graphs"]["decoder"] = h  # decoding graphs cannot be archived
+    (bad / "model.json").write_text(json.dumps(meta))
+    (bad / "decoder.onnx").unlink()
+    with pytest.raises(ModelError, match="lacks decoder.onnx"):
+        load_model(bad)

@@ -15,13 +15,21 @@ from .errors import ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 GRAPHS = ("encoder", "hyper_encoder", "hyper_decoder", "decoder")
+# graphs that only encoding needs: an archived (decode-only) bundle of an earlier default model
+# drops them and records their SHA-256 in model.json ("archived_graphs"), so its id still checks
+ENCODE_GRAPHS = ("encoder", "hyper_encoder")
 
 
-def bundle_id(path: Path) -> str:
-    """Model id: first 16 hex digits of SHA-256 over the graphs and tables, in a fixed order."""
+def bundle_id(path: Path, archived: dict | None = None) -> str:
+    """Model id: first 16 hex digits of SHA-256 over the graphs and tables, in a fixed order.
+    archived: SHA-256 (hex) of encode-only graphs that the bundle no longer holds."""
     h = hashlib.sha256()
     for name in GRAPHS:
-        h.update(hashlib.sha256((path / f"{name}.onnx").read_bytes()).digest())
+        f = path / f"{name}.onnx"
+        if not f.is_file() and archived and name in archived:
+            h.update(bytes.fromhex(archived[name]))
+        else:
+            h.update(hashlib.sha256(f.read_bytes()).digest())
     h.update(hashlib.sha256((path / "tables.npz").read_bytes()).digest())
     return h.hexdigest()[:16]
 
@@ -55,6 +63,11 @@ class Model:
     optimization: str = "all"
     _sessions: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def decode_only(self) -> bool:
+        """An archived bundle: it decodes the files written with it but encodes nothing."""
+        return any(not (self.path / f"{n}.onnx").is_file() for n in ENCODE_GRAPHS)
 
     @property
     def levels(self) -> int:
@@ -118,14 +131,19 @@ def load_model(path, threads: int = 0, verify: bool = True, optimization: str = 
     path = Path(path)
     try:
         meta = json.loads((path / "model.json").read_text())
-        missing = [n for n in GRAPHS if not (path / f"{n}.onnx").is_file()]
+        archived = meta.get("archived_graphs") or {}
+        missing = [n for n in GRAPHS if not (path / f"{n}.onnx").is_file()
+                   and not (n in ENCODE_GRAPHS and isinstance(archived.get(n), str) and len(archived[n]) == 64)]
         if missing:
             raise ModelError(f"model bundle {path} lacks {', '.join(missing)}.onnx")
         with np.load(path / "tables.npz") as npz:
             t = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, KeyError) as e:
         raise ModelError(f"cannot load model bundle {path}: {e}") from None
-    mid = bundle_id(path) if verify else meta["id"]
+    try:
+        mid = bundle_id(path, archived) if verify else meta["id"]
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model bundle {path}: {e}") from None
     if mid != meta.get("id"):
         raise ModelError(f"model bundle {path} is damaged: its files hash to {mid}, model.json says {meta.get('id')}")
     grid = (float(t["scale_log_min"]), float(t["scale_inv_step"]), int(t["scale_nbins"]))

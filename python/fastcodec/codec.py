@@ -231,6 +231,10 @@ class Codec:
         ``target_bpp``: if given, ``quality`` is ignored and found by bisection so that the file
         is at most this many bits per pixel (or quality 1 if even that is larger).
         """
+        if self.model.decode_only:
+            raise ModelError(f"model {self.model.path.name} ({self.model.id}) ships for decoding only, so that "
+                             f"files written with it keep decoding; compress with the default model "
+                             f"({default_model_name()}) or another full bundle")
         pixels, channels = load_pixels(src, self.max_pixels)
         h, w = pixels.shape[:2]
         y = self._analyse(pixels)
