@@ -119,6 +119,9 @@ def main():
                     help="divide the learning rate by 10 for this final fraction of the time budget")
     ap.add_argument("--weights-out", default=None, help="also write fp32 weights (npz) here")
     ap.add_argument("--weights-every", type=float, default=60.0, help="seconds between --weights-out writes")
+    ap.add_argument("--compile", action="store_true",
+                    help="run the forward pass through torch.compile (falls back to eager if compiling fails; "
+                         "on 2 CPU cores it was measured slower: 0.757 vs 0.714 s/step after a 50 s compile)")
     args = ap.parse_args()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -179,6 +182,7 @@ def main():
         images = [torch.from_numpy(im.copy()).to(dev) for im in images]
     print(f"{len(images)} training images on {dev}", flush=True)
     base_lr = opt.param_groups[0]["lr"]
+    fwd = torch.compile(model) if args.compile else model  # shares the Parameters with model
     last_weights = time.time()
     t0 = time.time()
     start_step = step
@@ -199,7 +203,14 @@ def main():
         level = torch.rand(args.batch, device=dev) * levels
         lam = lambdas_for(level)
         with torch.autocast(dev.type, dtype=torch.bfloat16):
-            x_hat, lik_y, lik_z = model(x, level)
+            try:
+                x_hat, lik_y, lik_z = fwd(x, level)
+            except Exception as e:  # noqa: BLE001 - any compiler failure: train on, eagerly
+                if fwd is model:
+                    raise
+                print(f"torch.compile failed ({type(e).__name__}: {str(e)[:300]}); training eagerly", flush=True)
+                fwd = model
+                x_hat, lik_y, lik_z = fwd(x, level)
         npix = args.size * args.size
         # lower bound with gradient pass-through: an element stuck below the bound still learns
         bits = -(torch.log2(LowerBound.apply(lik_y.float(), 1e-9)).sum((1, 2, 3))
