@@ -110,3 +110,25 @@ def test_no_inputs_is_a_usage_error(tmp_path):
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr
     r = run("compress", tmp_path)  # empty folder
     assert r.returncode == 2 and "no input files" in r.stderr
+
+
+def test_models_lists_bundles_and_old_files_decode(tmp_path):
+    from pathlib import Path
+    r = run("models", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    import fastcodec
+    assert sorted(x["name"] for x in rows) == sorted(fastcodec.models())
+    default = [x for x in rows if x["default"]]
+    assert len(default) == 1 and default[0]["use"] == "encode+decode"
+    assert default[0]["id"] == fastcodec.Codec(threads=1).model.id
+    r = run("models")
+    assert r.returncode == 0 and "(default)" in r.stdout
+    # a file of every model with golden files decodes through the command line
+    for mid in (x["id"] for x in rows):
+        golden = Path(__file__).parent / "golden" / mid / "rgb_q50.fcc"
+        if golden.exists():
+            out = tmp_path / f"{mid}.png"
+            r = run("decompress", golden, "-o", out)
+            assert r.returncode == 0, r.stderr
+            assert np.asarray(Image.open(out)).shape == (48, 64, 3)

@@ -97,6 +97,11 @@ def build_parser():
     sv.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (default 50 MB)")
     sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image (default 50 MP)")
 
+    m = sub.add_parser("models", help="list the shipped models",
+                       description="List the model bundles shipped with this installation: the default "
+                                   "one encodes; archived (decode-only) ones decode the files written with them.")
+    m.add_argument("--json", action="store_true", help="print JSON")
+
     i = sub.add_parser("info", help="show what a .fcc file holds", description="Show a .fcc file's header.")
     i.add_argument("input", help=".fcc file")
     i.add_argument("--json", action="store_true", help="print JSON")
@@ -115,6 +120,8 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "info":
             return _info(args)
+        if args.cmd == "models":
+            return _models(args)
         if args.cmd == "serve":
             try:
                 from .server import serve
@@ -131,6 +138,27 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     except OSError as e:
         return _fail(f"{e.strerror or e}: {e.filename}" if getattr(e, "filename", None) else str(e))
+
+
+def _models(args) -> int:
+    from ._model import ENCODE_GRAPHS, available_models, default_model_name
+
+    default = default_model_name()
+    rows = []
+    for name, path in available_models().items():
+        meta = json.loads((path / "model.json").read_text())
+        encodes = all((path / f"{g}.onnx").is_file() for g in ENCODE_GRAPHS)
+        rows.append({"name": name, "id": meta.get("id"), "default": name == default,
+                     "use": "encode+decode" if encodes else "decode only",
+                     "levels": meta.get("levels"), "training_steps": meta.get("training_steps"),
+                     "architecture": meta.get("arch", "hp")})
+    if args.json:
+        print(json.dumps(rows))
+        return EXIT_OK
+    for r in rows:
+        print(f"{r['name']:<8}{r['id']}  {r['use']:<14}{r['levels']:>3} levels {r['training_steps']:>8,} steps"
+              f"{'  (default)' if r['default'] else ''}")
+    return EXIT_OK
 
 
 def _info(args) -> int:
