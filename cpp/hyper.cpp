@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <thread>
 
 #include "errors.hpp"
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
 #include <xmmintrin.h>
 #endif
 
@@ -100,6 +102,73 @@ void conv3x3(const ConvLayer& L, const float* in_pad, int h, int w, float* out, 
     }
 }
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#define FASTCODEC_AVX512_KERNEL 1
+// The same convolution with AVX-512 intrinsics: 8 output channels x 32 consecutive elements
+// (two vectors) live in 16 registers, and every element still gets the bias followed by one
+// _mm512_mul_ps and one _mm512_add_ps per (input channel, tap) in the order ic = 0.., k = 0..8:
+// exactly the operations of conv3x3 above, so the results are bit-identical to it (the golden
+// symbol hashes check this). The generic code leaves the accumulators in memory (about 20 % of
+// the core's multiply/add throughput); this kernel is about 3x faster.
+__attribute__((target("avx512f")))
+void conv3x3_avx512(const ConvLayer& L, const float* in_pad, int h, int w, float* out, int oc0, int oc1) {
+    constexpr int kB = 8;
+    const size_t ws = size_t(w) + 2;
+    const size_t in_plane = (size_t(h) + 2) * ws;
+    const size_t plane = size_t(h) * ws;
+    const int cin = L.cin;
+    size_t tap[9];
+    for (int k = 0; k < 9; ++k) tap[k] = size_t(k / 3) * ws + size_t(k % 3);
+    std::vector<float> wblk(size_t(cin) * 9 * kB);
+    for (int ob = oc0; ob < oc1; ob += kB) {
+        const int nb = std::min(kB, oc1 - ob);
+        // the block's weights as [ic][tap][o], zero for the missing output channels
+        for (int ic = 0; ic < cin; ++ic)
+            for (int k = 0; k < 9; ++k)
+                for (int o = 0; o < kB; ++o)
+                    wblk[(size_t(ic) * 9 + k) * kB + o] = o < nb ? L.weight[(size_t(ob + o) * cin + ic) * 9 + k] : 0.f;
+        for (size_t i0 = 0; i0 < plane; i0 += 32) {
+            __m512 a[kB], b[kB];
+            for (int o = 0; o < kB; ++o) a[o] = b[o] = _mm512_set1_ps(o < nb ? L.bias[ob + o] : 0.f);
+            for (int ic = 0; ic < cin; ++ic) {
+                // reads stay inside the padded input: i0 + 31 + tap[8] < in_plane + kConvSlack
+                const float* x = in_pad + size_t(ic) * in_plane + i0;
+                const float* wp = wblk.data() + size_t(ic) * 9 * kB;
+                for (int k = 0; k < 9; ++k) {
+                    const __m512 x0 = _mm512_loadu_ps(x + tap[k]);
+                    const __m512 x1 = _mm512_loadu_ps(x + tap[k] + 16);
+#pragma GCC unroll 8
+                    for (int o = 0; o < kB; ++o) {
+                        const __m512 wv = _mm512_set1_ps(wp[k * kB + o]);
+                        a[o] = _mm512_add_ps(a[o], _mm512_mul_ps(wv, x0));
+                        b[o] = _mm512_add_ps(b[o], _mm512_mul_ps(wv, x1));
+                    }
+                }
+            }
+            const size_t m = std::min<size_t>(32, plane - i0);
+            const __mmask16 m0 = m >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << m) - 1);
+            const __mmask16 m1 = m >= 32 ? __mmask16(0xFFFF) : m > 16 ? __mmask16((1u << (m - 16)) - 1) : __mmask16(0);
+            for (int o = 0; o < nb; ++o) {
+                float* dst = out + size_t(ob + o) * plane + i0;
+                _mm512_mask_storeu_ps(dst, m0, a[o]);
+                _mm512_mask_storeu_ps(dst + 16, m1, b[o]);
+            }
+        }
+    }
+}
+#endif
+
+// conv3x3 for output channels [oc0, oc1) with the fastest kernel this CPU runs; all give the
+// same bits. FASTCODEC_GENERIC_KERNELS=1 in the environment selects the generic code (tests
+// compare the two).
+void conv3x3_best(const ConvLayer& L, const float* in_pad, int h, int w, float* out, int oc0, int oc1) {
+#ifdef FASTCODEC_AVX512_KERNEL
+    static const bool avx512 = __builtin_cpu_supports("avx512f") && !std::getenv("FASTCODEC_GENERIC_KERNELS");
+    if (avx512) return conv3x3_avx512(L, in_pad, h, w, out, oc0, oc1);
+#endif
+    conv3x3(L, in_pad, h, w, out, oc0, oc1);
+}
+
 template <typename F>
 void parallel_for(int n, int threads, F f) {
     threads = std::max(1, std::min(threads, n));
@@ -165,7 +234,7 @@ std::vector<float> HyperScale::log_scales(const int32_t* z, int channels, int h,
         // threads split the output channels in whole blocks
         const int blocks = (L.cout + kOcBlock - 1) / kOcBlock;
         parallel_for(blocks, threads, [&](int a, int b) {
-            conv3x3(L, pad.data(), ch, cw, pre.data(), a * kOcBlock, std::min(L.cout, b * kOcBlock));
+            conv3x3_best(L, pad.data(), ch, cw, pre.data(), a * kOcBlock, std::min(L.cout, b * kOcBlock));
         });
         const int r = L.shuffle;
         const int oc = L.cout / (r * r), oh = ch * r, ow = cw * r;
