@@ -57,6 +57,15 @@ private:
 // while the input is streamed once per (ic, tap): about 8x fewer loads and stores than one pass
 // over the plane per tap, and the per-element order above is unchanged.
 constexpr int kOcBlock = 8;
+
+// Geometry of zero-bordered planes: row stride w+2, input planes (h+2) x (w+2), output planes
+// h x (w+2), and the offsets of the nine 3x3 taps from an output element's top-left neighbour.
+struct PaddedPlanes {
+    size_t ws, in_plane, plane, tap[9];
+    PaddedPlanes(int h, int w) : ws(size_t(w) + 2), in_plane((size_t(h) + 2) * ws), plane(size_t(h) * ws) {
+        for (int k = 0; k < 9; ++k) tap[k] = size_t(k / 3) * ws + size_t(k % 3);
+    }
+};
 constexpr size_t kLanes = 16;
 constexpr size_t kConvSlack = 2 * kLanes + 4;
 
@@ -69,12 +78,10 @@ constexpr size_t kConvSlack = 2 * kLanes + 4;
 
 FASTCODEC_CLONES
 void conv3x3(const ConvLayer& L, const float* in_pad, int h, int w, float* out, int oc0, int oc1) {
-    const size_t ws = size_t(w) + 2;
-    const size_t in_plane = (size_t(h) + 2) * ws;
-    const size_t plane = size_t(h) * ws;
+    const PaddedPlanes g(h, w);
+    const size_t in_plane = g.in_plane, plane = g.plane;
+    const size_t* tap = g.tap;
     const int cin = L.cin;
-    size_t tap[9];
-    for (int k = 0; k < 9; ++k) tap[k] = size_t(k / 3) * ws + size_t(k % 3);
     for (int ob = oc0; ob < oc1; ob += kOcBlock) {
         const int nb = std::min(kOcBlock, oc1 - ob);
         for (size_t i0 = 0; i0 < plane; i0 += kLanes) {
@@ -113,12 +120,10 @@ void conv3x3(const ConvLayer& L, const float* in_pad, int h, int w, float* out, 
 __attribute__((target("avx512f")))
 void conv3x3_avx512(const ConvLayer& L, const float* in_pad, int h, int w, float* out, int oc0, int oc1) {
     constexpr int kB = 8;
-    const size_t ws = size_t(w) + 2;
-    const size_t in_plane = (size_t(h) + 2) * ws;
-    const size_t plane = size_t(h) * ws;
+    const PaddedPlanes g(h, w);
+    const size_t in_plane = g.in_plane, plane = g.plane;
+    const size_t* tap = g.tap;
     const int cin = L.cin;
-    size_t tap[9];
-    for (int k = 0; k < 9; ++k) tap[k] = size_t(k / 3) * ws + size_t(k % 3);
     std::vector<float> wblk(size_t(cin) * 9 * kB);
     for (int ob = oc0; ob < oc1; ob += kB) {
         const int nb = std::min(kB, oc1 - ob);
