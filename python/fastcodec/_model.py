@@ -20,6 +20,11 @@ GRAPHS = ("encoder", "hyper_encoder", "hyper_decoder", "decoder")
 ENCODE_GRAPHS = ("encoder", "hyper_encoder")
 
 
+def is_decode_only(path: Path) -> bool:
+    """Whether the bundle at path is archived (lacks a graph that only encoding needs)."""
+    return any(not (path / f"{n}.onnx").is_file() for n in ENCODE_GRAPHS)
+
+
 def bundle_id(path: Path, archived: dict | None = None) -> str:
     """Model id: first 16 hex digits of SHA-256 over the graphs and tables, in a fixed order.
     archived: SHA-256 (hex) of encode-only graphs that the bundle no longer holds."""
@@ -67,7 +72,7 @@ class Model:
     @property
     def decode_only(self) -> bool:
         """An archived bundle: it decodes the files written with it but encodes nothing."""
-        return any(not (self.path / f"{n}.onnx").is_file() for n in ENCODE_GRAPHS)
+        return is_decode_only(self.path)
 
     @property
     def levels(self) -> int:

@@ -141,15 +141,14 @@ def main(argv=None) -> int:
 
 
 def _models(args) -> int:
-    from ._model import ENCODE_GRAPHS, available_models, default_model_name
+    from ._model import available_models, default_model_name, is_decode_only
 
     default = default_model_name()
     rows = []
     for name, path in available_models().items():
         meta = json.loads((path / "model.json").read_text())
-        encodes = all((path / f"{g}.onnx").is_file() for g in ENCODE_GRAPHS)
         rows.append({"name": name, "id": meta.get("id"), "default": name == default,
-                     "use": "encode+decode" if encodes else "decode only",
+                     "use": "decode only" if is_decode_only(path) else "encode+decode",
                      "levels": meta.get("levels"), "training_steps": meta.get("training_steps"),
                      "architecture": meta.get("arch", "hp")})
     if args.json:
