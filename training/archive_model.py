@@ -18,8 +18,9 @@ import os
 import sys
 from pathlib import Path
 
+from fastcodec._model import ENCODE_GRAPHS, load_model  # the package's own definition and loader
+
 ROOT = Path(__file__).resolve().parents[1]
-ENCODE_GRAPHS = ("encoder", "hyper_encoder")
 
 
 def main(argv=None):
@@ -43,10 +44,7 @@ def main(argv=None):
     os.replace(tmp, path / "model.json")
     for g in ENCODE_GRAPHS:
         (path / f"{g}.onnx").unlink(missing_ok=True)
-    # the id must still check: load the bundle the way the installed package does
-    from fastcodec._model import load_model
-
-    m = load_model(path)
+    m = load_model(path)  # the id must still check, loaded the way the package loads it
     print(f"archived {path}: id {m.id} verified, decode only: {m.decode_only}")
 
 
