@@ -1,11 +1,13 @@
 // Unit tests of the pixel/tensor conversion and latent quantisation (no Python).
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "errors.hpp"
+#include "hyper.hpp"
 #include "image.hpp"
 #include "latent.hpp"
 
@@ -134,7 +136,78 @@ static void test_grouped_roundtrip() {
     CHECK(threw);
 }
 
+// Scalar reference of the scale branch: bias, then w * x for ic = 0.., taps row-major, separate
+// float multiply and add (this file is built with -ffp-contract=off too), zero padding, then
+// PixelShuffle and ReLU; the library's blocked, chunked, vectorised and threaded kernels must give
+// exactly these bits.
+static std::vector<float> reference_scales(const std::vector<ConvLayer>& layers, const std::vector<int32_t>& z,
+                                           int h, int w, float lo, float hi) {
+    std::vector<float> cur(z.begin(), z.end());
+    for (const ConvLayer& L : layers) {
+        std::vector<float> pre(size_t(L.cout) * h * w);
+        for (int o = 0; o < L.cout; ++o)
+            for (int y = 0; y < h; ++y)
+                for (int x = 0; x < w; ++x) {
+                    float acc = L.bias[o];
+                    for (int ic = 0; ic < L.cin; ++ic)
+                        for (int k = 0; k < 9; ++k) {
+                            const int yy = y + k / 3 - 1, xx = x + k % 3 - 1;
+                            const float v = (yy < 0 || yy >= h || xx < 0 || xx >= w)
+                                                ? 0.f : cur[(size_t(ic) * h + yy) * w + xx];
+                            const float p = L.weight[(size_t(o) * L.cin + ic) * 9 + k] * v;
+                            acc = acc + p;
+                        }
+                    pre[(size_t(o) * h + y) * w + x] = acc;
+                }
+        const int r = L.shuffle, oc = L.cout / (r * r);
+        std::vector<float> next(size_t(oc) * h * r * w * r);
+        for (int c = 0; c < oc; ++c)
+            for (int i = 0; i < r; ++i)
+                for (int j = 0; j < r; ++j)
+                    for (int y = 0; y < h; ++y)
+                        for (int x = 0; x < w; ++x) {
+                            float v = pre[(size_t(c * r * r + i * r + j) * h + y) * w + x];
+                            if (L.relu) v = v > 0.f ? v : 0.f;
+                            next[(size_t(c) * h * r + size_t(y) * r + i) * w * r + size_t(x) * r + j] = v;
+                        }
+        cur.swap(next);
+        h *= r;
+        w *= r;
+    }
+    for (float& v : cur) v = v > lo ? (v < hi ? v : hi) : lo;
+    return cur;
+}
+
+static void test_hyper_scale_matches_scalar_reference() {
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> wd(-0.3f, 0.3f);
+    auto layer = [&](int cin, int cout, int shuffle, bool relu) {
+        ConvLayer L;
+        L.cin = cin, L.cout = cout, L.shuffle = shuffle, L.relu = relu;
+        for (int i = 0; i < cout * cin * 9; ++i) L.weight.push_back(wd(rng));
+        for (int i = 0; i < cout; ++i) L.bias.push_back(wd(rng));
+        return L;
+    };
+    // 13 output channels: a partial block of 8; planes from 1 element to several 512-element chunks
+    const std::vector<ConvLayer> layers = {layer(5, 12, 2, true), layer(3, 13, 1, false)};
+    const HyperScale hs(layers, -2.f, 2.5f);
+    const int sizes[][2] = {{1, 1}, {2, 3}, {5, 17}, {11, 23}, {19, 40}};
+    for (const auto& sz : sizes) {
+        const int h = sz[0], w = sz[1];
+        std::vector<int32_t> z(size_t(5) * h * w);
+        for (auto& v : z) v = int32_t(rng() % 9) - 4;
+        const std::vector<float> ref = reference_scales(layers, z, h, w, -2.f, 2.5f);
+        for (int threads : {1, 2, 3, 8}) {
+            const std::vector<float> got = hs.log_scales(z.data(), 5, h, w, threads);
+            bool same = got.size() == ref.size();
+            for (size_t i = 0; same && i < ref.size(); ++i) same = std::memcmp(&got[i], &ref[i], sizeof(float)) == 0;
+            CHECK(same);
+        }
+    }
+}
+
 int main() {
+    test_hyper_scale_matches_scalar_reference();
     test_pixels_to_tensor_padding_and_strides();
     test_tensor_to_pixels_rounding();
     test_scale_grid_and_quantisation();
