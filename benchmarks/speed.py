@@ -4,6 +4,13 @@ JPEG XL, WebP and JPEG, measured in the same run on this machine.
 
     python benchmarks/speed.py [--sizes kodak,4mp] [--large] [--threads 1,2] [--repeat 3]
 
+The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
+context model, N=96, M=192 like the shipped model; ConvTranspose synthesis and GDN) with its own
+rANS coder, compress() and decompress() end to end, in the separate environment that
+benchmarks/compressai_env.sh creates (CompressAI pins numpy<2). Its weights are random (only
+speed is measured, so no bpp). The `torch` rows are fastcodec's own architecture in PyTorch
+eager mode, networks only.
+
 Every (codec, size, threads) cell runs in a fresh subprocess, so its peak RSS (ru_maxrss) is its
 own. Test images are natural photographs: Kodak as is, larger sizes made from Kodak images
 (mosaics resized with Lanczos). --large adds 24 MP and 50 MP.
@@ -86,6 +93,26 @@ def codec_fns(name, threads):
                 m.hyper_params(z)
                 return m.g_s((r + mu) * ig)
         return (lambda a: _Sized(enc(a))), (lambda d: dec(d.v))
+    if name == "compressai":
+        import torch
+        _torchvision_stand_in()
+        from compressai.models import MeanScaleHyperprior
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        m = MeanScaleHyperprior(N=96, M=192).eval()
+        m.update(force=True)
+
+        def enc(a):
+            with torch.no_grad():
+                h, wd = a.shape[:2]
+                x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 255
+                x = torch.nn.functional.pad(x, (0, -wd % 64, 0, -h % 64), mode="replicate")
+                return _Sized(m.compress(x))
+
+        def dec(d):
+            with torch.no_grad():
+                return m.decompress(d.v["strings"], d.v["shape"])["x_hat"]
+        return enc, dec
     import imagecodecs
     if name == "avif6":
         return (lambda a: imagecodecs.avif_encode(a, level=60, speed=6, numthreads=threads)), \
@@ -96,8 +123,24 @@ def codec_fns(name, threads):
     raise ValueError(name)
 
 
+def _torchvision_stand_in():
+    """CompressAI imports torchvision.transforms only to list its classes. The torchvision wheels
+    available here are CUDA builds that fail to load against the CPU torch; give it an empty
+    module then (the models never use torchvision)."""
+    import types
+    try:
+        import torchvision.transforms  # noqa: F401
+    except Exception:
+        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
+            del sys.modules[k]
+        tv, tvt = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
+        tv.transforms = tvt
+        sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tvt
+
+
 class _Sized:
-    """Wraps a non-bytes encoder result (the torch stand-in has no bitstream)."""
+    """Wraps an encoder result whose size is not reported (the torch rows have no bitstream;
+    CompressAI's random weights give meaningless sizes)."""
 
     def __init__(self, v):
         self.v = v
@@ -129,7 +172,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="kodak,4mp")
     ap.add_argument("--large", action="store_true", help="add 24mp and 50mp")
-    ap.add_argument("--codecs", default="fastcodec,torch,avif6,jxl7,webp,jpeg")
+    ap.add_argument("--codecs", default="fastcodec,torch,compressai,avif6,jxl7,webp,jpeg")
+    ap.add_argument("--compressai-python", default=os.environ.get(
+        "FASTCODEC_COMPRESSAI_PYTHON", str(ROOT / "benchmarks" / ".venv-compressai" / "bin" / "python")),
+        help="interpreter of the CompressAI environment (benchmarks/compressai_env.sh)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
@@ -146,7 +192,14 @@ def main(argv=None):
         for codec in args.codecs.split(","):
             for th in map(int, args.threads.split(",")):
                 env = dict(os.environ, OMP_NUM_THREADS=str(th))
-                p = subprocess.run([sys.executable, __file__, "--worker", codec, size, str(th), str(args.repeat)],
+                py = sys.executable
+                if codec == "compressai":
+                    py = args.compressai_python
+                    if not os.path.exists(py):
+                        print(f"| {size} | {codec} | {th} | skipped: no CompressAI environment at {py} "
+                              f"(bash benchmarks/compressai_env.sh) |||||")
+                        continue
+                p = subprocess.run([py, __file__, "--worker", codec, size, str(th), str(args.repeat)],
                                    capture_output=True, text=True, env=env)
                 if p.returncode != 0:
                     print(f"| {size} | {codec} | {th} | failed: {p.stderr.strip().splitlines()[-1][:80]} |||||")
@@ -154,7 +207,8 @@ def main(argv=None):
                 r = json.loads(p.stdout.strip().splitlines()[-1])
                 rows.append(r)
                 print(f"| {size} ({r['mp']:.1f} MP) | {codec} | {th} | {r['encode_s']:.3f} | {r['mp'] / r['encode_s']:.2f} "
-                      f"| {r['decode_s']:.3f} | {r['mp'] / r['decode_s']:.2f} | {r['bpp']:.3f} | {r['peak_rss_mib']:.0f} |",
+                      f"| {r['decode_s']:.3f} | {r['mp'] / r['decode_s']:.2f} | {r['bpp']:.3f} | {r['peak_rss_mib']:.0f} |"
+                      .replace("| 0.000 |", "| — |"),
                       flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
