@@ -145,6 +145,7 @@ class Model:
         if not release:
             return s.run(None, feeds)
         (key, x), = feeds.items()
+        x = np.ascontiguousarray(x, dtype=np.float32)  # bound by address: must be C-contiguous float32
         out = np.empty(self._out_shape(name, x.shape), np.float32)
         binding = s.io_binding()
         binding.bind_cpu_input(key, x)
