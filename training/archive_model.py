@@ -6,7 +6,8 @@ Files name the model id they were written with, so every model that a release wr
 keeps shipping. Decoding needs only hyper_decoder.onnx, decoder.onnx and tables.npz: this drops
 encoder.onnx and hyper_encoder.onnx (about 6 MB for the hp architecture) and records their
 SHA-256 in model.json ("archived_graphs"), so the model id, which covers all five files, still
-checks. An archived bundle decodes; compressing with it raises ModelError. Never archive the
+checks. Optional encoders (model.json "encoders", not part of the id) are dropped with their
+entries. An archived bundle decodes; compressing with it raises ModelError. Never archive the
 default model.
 """
 from __future__ import annotations
@@ -39,10 +40,11 @@ def main(argv=None):
         if f.is_file():
             archived[g] = hashlib.sha256(f.read_bytes()).hexdigest()
     meta["archived_graphs"] = archived
+    optional = [spec.get("graph") for spec in (meta.pop("encoders", None) or {}).values() if isinstance(spec, dict)]
     tmp = path / "model.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, path / "model.json")
-    for g in ENCODE_GRAPHS:
+    for g in list(ENCODE_GRAPHS) + [g for g in optional if isinstance(g, str) and g.startswith("encoder_")]:
         (path / f"{g}.onnx").unlink(missing_ok=True)
     m = load_model(path)  # the id must still check, loaded the way the package loads it
     print(f"archived {path}: id {m.id} verified, decode only: {m.decode_only}")

@@ -20,6 +20,19 @@ GRAPHS = ("encoder", "hyper_encoder", "hyper_decoder", "decoder")
 ENCODE_GRAPHS = ("encoder", "hyper_encoder")
 
 
+def encoder_graphs(meta: dict) -> dict:
+    """name -> graph file stem of every analysis transform a bundle offers: "default"
+    (encoder.onnx, part of the model id) and the optional faster ones that model.json lists under
+    "encoders" ({"fast": {"graph": "encoder_fast", "sha256": ...}}). Those are not part of the
+    id: only the analysis transform differs, so their files carry the bundle's id and decode
+    with its one decoder (docs/format.md, "Models")."""
+    out = {"default": "encoder"}
+    for name, spec in (meta.get("encoders") or {}).items():
+        if isinstance(spec, dict) and isinstance(spec.get("graph"), str) and spec["graph"].startswith("encoder_"):
+            out[name] = spec["graph"]
+    return out
+
+
 def is_decode_only(path: Path) -> bool:
     """Whether the bundle at path is archived (lacks a graph that only encoding needs)."""
     return any(not (path / f"{n}.onnx").is_file() for n in ENCODE_GRAPHS)
@@ -91,6 +104,28 @@ class Model:
         return is_decode_only(self.path)
 
     @property
+    def encoders(self) -> dict:
+        """name -> graph of each analysis transform this bundle offers (see encoder_graphs)."""
+        return {} if self.decode_only else encoder_graphs(self.meta)
+
+    def check_encoder(self, name: str) -> str:
+        """The graph of encoder ``name``, its file verified against model.json's SHA-256."""
+        graph = self.encoders.get(name)
+        if graph is None:
+            raise ModelError(f"model {self.path.name} offers the encoders {', '.join(self.encoders) or 'none'}, "
+                             f"not {name!r}")
+        if graph != "encoder":
+            want = self.meta["encoders"][name].get("sha256")
+            try:
+                got = hashlib.sha256((self.path / f"{graph}.onnx").read_bytes()).hexdigest()
+            except OSError as e:
+                raise ModelError(f"model {self.path.name}: cannot read encoder {name!r}: {e}") from None
+            if got != want:
+                raise ModelError(f"model {self.path.name}: encoder {name!r} ({graph}.onnx) is damaged: "
+                                 f"SHA-256 {got[:16]}..., model.json says {str(want)[:16]}...")
+        return graph
+
+    @property
     def levels(self) -> int:
         return self.gains.shape[0]
 
@@ -127,9 +162,10 @@ class Model:
     def _out_shape(self, name: str, shape) -> tuple:
         """Output shape of a graph for an input of ``shape`` (N, C, H, W)."""
         f = self.stride // 4  # latent downsampling of the analysis transform
-        up = {"encoder": (1, f), "decoder": (f, 1), "hyper_encoder": (1, 4), "hyper_decoder": (4, 1)}[name]
+        kind = "encoder" if name.startswith("encoder") else name  # optional encoders: encoder_<name>
+        up = {"encoder": (1, f), "decoder": (f, 1), "hyper_encoder": (1, 4), "hyper_decoder": (4, 1)}[kind]
         latent, hyper = self.gains.shape[1], self.z_offset.shape[0]
-        channels = {"encoder": latent, "decoder": 3, "hyper_encoder": hyper, "hyper_decoder": latent}[name]
+        channels = {"encoder": latent, "decoder": 3, "hyper_encoder": hyper, "hyper_decoder": latent}[kind]
         return (shape[0], channels, shape[2] * up[0] // up[1], shape[3] * up[0] // up[1])
 
     def run(self, name: str, feeds: dict, release: bool = False):

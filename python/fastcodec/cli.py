@@ -76,6 +76,8 @@ def build_parser():
     g.add_argument("-q", "--quality", type=_quality, default=75.0, help="quality 1..100, higher is better "
                    "(default 75)")
     g.add_argument("--target-bpp", type=_bpp, help="largest size in bits per pixel; quality is searched")
+    c.add_argument("--encoder", default="default", help="analysis transform: default, or a faster one the model "
+                   "offers (see 'fastcodec models'; 'fast' trades some compression for encode speed)")
     _batch_options(c)
 
     d = sub.add_parser("decompress", help="decode .fcc files to images",
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
 
 
 def _models(args) -> int:
-    from ._model import available_models, default_model_name, is_decode_only
+    from ._model import available_models, default_model_name, encoder_graphs, is_decode_only
 
     default = default_model_name()
     rows = []
@@ -150,13 +152,15 @@ def _models(args) -> int:
         rows.append({"name": name, "id": meta.get("id"), "default": name == default,
                      "use": "decode only" if is_decode_only(path) else "encode+decode",
                      "levels": meta.get("levels"), "training_steps": meta.get("training_steps"),
-                     "architecture": meta.get("arch", "hp")})
+                     "architecture": meta.get("arch", "hp"),
+                     "encoders": [] if is_decode_only(path) else list(encoder_graphs(meta))})
     if args.json:
         print(json.dumps(rows))
         return EXIT_OK
     for r in rows:
+        enc = f"  encoders: {', '.join(r['encoders'])}" if len(r["encoders"]) > 1 else ""
         print(f"{r['name']:<8}{r['id']}  {r['use']:<14}{r['levels']:>3} levels {r['training_steps']:>8,} steps"
-              f"{'  (default)' if r['default'] else ''}")
+              f"{'  (default)' if r['default'] else ''}{enc}")
     return EXIT_OK
 
 
@@ -246,7 +250,8 @@ def _batch(args) -> int:
 
     jobs = args.jobs or os.cpu_count() or 1
     # several files at once: one inference thread per file, files in parallel
-    codec = fastcodec.Codec(threads=1 if jobs > 1 and len(files) > 1 else 0)
+    codec = fastcodec.Codec(threads=1 if jobs > 1 and len(files) > 1 else 0,
+                            **({"encoder": args.encoder} if getattr(args, "encoder", "default") != "default" else {}))
 
     def work(item):
         src, rel = item

@@ -159,10 +159,13 @@ class Codec:
     max_pixels: largest image (width * height) accepted for encoding or decoding.
     optimization: onnxruntime graph optimisation level, "all" (default), "extended", "basic" or
         "disabled". Decoded symbols never depend on it (see docs/format.md, "Determinism").
+    encoder: analysis transform used by ``compress``: "default", or a faster one the model
+        offers (``Codec().model.encoders``; "fast" where shipped): it trades some compression for
+        encode speed, and its files decode like any other (same model id, same decoder).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int = 0,
-                 max_pixels: int = fmt.DEFAULT_MAX_PIXELS, optimization: str = "all"):
+                 max_pixels: int = fmt.DEFAULT_MAX_PIXELS, optimization: str = "all", encoder: str = "default"):
         if optimization not in ("all", "extended", "basic", "disabled"):
             raise ArgumentError(f"optimization must be 'all', 'extended', 'basic' or 'disabled', got {optimization!r}")
         self.optimization = optimization
@@ -182,6 +185,13 @@ class Codec:
         else:
             raise ModelError(f"unknown model {model!r}; shipped models: {', '.join(self._paths) or 'none'}")
         self.model = load_model(path, threads=threads, optimization=optimization)
+        if not isinstance(encoder, str):
+            raise ArgumentError(f"encoder must be a name such as 'default' or 'fast', got {encoder!r}")
+        if encoder != "default" and not self.model.decode_only and encoder not in self.model.encoders:
+            raise ArgumentError(f"encoder must be one of {', '.join(repr(e) for e in self.model.encoders)} "
+                                f"for model {self.model.path.name}, got {encoder!r}")
+        self.encoder = encoder
+        self._encoder_graph = self.model.check_encoder(encoder) if not self.model.decode_only else "encoder"
         self._by_id = {self.model.id: self.model}
         self._lock = threading.Lock()
 
@@ -225,14 +235,14 @@ class Codec:
         f = s // 4  # latent downsampling factor (16)
         hy, wy = ph // f, pw // f
         if _small(hy, wy):
-            (y,) = m.run("encoder", {"x": _core.pixels_to_tensor(pixels, ph, pw)})
+            (y,) = m.run(self._encoder_graph, {"x": _core.pixels_to_tensor(pixels, ph, pw)})
             return y
         y = None
         for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy):
             # pixel window of the tile with its halo; beyond the image: edge replication
             view = pixels[a0 * f:min(a1 * f, h), b0 * f:min(b1 * f, w)]
             x = _core.pixels_to_tensor(view, (a1 - a0) * f, (b1 - b0) * f)
-            (yt,) = m.run("encoder", {"x": x}, release=last)
+            (yt,) = m.run(self._encoder_graph, {"x": x}, release=last)
             if y is None:
                 y = np.empty((1, yt.shape[1], hy, wy), np.float32)
             y[:, :, ty0:ty1, tx0:tx1] = yt[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
