@@ -107,9 +107,26 @@ def _fastcodec(codec):
     return run
 
 
+def _fastcodec_encoder(name):
+    """fastcodec with one of the default model's optional encoders (created on first use)."""
+    state = {}
+
+    def run(img, q):
+        if "codec" not in state:
+            import fastcodec
+            state["codec"] = fastcodec.Codec(threads=1, encoder=name)
+        data = state["codec"].compress(img, quality=q)
+        return data, state["codec"].decompress(data)
+    return run
+
+
+FC_QUALITIES = [1, 8, 16, 25, 35, 45, 55, 65, 75, 85, 100]
+
+
 def codecs(fc_codec):
     return {
-        "fastcodec": (_fastcodec(fc_codec), [1, 8, 16, 25, 35, 45, 55, 65, 75, 85, 100]),
+        "fastcodec": (_fastcodec(fc_codec), FC_QUALITIES),
+        "fastcodec-fast": (_fastcodec_encoder("fast"), FC_QUALITIES),
         "jpeg": (_pil_codec("JPEG", subsampling=2), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "webp": (_pil_codec("WEBP", method=6), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "avif6": (_ic("avif_encode", "avif_decode", level=None, speed=6), [10, 20, 30, 40, 50, 60, 70, 80, 90]),
@@ -120,7 +137,8 @@ def codecs(fc_codec):
     }
 
 
-LABELS = {"fastcodec": "fastcodec", "jpeg": "JPEG 4:2:0 (Pillow)", "webp": "WebP m6 (Pillow)",
+LABELS = {"fastcodec": "fastcodec", "fastcodec-fast": "fastcodec, fast encoder",
+          "jpeg": "JPEG 4:2:0 (Pillow)", "webp": "WebP m6 (Pillow)",
           "avif6": "AVIF speed 6", "avif2": "AVIF speed 2", "jxl7": "JPEG XL e7", "jpeg2000": "JPEG 2000"}
 
 
@@ -154,7 +172,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "data" / "kodak"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--codecs", default="fastcodec,jpeg,webp,avif6,avif2,jxl7,jpeg2000")
+    ap.add_argument("--codecs", default=None, help="default: fastcodec (and fastcodec-fast where the model "
+                    "ships a fast encoder), jpeg, webp, avif6, avif2, jxl7, jpeg2000")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
     ap.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (faster)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (each codec "
@@ -169,6 +188,9 @@ def main(argv=None):
     if not files:
         sys.exit(f"no images in {args.folder}")
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    if args.codecs is None:
+        fast = "fast" in fastcodec.Codec(threads=1).model.encoders
+        args.codecs = "fastcodec," + ("fastcodec-fast," if fast else "") + "jpeg,webp,avif6,avif2,jxl7,jpeg2000"
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     table = codecs(None)
     unknown = [n for n in names if n not in table]
@@ -238,10 +260,11 @@ def main(argv=None):
                                  squeeze=False)
         for n in names:
             rs = results[n]
-            style = dict(lw=2.5, color="k") if n == "fastcodec" else dict(lw=1.2)
-            axes[0][0].plot([r["bpp"] for r in rs], [r["psnr"] for r in rs], "o-", ms=3, label=LABELS[n], **style)
+            style = (dict(lw=2.5, color="k", ls="-") if n == "fastcodec" else
+                     dict(lw=1.8, color="k", ls="--") if n == "fastcodec-fast" else dict(lw=1.2, ls="-"))
+            axes[0][0].plot([r["bpp"] for r in rs], [r["psnr"] for r in rs], "o", ms=3, label=LABELS[n], **style)
             if "msssim" in bd:
-                axes[0][1].plot([r["bpp"] for r in rs], [-10 * np.log10(1 - r["msssim"]) for r in rs], "o-", ms=3,
+                axes[0][1].plot([r["bpp"] for r in rs], [-10 * np.log10(1 - r["msssim"]) for r in rs], "o", ms=3,
                                 label=LABELS[n], **style)
         for ax, yl in zip(axes[0], ["RGB PSNR (dB)", "MS-SSIM (dB, -10 log10(1 - x))"]):
             ax.set_xlim(0, 2.0)

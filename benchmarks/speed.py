@@ -4,7 +4,8 @@ JPEG XL, WebP and JPEG, measured in the same run on this machine.
 
     python benchmarks/speed.py [--sizes kodak,4mp] [--large] [--threads 1,2] [--repeat 3]
 
-The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
+`fastcodec-fast` is fastcodec with the default model's optional fast encoder (same files, same
+decoder, some compression traded for encode speed). The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
 context model, N=96, M=192 like the shipped model; ConvTranspose synthesis and GDN) with its own
 rANS coder, compress() and decompress() end to end, in the separate environment that
 benchmarks/compressai_env.sh creates (CompressAI pins numpy<2). Its weights are random (only
@@ -48,9 +49,9 @@ def make_image(name):
 
 
 def codec_fns(name, threads):
-    if name == "fastcodec":
+    if name in ("fastcodec", "fastcodec-fast"):
         import fastcodec
-        c = fastcodec.Codec(threads=threads)
+        c = fastcodec.Codec(threads=threads, encoder="fast" if name == "fastcodec-fast" else "default")
         return (lambda a: c.compress(a, quality=75)), c.decompress
     if name in ("jpeg", "webp"):
         from PIL import Image
@@ -123,6 +124,11 @@ def codec_fns(name, threads):
     raise ValueError(name)
 
 
+def _has_fast_encoder():
+    import fastcodec
+    return "fast" in fastcodec.Codec(threads=1).model.encoders
+
+
 def _torchvision_stand_in():
     """CompressAI imports torchvision.transforms only to list its classes. The torchvision wheels
     available here are CUDA builds that fail to load against the CPU torch; give it an empty
@@ -172,7 +178,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="kodak,4mp")
     ap.add_argument("--large", action="store_true", help="add 24mp and 50mp")
-    ap.add_argument("--codecs", default="fastcodec,torch,compressai,avif6,jxl7,webp,jpeg")
+    ap.add_argument("--codecs", default="fastcodec,fastcodec-fast,torch,compressai,avif6,jxl7,webp,jpeg")
     ap.add_argument("--compressai-python", default=os.environ.get(
         "FASTCODEC_COMPRESSAI_PYTHON", str(ROOT / "benchmarks" / ".venv-compressai" / "bin" / "python")),
         help="interpreter of the CompressAI environment (benchmarks/compressai_env.sh)")
@@ -193,6 +199,9 @@ def main(argv=None):
             for th in map(int, args.threads.split(",")):
                 env = dict(os.environ, OMP_NUM_THREADS=str(th))
                 py = sys.executable
+                if codec == "fastcodec-fast" and not _has_fast_encoder():
+                    print(f"| {size} | {codec} | {th} | skipped: the default model ships no fast encoder |||||")
+                    continue
                 if codec == "compressai":
                     py = args.compressai_python
                     if not os.path.exists(py):
