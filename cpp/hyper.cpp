@@ -126,29 +126,21 @@ void conv3x3(const ConvLayer& L, const float* in_pad, int h, int w, float* out, 
 // symbol hashes check this). The generic code leaves the accumulators in memory (about 20 % of
 // the core's multiply/add throughput); this kernel is about 3x faster.
 __attribute__((target("avx512f")))
-void conv3x3_avx512(const ConvLayer& L, const float* in_pad, int h, int w, float* out, size_t p0, size_t p1) {
-    constexpr int kB = 8;
+// packed: L's weights as pack_weights() lays them out.
+void conv3x3_avx512(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
+                    size_t p0, size_t p1) {
+    constexpr int kB = kOcBlock;
     static_assert(kChunk % 32 == 0 && kStep % 32 == 0, "whole 32-element steps");
     const PaddedPlanes g(h, w);
     const size_t in_plane = g.in_plane, plane = g.plane;
     const size_t* tap = g.tap;
     const int cin = L.cin, cout = L.cout;
     const int blocks = (cout + kB - 1) / kB;
-    // every block's weights as [block][ic][tap][o], zero for the missing output channels
-    std::vector<float> wall(size_t(blocks) * cin * 9 * kB);
-    for (int bi = 0; bi < blocks; ++bi)
-        for (int ic = 0; ic < cin; ++ic)
-            for (int k = 0; k < 9; ++k)
-                for (int o = 0; o < kB; ++o) {
-                    const int oc = bi * kB + o;
-                    wall[((size_t(bi) * cin + ic) * 9 + k) * kB + o] =
-                        oc < cout ? L.weight[(size_t(oc) * cin + ic) * 9 + k] : 0.f;
-                }
     for (size_t c0 = p0; c0 < p1; c0 += kChunk) {
         const size_t c1 = std::min(c0 + kChunk, p1);
         for (int bi = 0; bi < blocks; ++bi) {
             const int ob = bi * kB, nb = std::min(kB, cout - ob);
-            const float* wblk = wall.data() + size_t(bi) * cin * 9 * kB;
+            const float* wblk = packed + size_t(bi) * cin * 9 * kB;
             for (size_t i0 = c0; i0 < c1; i0 += 32) {
                 __m512 a[kB], b[kB];
                 for (int o = 0; o < kB; ++o) a[o] = b[o] = _mm512_set1_ps(o < nb ? L.bias[ob + o] : 0.f);
@@ -184,12 +176,32 @@ void conv3x3_avx512(const ConvLayer& L, const float* in_pad, int h, int w, float
 // conv3x3 for the plane elements [p0, p1) with the fastest kernel this CPU runs; all give the
 // same bits. FASTCODEC_GENERIC_KERNELS=1 in the environment selects the generic code (tests
 // compare the two).
-void conv3x3_best(const ConvLayer& L, const float* in_pad, int h, int w, float* out, size_t p0, size_t p1) {
+void conv3x3_best(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
+                  size_t p0, size_t p1) {
 #ifdef FASTCODEC_AVX512_KERNEL
     static const bool avx512 = __builtin_cpu_supports("avx512f") && !std::getenv("FASTCODEC_GENERIC_KERNELS");
-    if (avx512) return conv3x3_avx512(L, in_pad, h, w, out, p0, p1);
+    if (avx512) return conv3x3_avx512(L, packed, in_pad, h, w, out, p0, p1);
+#else
+    (void)packed;
 #endif
     conv3x3(L, in_pad, h, w, out, p0, p1);
+}
+
+// A layer's weights as [oc block][ic][tap][kOcBlock outputs], zero for the missing output
+// channels of the last block: the order in which the blocked kernel reads them. Built once per
+// model (HyperScale's constructor), not per call and thread.
+std::vector<float> pack_weights(const ConvLayer& L) {
+    const int cin = L.cin, cout = L.cout, blocks = (cout + kOcBlock - 1) / kOcBlock;
+    std::vector<float> packed(size_t(blocks) * cin * 9 * kOcBlock);
+    for (int bi = 0; bi < blocks; ++bi)
+        for (int ic = 0; ic < cin; ++ic)
+            for (int k = 0; k < 9; ++k)
+                for (int o = 0; o < kOcBlock; ++o) {
+                    const int oc = bi * kOcBlock + o;
+                    packed[((size_t(bi) * cin + ic) * 9 + k) * kOcBlock + o] =
+                        oc < cout ? L.weight[(size_t(oc) * cin + ic) * 9 + k] : 0.f;
+                }
+    return packed;
 }
 
 template <typename F>
@@ -225,6 +237,7 @@ HyperScale::HyperScale(std::vector<ConvLayer> layers, float log_lo, float log_hi
         c = L.cout / (L.shuffle * L.shuffle);
     }
     if (!(log_lo <= log_hi)) throw ArgumentError("HyperScale: log_lo must not exceed log_hi");
+    for (const ConvLayer& L : layers_) packed_.push_back(pack_weights(L));
 }
 
 int HyperScale::upscale() const {
@@ -246,7 +259,8 @@ std::vector<float> HyperScale::log_scales(const int32_t* z, int channels, int h,
         cur[i] = static_cast<float>(std::max<int32_t>(-(1 << 20), std::min<int32_t>(1 << 20, z[i])));
     int ch = h, cw = w;
     std::vector<float> pad, pre, next;
-    for (const ConvLayer& L : layers_) {
+    for (size_t li = 0; li < layers_.size(); ++li) {
+        const ConvLayer& L = layers_[li];
         const size_t ws = size_t(cw) + 2;
         pad.assign(size_t(L.cin) * (ch + 2) * ws + kConvSlack, 0.f);
         for (int c = 0; c < L.cin; ++c)
@@ -258,7 +272,8 @@ std::vector<float> HyperScale::log_scales(const int32_t* z, int channels, int h,
         const size_t plane = size_t(ch) * ws;
         const int steps = int((plane + kStep - 1) / kStep);
         parallel_for(steps, threads, [&](int a, int b) {
-            conv3x3_best(L, pad.data(), ch, cw, pre.data(), size_t(a) * kStep, std::min(plane, size_t(b) * kStep));
+            conv3x3_best(L, packed_[li].data(), pad.data(), ch, cw, pre.data(), size_t(a) * kStep,
+                         std::min(plane, size_t(b) * kStep));
         });
         const int r = L.shuffle;
         const int oc = L.cout / (r * r), oh = ch * r, ow = cw * r;

@@ -55,6 +55,8 @@ public:
 
 private:
     std::vector<ConvLayer> layers_;
+    // each layer's weights regrouped once for the blocked kernels: [oc block][ic][tap][8 outputs]
+    std::vector<std::vector<float>> packed_;
     float log_lo_, log_hi_;
 };
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _core
-from .errors import ModelError
+from .errors import ArgumentError, ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 GRAPHS = ("encoder", "hyper_encoder", "hyper_decoder", "decoder")
@@ -109,11 +109,12 @@ class Model:
         return {} if self.decode_only else encoder_graphs(self.meta)
 
     def check_encoder(self, name: str) -> str:
-        """The graph of encoder ``name``, its file verified against model.json's SHA-256."""
+        """The graph of encoder ``name`` (ArgumentError if the bundle has none of that name), its
+        file verified against model.json's SHA-256."""
         graph = self.encoders.get(name)
         if graph is None:
-            raise ModelError(f"model {self.path.name} offers the encoders {', '.join(self.encoders) or 'none'}, "
-                             f"not {name!r}")
+            raise ArgumentError(f"encoder must be one of {', '.join(repr(e) for e in self.encoders)} "
+                                f"for model {self.path.name}, got {name!r}")
         if graph != "encoder":
             want = self.meta["encoders"][name].get("sha256")
             try:

@@ -149,11 +149,12 @@ def _models(args) -> int:
     rows = []
     for name, path in available_models().items():
         meta = json.loads((path / "model.json").read_text())
+        archived = is_decode_only(path)
         rows.append({"name": name, "id": meta.get("id"), "default": name == default,
-                     "use": "decode only" if is_decode_only(path) else "encode+decode",
+                     "use": "decode only" if archived else "encode+decode",
                      "levels": meta.get("levels"), "training_steps": meta.get("training_steps"),
                      "architecture": meta.get("arch", "hp"),
-                     "encoders": [] if is_decode_only(path) else list(encoder_graphs(meta))})
+                     "encoders": [] if archived else list(encoder_graphs(meta))})
     if args.json:
         print(json.dumps(rows))
         return EXIT_OK
@@ -251,7 +252,7 @@ def _batch(args) -> int:
     jobs = args.jobs or os.cpu_count() or 1
     # several files at once: one inference thread per file, files in parallel
     codec = fastcodec.Codec(threads=1 if jobs > 1 and len(files) > 1 else 0,
-                            **({"encoder": args.encoder} if getattr(args, "encoder", "default") != "default" else {}))
+                            encoder=getattr(args, "encoder", "default"))  # decompress has no --encoder
 
     def work(item):
         src, rel = item
