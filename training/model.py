@@ -27,8 +27,12 @@ SCALE_MAX = 64.0
 # rate-distortion trade-offs of the gain levels (quality 1 ... 100 spans them log-linearly).
 # Weights trained before __lambdas__ was stored used LAMBDAS_V1; load_weights() maps their
 # per-level gains onto LAMBDAS (copying shared levels, extrapolating new ones in log lambda).
-LAMBDAS = [0.0004, 0.0008, 0.0016, 0.0028, 0.0050, 0.0088, 0.0156, 0.0276, 0.0488, 0.0864, 0.16, 0.30]
+# Session 6 added a 13th level (lambda 0.75) so that quality 100 reaches the 2 bpp end of the
+# wanted range on Kodak (hp2's top level, lambda 0.30, stopped at 1.81 bpp).
+LAMBDAS = [0.0004, 0.0008, 0.0016, 0.0028, 0.0050, 0.0088, 0.0156, 0.0276, 0.0488, 0.0864, 0.16, 0.30, 0.75]
 LAMBDAS_V1 = [0.0016, 0.0028, 0.0050, 0.0088, 0.0156, 0.0276, 0.0488, 0.0864]
+LAMBDAS_V2 = LAMBDAS[:12]  # hp2
+KNOWN_LADDERS = {len(LAMBDAS_V1): LAMBDAS_V1, len(LAMBDAS_V2): LAMBDAS_V2, len(LAMBDAS): LAMBDAS}
 
 
 def load_weights(path):

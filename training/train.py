@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, HyperpriorCodec, LowerBound, load_weights  # noqa: E402
+from model import KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, LowerBound, load_weights, remap_levels  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,6 +86,30 @@ def lambdas_for(level):
     lo = torch.clamp(level.floor().long(), 0, len(LAMBDAS) - 2)
     t = level - lo.float()
     return torch.exp((1 - t) * logl[lo] + t * logl[lo + 1])
+
+
+def adapt_levels(ckpt, model):
+    """A checkpoint trained with another lambda ladder (fewer gain levels) made loadable: the
+    per-level gains are remapped onto LAMBDAS (shared levels copied, new ones extended in log
+    lambda, as load_weights does), and their Adam moments are copied for shared levels and taken
+    from the nearest old level for new ones (first moments zeroed there). Returns the number of
+    levels the checkpoint had."""
+    sd = ckpt["model"]
+    old = sd["log_gain"].shape[0]
+    if old == len(LAMBDAS):
+        return old
+    src = KNOWN_LADDERS.get(old)
+    if src is None or list(src) != LAMBDAS[:old]:
+        raise SystemExit(f"checkpoint has {old} gain levels; only a prefix of the current ladder can be extended")
+    names = [n for n, _ in model.named_parameters()]
+    for key in ("log_gain", "log_igain"):
+        sd[key] = remap_levels(sd[key], src, LAMBDAS)
+        st = ckpt["opt"]["state"].get(names.index(key))
+        if st:
+            for mom in ("exp_avg", "exp_avg_sq"):
+                extra = st[mom][-1:].expand(len(LAMBDAS) - old, -1)
+                st[mom] = torch.cat([st[mom], torch.zeros_like(extra) if mom == "exp_avg" else extra.clone()])
+    return old
 
 
 def save_atomic(obj, path):
@@ -223,6 +247,10 @@ def main():
     device_guard = args.guard == "device" or (args.guard == "auto" and dev.type == "cuda")
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True if device_guard else None)
     if ckpt is not None:
+        had = adapt_levels(ckpt, model)
+        if had != len(LAMBDAS):
+            print(f"checkpoint had {had} gain levels: extended to {len(LAMBDAS)} (lambda up to {LAMBDAS[-1]})",
+                  flush=True)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step, total_steps = ckpt["step"], ckpt.get("total_steps", ckpt["step"])
