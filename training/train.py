@@ -118,6 +118,20 @@ def save_atomic(obj, path):
     os.replace(tmp, path)
 
 
+def restore_good(good, model, opt, dev, fused=False):
+    """Back to the last known-good checkpoint with a halved learning rate; returns a log line."""
+    st = torch.load(good, map_location=dev)
+    model.load_state_dict(st["model"])
+    opt.load_state_dict(st["opt"])
+    for gparam in opt.param_groups:
+        gparam["lr"] *= 0.5
+        if fused:  # the device guard needs fused Adam, whatever the checkpoint used
+            gparam["fused"], gparam["foreach"] = True, None
+    if fused:
+        opt.load_state_dict(opt.state_dict())  # Adam's step counters onto the device
+    return f"restored {good} (step {st['total_steps']}), lr {opt.param_groups[0]['lr']:.2e}"
+
+
 class DeviceGuard:
     """State of the on-device divergence guard: the recent applied losses (a ring, NaN = empty),
     sums for the log and the number of skipped updates since the last report."""
@@ -170,13 +184,7 @@ def device_report(g, step, total_steps, start_step, t0, opt, model, good, dev, l
         g.acc.zero_()
     restored = False
     if skipped >= 10 and os.path.exists(good):
-        st = torch.load(good, map_location=dev)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        for gparam in opt.param_groups:
-            gparam["lr"] *= 0.5
-        print(f"{skipped} updates skipped: restored {good} (step {st['total_steps']}), "
-              f"lr {opt.param_groups[0]['lr']:.2e}", flush=True)
+        print(f"{skipped} updates skipped: " + restore_good(good, model, opt, dev, fused=True), flush=True)
         restored = True
     if log or restored:
         g.skipped.zero_()
@@ -351,12 +359,7 @@ def main():
             skipped += 1
             print(f"step {step}: skipped update (loss {lv:.4g}, recent median {med})", flush=True)
             if skipped >= 10 and os.path.exists(good):
-                st = torch.load(good, map_location=dev)
-                model.load_state_dict(st["model"])
-                opt.load_state_dict(st["opt"])
-                for gparam in opt.param_groups:
-                    gparam["lr"] *= 0.5
-                print(f"restored {good} (step {st['total_steps']}), lr {opt.param_groups[0]['lr']:.2e}", flush=True)
+                print(restore_good(good, model, opt, dev), flush=True)
                 skipped = 0
             continue
         skipped = 0
