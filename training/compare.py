@@ -3,7 +3,7 @@ training run is worth exporting (the real measurement is benchmarks/rd.py on the
 bundle). Hard-rounded latents, bits from the model's own likelihoods, PSNR of the 8-bit decoded
 image, on every 4th Kodak image (evaluation only: Kodak is never trained or tuned on).
 
-    python training/compare.py models/hp2.weights.npz training/runs/cpu6.npz
+    python training/compare.py models/hp2.weights.npz training/runs/ckpt.pt
 
 Prints bpp / PSNR per gain level and the BD-rate of B against A over the levels both have.
 """
@@ -23,12 +23,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from model import HyperpriorCodec, gaussian_likelihood, load_weights  # noqa: E402
+from model import KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, gaussian_likelihood, load_weights, remap_levels  # noqa: E402
 from rd import bd_rate  # noqa: E402
 
 
-def load(path):
-    sd, steps, arch = load_weights(path)  # gains remapped onto the current ladder
+def load(path, raw=False):
+    """A weights npz, or a train.py checkpoint (.pt: its parameter average when it keeps one,
+    unless raw)."""
+    if path.endswith(".pt"):
+        ck = torch.load(path, map_location="cpu")
+        sd = dict(ck["model"])
+        sd.update({} if raw else ck.get("ema") or {})
+        steps, arch = ck.get("total_steps", 0), ck.get("args", {}).get("arch", "hp")
+        for key in ("log_gain", "log_igain"):
+            sd[key] = remap_levels(sd[key], KNOWN_LADDERS[sd[key].shape[0]], LAMBDAS)
+    else:
+        sd, steps, arch = load_weights(path)  # gains remapped onto the current ladder
     m = HyperpriorCodec(96, 192, arch=arch)
     m.load_state_dict(sd)
     return m.eval(), steps
@@ -65,12 +75,13 @@ def main():
     ap.add_argument("--kodak", default=os.path.join(ROOT, "..", "shared", "data", "kodak"))
     ap.add_argument("--offset", type=int, default=0, help="first image of the every-4th subset (0-3)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--raw", action="store_true", help="checkpoints: the current parameters, not their average")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))[args.offset::4]
     if not files:
         raise SystemExit(f"no Kodak images in {args.kodak}")
-    (a, sa), (b, sb) = load(args.a), load(args.b)
+    (a, sa), (b, sb) = load(args.a, args.raw), load(args.b, args.raw)
     top = a.log_gain.shape[0] - 1
     levels = [0.5, 2, 4, 6, 8, 10, 11, top] if top > 11 else [0.5, 2, 4, 6, 8, 10, 11]
     ra, da = measure(a, files, levels)
