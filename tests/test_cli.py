@@ -61,10 +61,25 @@ def test_errors_are_one_line_without_traceback(tmp_path):
         assert r.stderr.startswith("fastcodec: error:") and r.stderr.count("\n") == 1, r.stderr
 
 
+def test_target_size(tmp_path):
+    src = tmp_path / "img.png"
+    Image.fromarray(synthetic(120, 160, seed=3)).save(src)
+    for arg, limit in (("1.2K", 1200), ("1500", 1500), ("2KiB", 2048)):
+        out = tmp_path / f"img-{limit}.fcc"
+        r = run("compress", src, "-o", out, "--target-size", arg)
+        assert r.returncode == 0, r.stderr
+        assert 0.8 * limit < out.stat().st_size <= limit
+
+
 def test_usage_errors_and_help(tmp_path):
     r = run("compress", "x.png", "-q", "101")
     assert r.returncode == 2 and "quality" in r.stderr
     r = run("compress", "x.png", "-q", "50", "--target-bpp", "1")
+    assert r.returncode == 2
+    for bad in ("abc", "0", "1.5GB", "2e12"):
+        r = run("compress", "x.png", "--target-size", bad)
+        assert r.returncode == 2 and "target size" in r.stderr, (bad, r.stderr)
+    r = run("compress", "x.png", "--target-bpp", "1", "--target-size", "10K")
     assert r.returncode == 2
     for cmd in ((), ("compress",), ("decompress",), ("info",)):
         r = run(*cmd, "--help")

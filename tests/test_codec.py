@@ -57,6 +57,31 @@ def test_target_bpp(codec):
     assert codec.info(tiny).quality == 1.0
 
 
+def test_target_size(codec):
+    img = synthetic(96, 160, seed=5)
+    lo, hi = len(codec.compress(img, quality=1)), len(codec.compress(img, quality=100))
+    for frac in (0.3, 0.8):
+        target = int(lo + frac * (hi - lo))
+        data = codec.compress(img, target_size=target)
+        assert len(data) <= target
+        assert len(data) > target - 0.03 * (hi - lo)  # just below the budget
+        # the same search as target_bpp, with the budget given in bytes
+        assert data == codec.compress(img, target_bpp=8 * target / (96 * 160))
+        assert codec.decompress(data).shape == (96, 160, 3)
+    assert codec.info(codec.compress(img, target_size=1)).quality == 1.0  # unreachable: quality 1
+    assert codec.compress_many([img], target_size=hi) == [codec.compress(img, quality=100)]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "100", True, float("nan"), None])
+def test_invalid_target_size(codec, bad):
+    if bad is None:  # both budgets at once
+        with pytest.raises(ArgumentError, match="not both"):
+            codec.compress(synthetic(8, 8), target_bpp=1, target_size=100)
+        return
+    with pytest.raises(ArgumentError, match="target_size"):
+        codec.compress(synthetic(8, 8), target_size=bad)
+
+
 def test_target_bpp_search_is_short(monkeypatch):
     """The search interpolates log(size) in quality: at most 10 codings of the latent (plain
     bisection to the 0.01 quality resolution takes 16), and it lands within 0.5 % below."""
@@ -131,7 +156,7 @@ def test_invalid_quality(codec, bad):
         codec.compress(synthetic(8, 8), quality=bad)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 100, float("nan"), "1"])
+@pytest.mark.parametrize("bad", [0, -1, 100, float("nan"), "1", True])
 def test_invalid_target(codec, bad):
     with pytest.raises(ArgumentError, match="target_bpp"):
         codec.compress(synthetic(8, 8), target_bpp=bad)

@@ -20,6 +20,10 @@ def test_save_and_open(tmp_path):
         arr = np.asarray(im)
     assert np.array_equal(arr, fastcodec.decompress(path.read_bytes()))
     assert psnr(np.asarray(src), arr) > 20
+    small = tmp_path / "small.fcc"
+    src.save(small, target_size=300)  # a budget in bytes: quality is searched
+    assert small.stat().st_size <= 300
+    assert small.read_bytes() == fastcodec.compress(src, target_size=300)
 
 
 def test_bytesio_grayscale_and_mime():

@@ -68,6 +68,10 @@ def test_roundtrip_over_http(server):
     assert j.headers["content-type"] == "image/jpeg"
     t = httpx.post(f"{server.url}/v1/compress?target_bpp=1.5", content=png_bytes(img), timeout=60)
     assert t.status_code == 200 and 8 * len(t.content) / (48 * 64) <= 1.5
+    t = httpx.post(f"{server.url}/v1/compress?target_size=400", content=png_bytes(img), timeout=60)
+    assert t.status_code == 200 and len(t.content) <= 400
+    t = httpx.post(f"{server.url}/v1/compress?target_size=400&target_bpp=1", content=png_bytes(img), timeout=60)
+    assert t.status_code == 400 and "not both" in t.json()["error"]
 
 
 def test_errors(server):

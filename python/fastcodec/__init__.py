@@ -42,9 +42,9 @@ def default_codec() -> Codec:
     return _default
 
 
-def compress(src, quality: float = 75, target_bpp: float | None = None) -> bytes:
+def compress(src, quality: float = 75, target_bpp: float | None = None, target_size: int | None = None) -> bytes:
     """Compress ``src`` (path, image bytes, PIL.Image or uint8 array) to .fcc bytes; see Codec.compress."""
-    return default_codec().compress(src, quality=quality, target_bpp=target_bpp)
+    return default_codec().compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size)
 
 
 def decompress(data):
@@ -63,10 +63,10 @@ def info(data) -> FileInfo:
 
 
 def compress_file(src, dst, quality: float = 75, target_bpp: float | None = None,
-                  overwrite: bool = False) -> int:
+                  overwrite: bool = False, target_size: int | None = None) -> int:
     """Compress image file ``src`` to ``dst`` atomically; returns the number of bytes written."""
     dst = check_output(dst, overwrite, src)
-    data = compress(src, quality=quality, target_bpp=target_bpp)
+    data = compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size)
     write_atomic(dst, data, overwrite)
     return len(data)
 

@@ -55,7 +55,8 @@ def _save(im, fp, filename):
     from . import default_codec
 
     info = im.encoderinfo
-    data = default_codec().compress(im, quality=info.get("quality", 75), target_bpp=info.get("target_bpp"))
+    data = default_codec().compress(im, quality=info.get("quality", 75), target_bpp=info.get("target_bpp"),
+                                    target_size=info.get("target_size"))
     fp.write(data)
 
 

@@ -1,6 +1,6 @@
 """The ``fastcodec`` command line tool.
 
-    fastcodec compress IN... [-o OUT] [-q Q | --target-bpp B] [-j N] [--force] [--quiet|--json]
+    fastcodec compress IN... [-o OUT] [-q Q | --target-bpp B | --target-size S] [-j N] [--force] [--quiet|--json]
     fastcodec decompress IN.fcc... [-o OUT] [--format png] [-j N] [--force] [--quiet|--json]
     fastcodec info FILE.fcc [--detail] [--json]
 
@@ -46,6 +46,23 @@ def _number(kind, cast, lo, hi, lo_open=False, what=None):
 _quality = _number("quality", float, 1, 100)
 _bpp = _number("target bpp", float, 0, 64, lo_open=True)
 _jobs = _number("jobs", int, 1, 256, what="a whole number")
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000 ** 2, "mb": 1000 ** 2, "mib": 1024 ** 2}
+
+
+def _size(s):
+    """argparse type: a file size in bytes, with an optional unit (K/KB = 1000, KiB = 1024, M/MB, MiB)."""
+    t = s.strip().lower().replace(" ", "")
+    num = t.rstrip("kmibB")
+    unit = t[len(num):]
+    try:
+        v = float(num) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"target size must be a number of bytes with an optional unit "
+                                         f"(K, KB, KiB, M, MB, MiB), e.g. 150K, got {s!r}") from None
+    if not (1 <= v <= 2 ** 40):  # also false for NaN
+        raise argparse.ArgumentTypeError(f"target size must be from 1 byte to 1 TiB, got {s}")
+    return int(v)
+
 
 
 def _batch_options(p):
@@ -76,6 +93,8 @@ def build_parser():
     g.add_argument("-q", "--quality", type=_quality, default=75.0, help="quality 1..100, higher is better "
                    "(default 75)")
     g.add_argument("--target-bpp", type=_bpp, help="largest size in bits per pixel; quality is searched")
+    g.add_argument("--target-size", type=_size, help="largest file size, e.g. 150K, 150000, 1.5MB or 100KiB "
+                   "(K = 1000 bytes); quality is searched")
     c.add_argument("--encoder", default="default", help="analysis transform: default, or a faster one the model "
                    "offers (see 'fastcodec models'; 'fast' trades some compression for encode speed)")
     _batch_options(c)
@@ -268,7 +287,8 @@ def _batch(args) -> int:
             check_output(dst, args.force, src)
             os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
             if compress:
-                data = codec.compress(src, quality=args.quality, target_bpp=args.target_bpp)
+                data = codec.compress(src, quality=args.quality, target_bpp=args.target_bpp,
+                                      target_size=args.target_size)
                 inf = codec.info(data)
                 write_atomic(dst, data, args.force)
                 rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(data),

@@ -280,7 +280,8 @@ class Codec:
         z_groups = np.repeat(m.z_group, z_int.shape[2] * z_int.shape[3])
         return r, bins, z_sym, z_groups
 
-    def compress(self, src, quality: float = 75, target_bpp: float | None = None) -> bytes:
+    def compress(self, src, quality: float = 75, target_bpp: float | None = None,
+                 target_size: int | None = None) -> bytes:
         """Compress an image to .fcc bytes.
 
         ``src``: a path, encoded image bytes, a ``PIL.Image`` or a uint8 array (H, W[, 1|3|4]).
@@ -289,18 +290,30 @@ class Codec:
         the latent, one analysis transform) so that the file is at most this many bits per pixel
         and within 0.2 % of it where the 0.01 quality steps allow (quality 1 if even that is
         larger).
+        ``target_size``: the same with a budget for the whole file in bytes (headers included);
+        give at most one of ``target_bpp`` and ``target_size``.
         """
         if self.model.decode_only:
             raise ModelError(f"model {self.model.path.name} ({self.model.id}) ships for decoding only, so that "
                              f"files written with it keep decoding; compress with the default model "
                              f"({default_model_name()}) or another full bundle")
+        if target_bpp is not None and target_size is not None:
+            raise ArgumentError("give target_bpp or target_size, not both")
+        if target_bpp is not None and (isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float))
+                                       or not (0 < target_bpp < 64)):  # also rejects NaN
+            raise ArgumentError(f"target_bpp must be a number in (0, 64), got {target_bpp!r}")
+        if target_size is not None and (isinstance(target_size, bool)
+                                        or not isinstance(target_size, (int, np.integer)) or target_size < 1):
+            raise ArgumentError(f"target_size must be a whole number of bytes >= 1, got {target_size!r}")
+        if target_bpp is None and target_size is None:
+            _check_quality(quality)
         pixels, channels = load_pixels(src, self.max_pixels)
         h, w = pixels.shape[:2]
         y = self._analyse(pixels)
         if target_bpp is not None:
-            if not isinstance(target_bpp, (int, float)) or not (0 < target_bpp < 64) or math.isnan(target_bpp):
-                raise ArgumentError(f"target_bpp must be a number in (0, 64), got {target_bpp!r}")
-            return self._compress_to_target(y, h, w, channels, float(target_bpp))
+            return self._compress_to_target(y, h, w, channels, target_bpp * h * w / 8.0)
+        if target_size is not None:
+            return self._compress_to_target(y, h, w, channels, float(target_size))
         return self._pack(y, _check_quality(quality), h, w, channels)
 
     def _pack(self, y, q, h, w, channels) -> bytes:
@@ -311,16 +324,15 @@ class Codec:
         chunks = _map(lambda c: m.y_coders.encode(r[0, c[0]:c[1]].ravel(), bins[0, c[0]:c[1]].ravel()), ranges)
         return fmt.pack(w, h, channels, q, bytes.fromhex(m.id), zbytes, chunks)
 
-    def _compress_to_target(self, y, h, w, channels, target_bpp) -> bytes:
-        """The file of the highest quality (to the file's 0.01 resolution) that fits the budget,
-        or quality 1 if none does. The analysis transform ran once; each try re-codes the latent.
+    def _compress_to_target(self, y, h, w, channels, budget: float) -> bytes:
+        """The file of the highest quality (to the file's 0.01 resolution) that fits the budget
+        (bytes), or quality 1 if none does. The analysis transform ran once; each try re-codes the latent.
 
         File size grows smoothly and monotonically with quality, nearly linearly in log size, so
         the search interpolates log(size) inside the bracket (regula falsi with the Illinois
         step, which halves a stale end's weight) and falls back to bisection when that stalls.
         It stops once the bracket is 0.01 wide or the best file is within TARGET_SLACK of the
         budget: 5-9 codings on Kodak instead of the 16 of plain bisection."""
-        budget = target_bpp * h * w / 8.0
         lo, hi = float(QUALITY_MIN), float(QUALITY_MAX)
         best = self._pack(y, lo, h, w, channels)
         if len(best) > budget:
@@ -353,15 +365,16 @@ class Codec:
         return best
 
     def compress_many(self, sources, quality: float = 75, target_bpp: float | None = None,
-                      workers: int | None = None, return_exceptions: bool = False) -> list:
+                      workers: int | None = None, return_exceptions: bool = False,
+                      target_size: int | None = None) -> list:
         """Compress many images concurrently with this codec; results in input order.
 
         With ``return_exceptions=True`` a failing input yields its exception object instead of
         stopping the batch. Pair with ``Codec(threads=1)`` so that ``workers`` images run at once
         without oversubscribing the cores.
         """
-        return self._many(lambda s: self.compress(s, quality=quality, target_bpp=target_bpp), sources, workers,
-                          return_exceptions)
+        return self._many(lambda s: self.compress(s, quality=quality, target_bpp=target_bpp,
+                                                  target_size=target_size), sources, workers, return_exceptions)
 
     def decompress_many(self, files, workers: int | None = None, return_exceptions: bool = False) -> list:
         """Decode many .fcc files (bytes or paths) concurrently; results in input order."""

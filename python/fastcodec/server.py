@@ -1,7 +1,7 @@
 """HTTP service: ``fastcodec serve`` (FastAPI on uvicorn).
 
 Endpoints
-    POST /v1/compress     body: an image file (any format Pillow reads); query: quality or target_bpp
+    POST /v1/compress     body: an image file (any format Pillow reads); query: quality, target_bpp or target_size
                           -> application/x-fastcodec (.fcc bytes)
     POST /v1/decompress   body: .fcc bytes; query: format=png|webp|jpeg (else from Accept) -> image
     GET  /healthz         liveness
@@ -116,10 +116,12 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
     @app.post("/v1/compress", response_class=Response,
               responses={200: {"content": {FCC_MIME: {}}, "description": "the .fcc file"}})
     async def compress(request: Request, quality: float = Query(75, ge=1, le=100),
-                       target_bpp: float | None = Query(None, gt=0, lt=64)):
+                       target_bpp: float | None = Query(None, gt=0, lt=64),
+                       target_size: int | None = Query(None, ge=1, le=1 << 40)):
         """Compress the image in the request body (PNG, JPEG, WebP, ... any format Pillow reads)."""
         body = await body_of(request, "compress")
-        data = await guarded("compress", lambda: codec.compress(body, quality=quality, target_bpp=target_bpp))
+        data = await guarded("compress", lambda: codec.compress(body, quality=quality, target_bpp=target_bpp,
+                                                                target_size=target_size))
         bytes_out.labels("compress").inc(len(data))
         inf = codec.info(data)
         return Response(data, media_type=FCC_MIME, headers={
