@@ -45,12 +45,11 @@ def load(path, raw=False):
 
 
 @torch.no_grad()
-def measure(m, files, levels):
+def measure(m, images, levels):
     rates, psnrs = [], []
     for lv in levels:
         rs, ds = [], []
-        for f in files:
-            im = np.asarray(Image.open(f).convert("RGB"))
+        for im in images:
             h, w = im.shape[:2]
             x = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 255
             g, ig = m.gains(torch.tensor([float(lv)]))
@@ -84,8 +83,9 @@ def main():
     (a, sa), (b, sb) = load(args.a, args.raw), load(args.b, args.raw)
     top = a.log_gain.shape[0] - 1
     levels = [0.5, 2, 4, 6, 8, 10, 11, top] if top > 11 else [0.5, 2, 4, 6, 8, 10, 11]
-    ra, da = measure(a, files, levels)
-    rb, db = measure(b, files, levels)
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    ra, da = measure(a, images, levels)
+    rb, db = measure(b, images, levels)
     for i, lv in enumerate(levels):
         print(f"level {lv:>4}: A {ra[i]:.4f} bpp {da[i]:.3f} dB | B {rb[i]:.4f} bpp {db[i]:.3f} dB")
     k = 7  # levels 0.5 ... 11: the range of the 12-level ladder (hp2)

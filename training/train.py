@@ -343,6 +343,10 @@ def main():
     skipped = 0
     acc = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "n": 0}
     dg = DeviceGuard(dev, opt, model) if device_guard else None
+
+    def checkpoint():
+        return {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "total_steps": total_steps,
+                "args": vars(args), "ema": ema.state() if ema is not None else None}
     levels = len(LAMBDAS) - 1
     while step < args.steps and time.time() - t0 < budget:
         if args.decay_frac > 0 and time.time() - t0 > (1 - args.decay_frac) * budget:
@@ -371,70 +375,55 @@ def main():
         bpp = bits / npix
         mse = ((x_hat.float() - x) ** 2).mean((1, 2, 3))
         loss = (lam * 255 ** 2 * mse + bpp).mean()
+        restored = False
         if device_guard:
-            step, total_steps = step + 1, total_steps + 1
             dg = device_step(dg, loss, mse, bpp)
-            if ema is not None:
-                ema.update(model)
-            if step % args.log_every == 0 or step % args.save_every == 0:
-                dg, lv, med, restored = device_report(dg, step, total_steps, start_step, t0, opt, model, good,
-                                                      dev, args.log_every, step % args.log_every == 0)
-                if step % args.save_every == 0 and not restored:
-                    state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                             "total_steps": total_steps, "args": vars(args),
-                     "ema": ema.state() if ema is not None else None}
-                    save_atomic(state, args.ckpt)
-                    if step % (5 * args.save_every) == 0 and med is not None and lv < 2 * med + 2:
-                        save_atomic(state, good)
-            if args.weights_out and time.time() - last_weights > args.weights_every:
-                save_weights(model, total_steps, args.weights_out, ema)
-                last_weights = time.time()
-            continue
-        # divergence guard: a non-finite loss or a spike far above the recent median is not
-        # applied; a run of them restores the last good checkpoint with a halved learning rate
-        lv = loss.item()
-        med = sorted(recent)[len(recent) // 2] if len(recent) >= 20 else None
-        if not math.isfinite(lv) or (med is not None and lv > 6 * med + 5):
-            skipped += 1
-            print(f"step {step}: skipped update (loss {lv:.4g}, recent median {med})", flush=True)
-            if skipped >= 10 and os.path.exists(good):
-                print(restore_good(good, model, opt, dev), flush=True)
-                skipped = 0
-            continue
-        skipped = 0
-        recent = (recent + [lv])[-50:]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        else:
+            # divergence guard: a non-finite loss or a spike far above the recent median is not
+            # applied; a run of them restores the last good checkpoint with a halved learning rate
+            lv = loss.item()
+            med = sorted(recent)[len(recent) // 2] if len(recent) >= 20 else None
+            if not math.isfinite(lv) or (med is not None and lv > 6 * med + 5):
+                skipped += 1
+                print(f"step {step}: skipped update (loss {lv:.4g}, recent median {med})", flush=True)
+                if skipped >= 10 and os.path.exists(good):
+                    print(restore_good(good, model, opt, dev), flush=True)
+                    skipped = 0
+                continue
+            skipped = 0
+            recent = (recent + [lv])[-50:]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            acc["loss"] += lv
+            acc["mse"] += mse.detach().mean()  # summed on the device: no extra synchronisation
+            acc["bpp"] += bpp.detach().mean()
+            acc["n"] += 1
         if ema is not None:
             ema.update(model)
         step += 1
         total_steps += 1
-        acc["loss"] += lv
-        acc["mse"] += mse.detach().mean()  # summed on the device: no extra synchronisation
-        acc["bpp"] += bpp.detach().mean()
-        acc["n"] += 1
-        if step % args.log_every == 0:
+        if device_guard:
+            if step % args.log_every == 0 or step % args.save_every == 0:
+                dg, lv, med, restored = device_report(dg, step, total_steps, start_step, t0, opt, model, good,
+                                                      dev, args.log_every, step % args.log_every == 0)
+        elif step % args.log_every == 0:
             n = acc["n"]
             psnr = 10 * math.log10(1 / max(float(acc["mse"]) / n, 1e-10))
             print(f"step {step} total {total_steps} loss {acc['loss']/n:.4f} bpp {float(acc['bpp'])/n:.4f} "
                   f"psnr~{psnr:.2f} lr {opt.param_groups[0]['lr']:.1e} "
                   f"({(time.time()-t0)/(step-start_step):.3f}s/step)", flush=True)
             acc = {"loss": 0.0, "mse": 0.0, "bpp": 0.0, "n": 0}
-        if step % args.save_every == 0:
-            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                     "total_steps": total_steps, "args": vars(args),
-                     "ema": ema.state() if ema is not None else None}
+        if step % args.save_every == 0 and not restored:
+            state = checkpoint()
             save_atomic(state, args.ckpt)
             if step % (5 * args.save_every) == 0 and med is not None and lv < 2 * med + 2:
                 save_atomic(state, good)  # a known-sane state to fall back to
         if args.weights_out and time.time() - last_weights > args.weights_every:
             save_weights(model, total_steps, args.weights_out, ema)
             last_weights = time.time()
-    save_atomic({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                 "total_steps": total_steps, "args": vars(args),
-                     "ema": ema.state() if ema is not None else None}, args.ckpt)
+    save_atomic(checkpoint(), args.ckpt)
     if args.weights_out:
         save_weights(model, total_steps, args.weights_out, ema)
     print(f"done at step {step} (total {total_steps})", flush=True)

@@ -305,8 +305,7 @@ class Codec:
         if target_size is not None and (isinstance(target_size, bool)
                                         or not isinstance(target_size, (int, np.integer)) or target_size < 1):
             raise ArgumentError(f"target_size must be a whole number of bytes >= 1, got {target_size!r}")
-        if target_bpp is None and target_size is None:
-            _check_quality(quality)
+        q = _check_quality(quality) if target_bpp is None and target_size is None else None
         pixels, channels = load_pixels(src, self.max_pixels)
         h, w = pixels.shape[:2]
         y = self._analyse(pixels)
@@ -314,7 +313,7 @@ class Codec:
             return self._compress_to_target(y, h, w, channels, target_bpp * h * w / 8.0)
         if target_size is not None:
             return self._compress_to_target(y, h, w, channels, float(target_size))
-        return self._pack(y, _check_quality(quality), h, w, channels)
+        return self._pack(y, q, h, w, channels)
 
     def _pack(self, y, q, h, w, channels) -> bytes:
         m = self.model
