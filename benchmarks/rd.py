@@ -107,14 +107,14 @@ def _fastcodec(codec):
     return run
 
 
-def _fastcodec_encoder(name):
-    """fastcodec with one of the default model's optional encoders (created on first use)."""
+def _fastcodec_option(**options):
+    """fastcodec with one of the default model's optional encoders or decoders (created on first use)."""
     state = {}
 
     def run(img, q):
         if "codec" not in state:
             import fastcodec
-            state["codec"] = fastcodec.Codec(threads=1, encoder=name)
+            state["codec"] = fastcodec.Codec(threads=1, **options)
         data = state["codec"].compress(img, quality=q)
         return data, state["codec"].decompress(data)
     return run
@@ -126,7 +126,9 @@ FC_QUALITIES = [1, 8, 16, 25, 35, 45, 55, 65, 75, 85, 100]
 def codecs(fc_codec):
     return {
         "fastcodec": (_fastcodec(fc_codec), FC_QUALITIES),
-        "fastcodec-fast": (_fastcodec_encoder("fast"), FC_QUALITIES),
+        "fastcodec-fast": (_fastcodec_option(encoder="fast"), FC_QUALITIES),
+        "fastcodec-int8": (_fastcodec_option(decoder="int8"), FC_QUALITIES),
+        "fastcodec-float": (_fastcodec_option(decoder="float"), FC_QUALITIES),
         "jpeg": (_pil_codec("JPEG", subsampling=2), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "webp": (_pil_codec("WEBP", method=6), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "avif6": (_ic("avif_encode", "avif_decode", level=None, speed=6), [10, 20, 30, 40, 50, 60, 70, 80, 90]),
@@ -138,6 +140,7 @@ def codecs(fc_codec):
 
 
 LABELS = {"fastcodec": "fastcodec", "fastcodec-fast": "fastcodec, fast encoder",
+          "fastcodec-int8": "fastcodec, int8 decoder", "fastcodec-float": "fastcodec, float decoder",
           "jpeg": "JPEG 4:2:0 (Pillow)", "webp": "WebP m6 (Pillow)",
           "avif6": "AVIF speed 6", "avif2": "AVIF speed 2", "jxl7": "JPEG XL e7", "jpeg2000": "JPEG 2000"}
 
@@ -173,7 +176,8 @@ def main(argv=None):
     ap.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "data" / "kodak"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--codecs", default=None, help="default: fastcodec (and fastcodec-fast where the model "
-                    "ships a fast encoder), jpeg, webp, avif6, avif2, jxl7, jpeg2000")
+                    "ships a fast encoder, fastcodec-int8 or -float for its other decoder), jpeg, webp, avif6, avif2, "
+                    "jxl7, jpeg2000")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
     ap.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (faster)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (each codec "
@@ -189,8 +193,11 @@ def main(argv=None):
         sys.exit(f"no images in {args.folder}")
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     if args.codecs is None:
-        fast = "fast" in fastcodec.Codec(threads=1).model.encoders
-        args.codecs = "fastcodec," + ("fastcodec-fast," if fast else "") + "jpeg,webp,avif6,avif2,jxl7,jpeg2000"
+        m = fastcodec.Codec(threads=1).model
+        extra = ["fastcodec-fast"] if "fast" in m.encoders else []
+        if "int8" in m.decoders:  # the decoder that is not the default one
+            extra.append("fastcodec-float" if m.default_decoder == "int8" else "fastcodec-int8")
+        args.codecs = ",".join(["fastcodec", *extra, "jpeg,webp,avif6,avif2,jxl7,jpeg2000"])
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     table = codecs(None)
     unknown = [n for n in names if n not in table]
@@ -261,7 +268,9 @@ def main(argv=None):
         for n in names:
             rs = results[n]
             style = (dict(lw=2.5, color="k", ls="-") if n == "fastcodec" else
-                     dict(lw=1.8, color="k", ls="--") if n == "fastcodec-fast" else dict(lw=1.2, ls="-"))
+                     dict(lw=1.8, color="k", ls="--") if n == "fastcodec-fast" else
+                     dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-float") else
+                     dict(lw=1.2, ls="-"))
             axes[0][0].plot([r["bpp"] for r in rs], [r["psnr"] for r in rs], "o", ms=3, label=LABELS[n], **style)
             if "msssim" in bd:
                 axes[0][1].plot([r["bpp"] for r in rs], [-10 * np.log10(1 - r["msssim"]) for r in rs], "o", ms=3,

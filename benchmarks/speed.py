@@ -4,8 +4,9 @@ JPEG XL, WebP and JPEG, measured in the same run on this machine.
 
     python benchmarks/speed.py [--sizes kodak,4mp] [--large] [--threads 1,2] [--repeat 3]
 
-`fastcodec-fast` is fastcodec with the default model's optional fast encoder (same files, same
-decoder, some compression traded for encode speed). The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
+`fastcodec` runs the default model with its default encoder and decoder. `fastcodec-fast` runs it
+with the fastest options it ships: the optional fast encoder (same file format, some compression
+traded for encode speed) and the optional int8 decoder (same files, slightly different pixels). The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
 context model, N=96, M=192 like the shipped model; ConvTranspose synthesis and GDN) with its own
 rANS coder, compress() and decompress() end to end, in the separate environment that
 benchmarks/compressai_env.sh creates (CompressAI pins numpy<2). Its weights are random (only
@@ -51,7 +52,12 @@ def make_image(name):
 def codec_fns(name, threads):
     if name in ("fastcodec", "fastcodec-fast"):
         import fastcodec
-        c = fastcodec.Codec(threads=threads, encoder="fast" if name == "fastcodec-fast" else "default")
+        if name == "fastcodec-fast":
+            m = fastcodec.Codec(threads=1).model
+            c = fastcodec.Codec(threads=threads, encoder="fast" if "fast" in m.encoders else "default",
+                                decoder="int8" if "int8" in m.decoders else None)
+        else:
+            c = fastcodec.Codec(threads=threads)
         return (lambda a: c.compress(a, quality=75)), c.decompress
     if name in ("jpeg", "webp"):
         from PIL import Image
@@ -126,7 +132,8 @@ def codec_fns(name, threads):
 
 def _has_fast_encoder():
     import fastcodec
-    return "fast" in fastcodec.Codec(threads=1).model.encoders
+    m = fastcodec.Codec(threads=1).model
+    return "fast" in m.encoders or "int8" in m.decoders
 
 
 def _torchvision_stand_in():
@@ -200,7 +207,7 @@ def main(argv=None):
                 env = dict(os.environ, OMP_NUM_THREADS=str(th))
                 py = sys.executable
                 if codec == "fastcodec-fast" and not _has_fast_encoder():
-                    print(f"| {size} | {codec} | {th} | skipped: the default model ships no fast encoder |||||")
+                    print(f"| {size} | {codec} | {th} | skipped: the default model ships no fast encoder or decoder |||||")
                     continue
                 if codec == "compressai":
                     py = args.compressai_python

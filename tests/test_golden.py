@@ -1,6 +1,7 @@
 """Golden files (tests/golden/<model id>/): committed .fcc files must keep decoding to exactly
 the stored symbols, and to the stored pixels within one level (float synthesis may round
-differently on other machines). Each shipped model has a folder; folders of earlier models stay,
+differently on other machines), with the float decoder (<name>.png) and with each optional
+decoder whose pixels are stored (<name>.<decoder>.png, e.g. int8). Each shipped model has a folder; folders of earlier models stay,
 so files written by an older release keep decoding with a newer one (their bundles ship too).
 Write the default model's folder with tests/golden/make_golden.py after exporting a new model."""
 import hashlib
@@ -45,7 +46,7 @@ def test_golden_file_decodes_exactly(mid, name):
     entry = MANIFESTS[mid]["files"][name]
     data = (GOLDEN / mid / f"{name}.fcc").read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-    codec = fastcodec.Codec(threads=1)  # the default model: older files load their own bundle
+    codec = fastcodec.Codec(threads=1, decoder="float")  # the default model: older files load their own bundle
     info = codec.info(data)
     assert info.model_id == mid == MANIFESTS[mid]["model"]
     assert symbol_hash(codec, data) == entry["symbols"]
@@ -55,6 +56,23 @@ def test_golden_file_decodes_exactly(mid, name):
     assert px.shape == ref.shape == tuple(entry["shape"])
     assert np.abs(px.astype(int) - ref.astype(int)).max() <= 1
     assert psnr(ref, px) > 50
+    for png in sorted((GOLDEN / mid).glob(f"{name}.*.png")):  # optional decoders, e.g. rgb_q50.int8.png
+        dec = png.name[len(name) + 1:-len(".png")]
+        out = fastcodec.Codec(threads=1, decoder=dec).decompress(data)
+        ref = np.asarray(Image.open(png))
+        assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1, dec
+        assert psnr(ref, out) > 50, dec
+
+
+def test_optional_decoders_have_golden_pixels():
+    # an optional decoder without stored pixels could change its output without any test noticing
+    codec = fastcodec.Codec(threads=1)
+    folder = GOLDEN / codec.model.id
+    for dec in codec.model.decoders:
+        if dec != "float":
+            for name in MANIFESTS[codec.model.id]["files"]:
+                assert (folder / f"{name}.{dec}.png").is_file(), \
+                    f"no golden pixels of decoder {dec!r}: run tests/golden/make_golden.py --decoders"
 
 
 def test_default_model_is_the_one_models_default_names():

@@ -20,17 +20,32 @@ GRAPHS = ("encoder", "hyper_encoder", "hyper_decoder", "decoder")
 ENCODE_GRAPHS = ("encoder", "hyper_encoder")
 
 
+def _optional_graphs(meta: dict, kind: str, base: str = "default") -> dict:
+    out = {base: kind}
+    for name, spec in (meta.get(f"{kind}s") or {}).items():
+        if isinstance(spec, dict) and isinstance(spec.get("graph"), str) and spec["graph"].startswith(f"{kind}_"):
+            out[name] = spec["graph"]
+    return out
+
+
 def encoder_graphs(meta: dict) -> dict:
     """name -> graph file stem of every analysis transform a bundle offers: "default"
     (encoder.onnx, part of the model id) and the optional faster ones that model.json lists under
     "encoders" ({"fast": {"graph": "encoder_fast", "sha256": ...}}). Those are not part of the
     id: only the analysis transform differs, so their files carry the bundle's id and decode
-    with its one decoder (docs/format.md, "Models")."""
-    out = {"default": "encoder"}
-    for name, spec in (meta.get("encoders") or {}).items():
-        if isinstance(spec, dict) and isinstance(spec.get("graph"), str) and spec["graph"].startswith("encoder_"):
-            out[name] = spec["graph"]
-    return out
+    with its decoders (docs/format.md, "Models")."""
+    return _optional_graphs(meta, "encoder")
+
+
+def decoder_graphs(meta: dict) -> dict:
+    """name -> graph file stem of every synthesis transform a bundle offers: "float"
+    (decoder.onnx, the float reference, part of the model id) and the optional ones that
+    model.json lists under "decoders" ({"int8": {"graph": "decoder_int8", "sha256": ...}}): other
+    implementations of the same synthesis (an int8 one, fine-tuned for its quantisation) that
+    read the same latents, so any file of the model decodes with any of them; the pixels differ
+    slightly (docs/format.md, "Models"). model.json's "default_decoder" names the one used
+    when the caller names none."""
+    return _optional_graphs(meta, "decoder", "float")
 
 
 def is_decode_only(path: Path) -> bool:
@@ -97,6 +112,7 @@ class Model:
     optimization: str = "all"
     _sessions: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _verified: dict = field(default_factory=dict)  # (kind, name) -> graph whose SHA-256 checked
 
     @property
     def decode_only(self) -> bool:
@@ -108,22 +124,45 @@ class Model:
         """name -> graph of each analysis transform this bundle offers (see encoder_graphs)."""
         return {} if self.decode_only else encoder_graphs(self.meta)
 
+    @property
+    def decoders(self) -> dict:
+        """name -> graph of each synthesis transform this bundle offers (see decoder_graphs)."""
+        return decoder_graphs(self.meta)
+
+    @property
+    def default_decoder(self) -> str:
+        """The decoder used when none is named: model.json's "default_decoder", else "float"."""
+        name = self.meta.get("default_decoder")
+        return name if isinstance(name, str) and name in self.decoders else "float"
+
     def check_encoder(self, name: str) -> str:
         """The graph of encoder ``name`` (ArgumentError if the bundle has none of that name), its
         file verified against model.json's SHA-256."""
-        graph = self.encoders.get(name)
+        return self._check_graph("encoder", self.encoders, name)
+
+    def check_decoder(self, name: str) -> str:
+        """The graph of decoder ``name`` (ArgumentError if the bundle has none of that name), its
+        file verified against model.json's SHA-256."""
+        return self._check_graph("decoder", self.decoders, name)
+
+    def _check_graph(self, kind: str, graphs: dict, name: str) -> str:
+        done = self._verified.get((kind, name))
+        if done is not None:
+            return done
+        graph = graphs.get(name)
         if graph is None:
-            raise ArgumentError(f"encoder must be one of {', '.join(repr(e) for e in self.encoders)} "
+            raise ArgumentError(f"{kind} must be one of {', '.join(repr(e) for e in graphs)} "
                                 f"for model {self.path.name}, got {name!r}")
-        if graph != "encoder":
-            want = self.meta["encoders"][name].get("sha256")
+        if graph != kind:
+            want = self.meta[f"{kind}s"][name].get("sha256")
             try:
                 got = hashlib.sha256((self.path / f"{graph}.onnx").read_bytes()).hexdigest()
             except OSError as e:
-                raise ModelError(f"model {self.path.name}: cannot read encoder {name!r}: {e}") from None
+                raise ModelError(f"model {self.path.name}: cannot read {kind} {name!r}: {e}") from None
             if got != want:
-                raise ModelError(f"model {self.path.name}: encoder {name!r} ({graph}.onnx) is damaged: "
+                raise ModelError(f"model {self.path.name}: {kind} {name!r} ({graph}.onnx) is damaged: "
                                  f"SHA-256 {got[:16]}..., model.json says {str(want)[:16]}...")
+        self._verified[(kind, name)] = graph
         return graph
 
     @property
@@ -163,7 +202,8 @@ class Model:
     def _out_shape(self, name: str, shape) -> tuple:
         """Output shape of a graph for an input of ``shape`` (N, C, H, W)."""
         f = self.stride // 4  # latent downsampling of the analysis transform
-        kind = "encoder" if name.startswith("encoder") else name  # optional encoders: encoder_<name>
+        # optional graphs: encoder_<name>, decoder_<name>
+        kind = next((k for k in ("encoder", "decoder") if name.startswith(k)), name)
         up = {"encoder": (1, f), "decoder": (f, 1), "hyper_encoder": (1, 4), "hyper_decoder": (4, 1)}[kind]
         latent, hyper = self.gains.shape[1], self.z_offset.shape[0]
         channels = {"encoder": latent, "decoder": 3, "hyper_encoder": hyper, "hyper_decoder": latent}[kind]

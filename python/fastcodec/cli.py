@@ -105,6 +105,9 @@ def build_parser():
     d.add_argument("inputs", nargs="+", metavar="INPUT", help=".fcc files, folders or globs")
     d.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
     d.add_argument("--format", default=None, help="output format for folders: png (default), webp, jpg, bmp, tif")
+    d.add_argument("--decoder", default=None, help="synthesis transform: float, or another the model offers "
+                   "(see 'fastcodec models'; 'int8' is faster and a little less accurate); default: the "
+                   "model's own choice")
     _batch_options(d)
 
     sv = sub.add_parser("serve", help="run the HTTP service (needs the 'server' extra)",
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
 
 
 def _models(args) -> int:
-    from ._model import available_models, default_model_name, encoder_graphs, is_decode_only
+    from ._model import available_models, decoder_graphs, default_model_name, encoder_graphs, is_decode_only
 
     default = default_model_name()
     rows = []
@@ -173,12 +176,14 @@ def _models(args) -> int:
                      "use": "decode only" if archived else "encode+decode",
                      "levels": meta.get("levels"), "training_steps": meta.get("training_steps"),
                      "architecture": meta.get("arch", "hp"),
-                     "encoders": [] if archived else list(encoder_graphs(meta))})
+                     "encoders": [] if archived else list(encoder_graphs(meta)),
+                     "decoders": list(decoder_graphs(meta))})
     if args.json:
         print(json.dumps(rows))
         return EXIT_OK
     for r in rows:
         enc = f"  encoders: {', '.join(r['encoders'])}" if len(r["encoders"]) > 1 else ""
+        enc += f"  decoders: {', '.join(r['decoders'])}" if len(r["decoders"]) > 1 else ""
         print(f"{r['name']:<8}{r['id']}  {r['use']:<14}{r['levels']:>3} levels {r['training_steps']:>8,} steps"
               f"{'  (default)' if r['default'] else ''}{enc}")
     return EXIT_OK
@@ -271,7 +276,8 @@ def _batch(args) -> int:
     jobs = args.jobs or os.cpu_count() or 1
     # several files at once: one inference thread per file, files in parallel
     codec = fastcodec.Codec(threads=1 if jobs > 1 and len(files) > 1 else 0,
-                            encoder=getattr(args, "encoder", "default"))  # decompress has no --encoder
+                            encoder=getattr(args, "encoder", "default"),  # decompress has no --encoder
+                            decoder=getattr(args, "decoder", None))  # nor compress a --decoder
 
     def work(item):
         src, rel = item

@@ -162,10 +162,17 @@ class Codec:
     encoder: analysis transform used by ``compress``: "default", or a faster one the model
         offers (``Codec().model.encoders``; "fast" where shipped): it trades some compression for
         encode speed, and its files decode like any other (same model id, same decoder).
+    decoder: synthesis transform used by ``decompress``: None (default) for the one the file's
+        model prefers (``Codec().model.default_decoder``), "float" for the float reference, or
+        another implementation the model offers (``Codec().model.decoders``; "int8" where
+        shipped: the same synthesis in int8, fine-tuned for it, faster, a little less accurate;
+        see the model card). Files of a model that lacks the named decoder (an archived earlier
+        model) decode with that model's float one.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int = 0,
-                 max_pixels: int = fmt.DEFAULT_MAX_PIXELS, optimization: str = "all", encoder: str = "default"):
+                 max_pixels: int = fmt.DEFAULT_MAX_PIXELS, optimization: str = "all", encoder: str = "default",
+                 decoder: str | None = None):
         if optimization not in ("all", "extended", "basic", "disabled"):
             raise ArgumentError(f"optimization must be 'all', 'extended', 'basic' or 'disabled', got {optimization!r}")
         self.optimization = optimization
@@ -190,6 +197,11 @@ class Codec:
         self.encoder = encoder
         # a decode-only bundle encodes nothing: compress() says so, whatever the encoder
         self._encoder_graph = "encoder" if self.model.decode_only else self.model.check_encoder(encoder)
+        if decoder is not None and not isinstance(decoder, str):
+            raise ArgumentError(f"decoder must be None or a name such as 'float' or 'int8', got {decoder!r}")
+        self.decoder = decoder
+        # refuses a name the codec's own model lacks, or a damaged graph, now rather than at decode
+        self.model.check_decoder(decoder if decoder is not None else self.model.default_decoder)
         self._by_id = {self.model.id: self.model}
         self._lock = threading.Lock()
 
@@ -246,17 +258,22 @@ class Codec:
             y[:, :, ty0:ty1, tx0:tx1] = yt[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
         return y
 
+    def _decoder_graph(self, m: Model) -> str:
+        name = self.decoder if self.decoder is not None else m.default_decoder
+        return m.check_decoder(name) if name in m.decoders else "decoder"
+
     def _synthesise(self, m: Model, y_hat: np.ndarray, h: int, w: int) -> np.ndarray:
         """Synthesis transform to uint8 RGB (h, w, 3), in overlapping tiles for large images."""
         f = m.stride // 4
+        graph = self._decoder_graph(m)
         hy, wy = y_hat.shape[2:]
         if _small(hy, wy):
-            (x,) = m.run("decoder", {"y": y_hat})
+            (x,) = m.run(graph, {"y": y_hat})
             return _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), h, w)
         out = np.empty((h, w, 3), np.uint8)
         for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy):
             yt = np.ascontiguousarray(y_hat[:, :, a0:a1, b0:b1])
-            (x,) = m.run("decoder", {"y": yt}, release=last)
+            (x,) = m.run(graph, {"y": yt}, release=last)
             # keep the tile's own pixels (inside the image) and drop the halo
             r0, r1 = ty0 * f, min(ty1 * f, h)
             c0, c1 = tx0 * f, min(tx1 * f, w)
