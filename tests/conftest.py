@@ -34,6 +34,14 @@ def synthetic(h, w, seed=0):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def tiny_tiles(monkeypatch, tile=8):
+    """From now on (in this test) the codec runs its transforms in tiles of tile x tile latents,
+    as it does for large images."""
+    import fastcodec.codec as C
+    monkeypatch.setattr(C, "TILE", tile)
+    monkeypatch.setattr(C, "TILE_MAX", tile)
+
+
 @pytest.fixture(scope="session")
 def codec():
     import fastcodec

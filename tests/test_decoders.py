@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 
 import fastcodec
-import fastcodec.codec as C
-from conftest import kodak_files, needs_kodak, psnr, synthetic
+from conftest import kodak_files, needs_kodak, psnr, synthetic, tiny_tiles
 from fastcodec._model import available_models, default_model_name
 from fastcodec.errors import ArgumentError, ModelError
 
@@ -66,8 +65,7 @@ def test_optional_decoder_tiles_match_untiled(monkeypatch, name):
     codec = fastcodec.Codec(decoder=name)
     data = codec.compress(img, quality=60)
     whole = codec.decompress(data)
-    monkeypatch.setattr(C, "TILE", 8)
-    monkeypatch.setattr(C, "TILE_MAX", 8)
+    tiny_tiles(monkeypatch)
     assert np.abs(codec.decompress(data).astype(int) - whole).max() <= 1
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import fastcodec
-from conftest import kodak_files, needs_kodak, psnr, synthetic
+from conftest import kodak_files, needs_kodak, psnr, synthetic, tiny_tiles
 from fastcodec._model import available_models, default_model_name
 from fastcodec.errors import ArgumentError, ModelError
 
@@ -47,12 +47,10 @@ def test_optional_encoder_files_decode_with_the_model(name):
 @pytest.mark.parametrize("name", OPTIONAL)
 def test_optional_encoder_tiles_match_untiled(monkeypatch, name):
     """Its receptive field fits the tiles' halo too."""
-    import fastcodec.codec as C
     img = synthetic(300, 420, seed=5)
     codec = fastcodec.Codec(encoder=name)
     whole = codec.compress(img, quality=60)
-    monkeypatch.setattr(C, "TILE", 8)
-    monkeypatch.setattr(C, "TILE_MAX", 8)
+    tiny_tiles(monkeypatch)
     tiled = codec.compress(img, quality=60)
     assert abs(len(tiled) - len(whole)) <= 0.001 * len(whole)
     assert np.abs(codec.decompress(tiled).astype(int) - codec.decompress(whole)).max() <= 1
