@@ -120,8 +120,6 @@ class QSynthesis(nn.Module):
         self.q_norm = nn.ModuleList([ActQ() for _ in range(3)])
         self.q_mul = nn.ModuleList([ActQ() for _ in range(3)])
         self.quant = False
-        # which weights are quantised (analysis of where the error comes from): convs 1..3, gammas 0..2
-        self.wq = {f"w{k}": True for k in (1, 2, 3)} | {f"gamma{k}": True for k in range(3)}
 
     def acts(self):
         return [*self.q_out, *self.q_norm, *self.q_mul]
@@ -134,7 +132,7 @@ class QSynthesis(nn.Module):
     def forward(self, y):
         x = y
         for k, c in enumerate(self.convs):
-            quant_w = self.quant and 0 < k < (3 if self.float_last else 4) and self.wq[f"w{k}"]
+            quant_w = self.quant and 0 < k < (3 if self.float_last else 4)
             w = quant_weight(c.weight)[0] if quant_w else c.weight
             x = F.conv2d(x, w.to(x.dtype), c.bias.to(x.dtype), padding=1)
             if k == 3:
@@ -143,7 +141,7 @@ class QSynthesis(nn.Module):
             x = F.pixel_shuffle(self.q_out[k](x), 2)
             g = self.gdns[k]
             beta, gamma = torch.clamp(g.beta, min=1e-3), torch.clamp(g.gamma, min=0.0)
-            if self.quant and self.wq[f"gamma{k}"]:
+            if self.quant:
                 gamma = quant_weight(gamma)[0]
             norm = self.q_norm[k](F.conv2d(torch.abs(x), gamma.to(x.dtype), beta.to(x.dtype)))
             x = self.q_mul[k](x * norm)
