@@ -127,6 +127,7 @@ def codecs(fc_codec):
     return {
         "fastcodec": (_fastcodec(fc_codec), FC_QUALITIES),
         "fastcodec-fast": (_fastcodec_option(encoder="fast"), FC_QUALITIES),
+        "fastcodec-int8enc": (_fastcodec_option(encoder="int8"), FC_QUALITIES),
         "fastcodec-int8": (_fastcodec_option(decoder="int8"), FC_QUALITIES),
         "fastcodec-float": (_fastcodec_option(decoder="float"), FC_QUALITIES),
         "jpeg": (_pil_codec("JPEG", subsampling=2), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
@@ -140,6 +141,7 @@ def codecs(fc_codec):
 
 
 LABELS = {"fastcodec": "fastcodec", "fastcodec-fast": "fastcodec, fast encoder",
+          "fastcodec-int8enc": "fastcodec, int8 encoder",
           "fastcodec-int8": "fastcodec, int8 decoder", "fastcodec-float": "fastcodec, float decoder",
           "jpeg": "JPEG 4:2:0 (Pillow)", "webp": "WebP m6 (Pillow)",
           "avif6": "AVIF speed 6", "avif2": "AVIF speed 2", "jxl7": "JPEG XL e7", "jpeg2000": "JPEG 2000"}
@@ -176,7 +178,8 @@ def main(argv=None):
     ap.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "data" / "kodak"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--codecs", default=None, help="default: fastcodec (and fastcodec-fast where the model "
-                    "ships a fast encoder, fastcodec-int8 or -float for its other decoder), jpeg, webp, avif6, avif2, "
+                    "ships a fast encoder, fastcodec-int8enc for an int8 one, fastcodec-int8 or -float for its other "
+                    "decoder), jpeg, webp, avif6, avif2, "
                     "jxl7, jpeg2000")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
     ap.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (faster)")
@@ -195,8 +198,13 @@ def main(argv=None):
     if args.codecs is None:
         m = fastcodec.Codec(threads=1).model
         extra = ["fastcodec-fast"] if "fast" in m.encoders else []
+        if "int8" in m.encoders:
+            extra.append("fastcodec-int8enc")
         if "int8" in m.decoders:  # the decoder that is not the default one
-            extra.append("fastcodec-float" if m.default_decoder == "int8" else "fastcodec-int8")
+            if m.decoder_policy:  # the default mixes decoders by quality: show each alone
+                extra += ["fastcodec-float", "fastcodec-int8"]
+            else:
+                extra.append("fastcodec-float" if m.default_decoder == "int8" else "fastcodec-int8")
         args.codecs = ",".join(["fastcodec", *extra, "jpeg,webp,avif6,avif2,jxl7,jpeg2000"])
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     table = codecs(None)
@@ -269,6 +277,7 @@ def main(argv=None):
             rs = results[n]
             style = (dict(lw=2.5, color="k", ls="-") if n == "fastcodec" else
                      dict(lw=1.8, color="k", ls="--") if n == "fastcodec-fast" else
+                     dict(lw=1.8, color="k", ls="-.") if n == "fastcodec-int8enc" else
                      dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-float") else
                      dict(lw=1.2, ls="-"))
             axes[0][0].plot([r["bpp"] for r in rs], [r["psnr"] for r in rs], "o", ms=3, label=LABELS[n], **style)

@@ -5,8 +5,9 @@ JPEG XL, WebP and JPEG, measured in the same run on this machine.
     python benchmarks/speed.py [--sizes kodak,4mp] [--large] [--threads 1,2] [--repeat 3]
 
 `fastcodec` runs the default model with its default encoder and decoder. `fastcodec-fast` runs it
-with the fastest options it ships: the optional fast encoder (same file format, some compression
-traded for encode speed) and the optional int8 decoder (same files, slightly different pixels). The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
+with the fastest options it ships: the optional int8 encoder (or else the fast one; same file
+format, some compression traded for encode speed) and the optional int8 decoder (same files,
+slightly different pixels). The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
 context model, N=96, M=192 like the shipped model; ConvTranspose synthesis and GDN) with its own
 rANS coder, compress() and decompress() end to end, in the separate environment that
 benchmarks/compressai_env.sh creates (CompressAI pins numpy<2). Its weights are random (only
@@ -54,7 +55,8 @@ def codec_fns(name, threads):
         import fastcodec
         if name == "fastcodec-fast":
             m = fastcodec.Codec(threads=1).model
-            c = fastcodec.Codec(threads=threads, encoder="fast" if "fast" in m.encoders else "default",
+            enc = next((e for e in ("int8", "fast") if e in m.encoders), "default")
+            c = fastcodec.Codec(threads=threads, encoder=enc,
                                 decoder="int8" if "int8" in m.decoders else None)
         else:
             c = fastcodec.Codec(threads=threads)

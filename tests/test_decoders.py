@@ -40,6 +40,50 @@ def test_default_decoder_is_the_models_choice():
 
 
 @needs_optional
+def test_default_decoder_follows_the_files_quality(tmp_path):
+    """model.json's "default_decoder_by_quality" picks the decoder by the file's quality when the
+    caller names none; entries naming a missing decoder, or malformed, are ignored."""
+    name = OPTIONAL[0]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEFAULT, bundle)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["default_decoder"] = "float"
+    meta["default_decoder_by_quality"] = [[40, name], [20, "nope"], "junk", [60, 7]]
+    (bundle / "model.json").write_text(json.dumps(meta))
+    codec = fastcodec.Codec(bundle, threads=1)
+    assert codec.model.decoder_policy == [(name, 40.0)]
+    img = synthetic(48, 64, seed=6)
+    for q, want in ((1, name), (40, name), (40.01, "float"), (80, "float")):
+        assert codec.model.decoder_for(q) == want
+        data = codec.compress(img, quality=q)
+        ref = {d: fastcodec.Codec(bundle, threads=1, decoder=d).decompress(data) for d in ("float", name)}
+        assert not np.array_equal(ref["float"], ref[name])  # so that equality says which one ran
+        assert np.array_equal(codec.decompress(data), ref[want]), q
+    # the decoders a policy may pick are verified when the codec is made
+    graph = bundle / f"{meta['decoders'][name]['graph']}.onnx"
+    graph.write_bytes(graph.read_bytes()[:-100])
+    with pytest.raises(ModelError, match="damaged"):
+        fastcodec.Codec(bundle)
+    assert fastcodec.Codec(bundle, decoder="float").model.decoder_for(30) == name
+
+
+@needs_optional
+@needs_kodak
+def test_shipped_decoder_policy_keeps_its_promise():
+    """Where the shipped model picks a faster decoder by quality, it loses at most 0.1 dB there
+    (on kodim23 at the policy's highest quality) against the float decoder."""
+    codec = fastcodec.Codec(threads=2)
+    if not codec.model.decoder_policy:
+        pytest.skip("the default model decodes every quality with its default decoder")
+    ref = np.asarray(Image.open(kodak_files()[22]).convert("RGB"))
+    flt = fastcodec.Codec(threads=2, decoder="float")
+    for name, qmax in codec.model.decoder_policy:
+        data = codec.compress(ref, quality=qmax)
+        loss = psnr(ref, flt.decompress(data)) - psnr(ref, codec.decompress(data))
+        assert 0 < loss <= 0.1, (name, qmax, loss)
+
+
+@needs_optional
 @needs_kodak
 @pytest.mark.parametrize("name", OPTIONAL)
 def test_optional_decoder_is_close_to_float(name):
@@ -153,3 +197,5 @@ def test_cli_decoder_option(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fastcodec", "models", "--json"], capture_output=True, text=True)
     rows = {m["name"]: m for m in json.loads(r.stdout)}
     assert rows[default_model_name()]["decoders"] == ["float", *OPTIONAL]
+    meta = json.loads((DEFAULT / "model.json").read_text())
+    assert rows[default_model_name()]["default_decoder_by_quality"] == meta.get("default_decoder_by_quality", [])

@@ -135,6 +135,29 @@ class Model:
         name = self.meta.get("default_decoder")
         return name if isinstance(name, str) and name in self.decoders else "float"
 
+    def decoder_for(self, quality: float) -> str:
+        """The decoder for a file of this quality when the caller names none. model.json's
+        "default_decoder_by_quality", a list of [max_quality, name] pairs in ascending order,
+        picks the first decoder whose max_quality the file's quality does not exceed (an int8
+        decoder for the qualities where it costs at most 0.1 dB, say); other files, and bundles
+        without the list, decode with default_decoder."""
+        for name, qmax in self.decoder_policy:
+            if quality <= qmax:
+                return name
+        return self.default_decoder
+
+    @property
+    def decoder_policy(self) -> list:
+        """The valid entries of model.json's "default_decoder_by_quality" as (name, max_quality),
+        in ascending order of max_quality (entries naming a decoder the bundle lacks are ignored,
+        so that an archived bundle falls back to its float decoder)."""
+        out = []
+        for entry in self.meta.get("default_decoder_by_quality") or ():
+            if (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], str)
+                    and entry[1] in self.decoders and isinstance(entry[0], (int, float))):
+                out.append((entry[1], float(entry[0])))
+        return sorted(out, key=lambda e: e[1])
+
     def check_encoder(self, name: str) -> str:
         """The graph of encoder ``name`` (ArgumentError if the bundle has none of that name), its
         file verified against model.json's SHA-256."""

@@ -177,13 +177,16 @@ def _models(args) -> int:
                      "levels": meta.get("levels"), "training_steps": meta.get("training_steps"),
                      "architecture": meta.get("arch", "hp"),
                      "encoders": [] if archived else list(encoder_graphs(meta)),
-                     "decoders": list(decoder_graphs(meta))})
+                     "decoders": list(decoder_graphs(meta)),
+                     "default_decoder": meta.get("default_decoder", "float"),
+                     "default_decoder_by_quality": meta.get("default_decoder_by_quality", [])})
     if args.json:
         print(json.dumps(rows))
         return EXIT_OK
     for r in rows:
         enc = f"  encoders: {', '.join(r['encoders'])}" if len(r["encoders"]) > 1 else ""
         enc += f"  decoders: {', '.join(r['decoders'])}" if len(r["decoders"]) > 1 else ""
+        enc += "".join(f" ({n} up to quality {q:g})" for q, n in r["default_decoder_by_quality"])
         print(f"{r['name']:<8}{r['id']}  {r['use']:<14}{r['levels']:>3} levels {r['training_steps']:>8,} steps"
               f"{'  (default)' if r['default'] else ''}{enc}")
     return EXIT_OK

@@ -163,7 +163,9 @@ class Codec:
         offers (``Codec().model.encoders``; "fast" where shipped): it trades some compression for
         encode speed, and its files decode like any other (same model id, same decoder).
     decoder: synthesis transform used by ``decompress``: None (default) for the one the file's
-        model prefers (``Codec().model.default_decoder``), "float" for the float reference, or
+        model prefers for the file's quality (``Codec().model.decoder_for(quality)``: the int8
+        decoder up to the quality where it costs at most 0.1 dB, where the model says so, else
+        ``Codec().model.default_decoder``), "float" for the float reference, or
         another implementation the model offers (``Codec().model.decoders``; "int8" where
         shipped: the same synthesis in int8, fine-tuned for it, faster, a little less accurate;
         see the model card). Files of a model that lacks the named decoder (an archived earlier
@@ -201,7 +203,9 @@ class Codec:
             raise ArgumentError(f"decoder must be None or a name such as 'float' or 'int8', got {decoder!r}")
         self.decoder = decoder
         # refuses a name the codec's own model lacks, or a damaged graph, now rather than at decode
-        self.model.check_decoder(decoder if decoder is not None else self.model.default_decoder)
+        for name in ([decoder] if decoder is not None
+                     else [self.model.default_decoder, *(n for n, _ in self.model.decoder_policy)]):
+            self.model.check_decoder(name)
         self._by_id = {self.model.id: self.model}
         self._lock = threading.Lock()
 
@@ -258,14 +262,14 @@ class Codec:
             y[:, :, ty0:ty1, tx0:tx1] = yt[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
         return y
 
-    def _decoder_graph(self, m: Model) -> str:
-        name = self.decoder if self.decoder is not None else m.default_decoder
+    def _decoder_graph(self, m: Model, quality: float) -> str:
+        name = self.decoder if self.decoder is not None else m.decoder_for(quality)
         return m.check_decoder(name) if name in m.decoders else "decoder"
 
-    def _synthesise(self, m: Model, y_hat: np.ndarray, h: int, w: int) -> np.ndarray:
+    def _synthesise(self, m: Model, y_hat: np.ndarray, h: int, w: int, quality: float) -> np.ndarray:
         """Synthesis transform to uint8 RGB (h, w, 3), in overlapping tiles for large images."""
         f = m.stride // 4
-        graph = self._decoder_graph(m)
+        graph = self._decoder_graph(m, quality)
         hy, wy = y_hat.shape[2:]
         if _small(hy, wy):
             (x,) = m.run(graph, {"y": y_hat})
@@ -455,7 +459,7 @@ class Codec:
         _, igain = m.gain_vectors(hdr.quality)
         y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), igain)
         del r, mu
-        return to_output(self._synthesise(m, y_hat, hdr.height, hdr.width), hdr.channels)
+        return to_output(self._synthesise(m, y_hat, hdr.height, hdr.width, hdr.quality), hdr.channels)
 
     def inspect(self, data) -> dict:
         """Bits on disk against the model's information content (sum of -log2 p of every coded
