@@ -49,58 +49,11 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import HyperpriorCodec, load_weights  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WQ_MIN, WQ_MAX = -64, 63  # 7-bit weights: no int16 saturation in u8s8 kernels without VNNI
-
-
-def ste_round(x):
-    return x + (torch.round(x) - x).detach()
-
-
-class ActQ(nn.Module):
-    """uint8 per-tensor quantisation of an activation: QuantizeLinear -> DequantizeLinear."""
-
-    def __init__(self):
-        super().__init__()
-        self.log_s = nn.Parameter(torch.zeros(()))
-        self.register_buffer("zp", torch.zeros(()))
-        self.mode = "off"  # off | observe | on
-        self.seen: list[torch.Tensor] = []
-
-    def calibrate(self, lo_q=1e-4, hi_q=1e-5):
-        v = torch.cat(self.seen)
-        lo = float(torch.quantile(v, lo_q)) if float(v.min()) < 0 else 0.0
-        hi = float(torch.quantile(v, 1 - hi_q))
-        s = max(hi - lo, 1e-6) / 255.0
-        self.log_s.data.fill_(math.log(s))
-        self.zp.fill_(float(min(255, max(0, round(-lo / s)))))
-        self.seen = []
-
-    def scale(self):
-        return float(self.log_s.detach().exp())
-
-    def forward(self, x):
-        if self.mode == "observe":
-            flat = x.detach().float().flatten()
-            self.seen.append(flat[torch.randint(0, flat.numel(), (200_000,))])
-            return x
-        if self.mode == "off":
-            return x
-        s = self.log_s.exp()
-        q = torch.clamp(ste_round(x.float() / s) + self.zp, 0, 255)
-        return (q - self.zp) * s
-
-
-def quant_weight(w):
-    """Per-output-channel symmetric 7-bit fake quantisation (scale from the channel's max)."""
-    s = (w.detach().abs().amax(dim=(1, 2, 3), keepdim=True) / WQ_MAX).clamp_min(1e-12)
-    return torch.clamp(ste_round(w / s), WQ_MIN, WQ_MAX) * s, s.flatten()
+from qgraph import ROOT, Graph, QTransform, optimizer, quant_weight, register, save, ste_round  # noqa: E402
 
 
 def pixel_quant(x):
@@ -108,26 +61,12 @@ def pixel_quant(x):
     return torch.clamp(ste_round(x.float() * 255.0), 0, 255) / 255.0
 
 
-class QSynthesis(nn.Module):
+class QSynthesis(QTransform):
     """The hp synthesis (4 x conv3x3 + PixelShuffle(2), inverse GDN between) with int8 points."""
 
     def __init__(self, g_s, float_last=False):
-        super().__init__()
+        super().__init__([g_s[i][0] for i in (0, 2, 4, 6)], [g_s[i] for i in (1, 3, 5)], "q_mul")
         self.float_last = float_last  # the last convolution (to pixels) keeps float weights
-        self.convs = nn.ModuleList([g_s[i][0] for i in (0, 2, 4, 6)])
-        self.gdns = nn.ModuleList([g_s[i] for i in (1, 3, 5)])
-        self.q_out = nn.ModuleList([ActQ() for _ in range(3)])
-        self.q_norm = nn.ModuleList([ActQ() for _ in range(3)])
-        self.q_mul = nn.ModuleList([ActQ() for _ in range(3)])
-        self.quant = False
-
-    def acts(self):
-        return [*self.q_out, *self.q_norm, *self.q_mul]
-
-    def set_mode(self, mode):
-        self.quant = mode == "on"
-        for a in self.acts():
-            a.mode = mode
 
     def forward(self, y):
         x = y
@@ -318,13 +257,7 @@ def train(args):
     student.load_state_dict(ck["state"])
     student.set_mode("on")
     student.train().requires_grad_(True)  # the copy of the frozen teacher came without gradients
-    scales = [a.log_s for a in student.acts()]
-    weights = [p for n, p in student.named_parameters() if "log_s" not in n]
-    opt = torch.optim.Adam([{"params": weights, "lr": args.lr}, {"params": scales, "lr": args.lr_scale}])
-    if "opt" in ck:
-        opt.load_state_dict(ck["opt"])
-        for g, lr in zip(opt.param_groups, (args.lr, args.lr_scale)):
-            g["lr"] = lr
+    opt, _ = optimizer(student, ck, args.lr, args.lr_scale)
     step0 = step = ck.get("steps", 0)
     val = data.validation()
     with torch.no_grad():
@@ -381,28 +314,12 @@ def train(args):
 
 # ---------------------------------------------------------------- export (ONNX QDQ) ----
 def export(args):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     m, name = shipped()
     ck = torch.load(args.init, weights_only=False)
     q = QSynthesis(HyperpriorCodec(96, 192, levels=m.log_gain.shape[0]).g_s, float_last=ck.get("float_last", False))
     q.load_state_dict(ck["state"])
-    nodes, inits = [], []
-    uid = [0]
-
-    def const(arr, nm):
-        inits.append(numpy_helper.from_array(np.asarray(arr), nm))
-        return nm
-
-    def new(prefix):
-        uid[0] += 1
-        return f"{prefix}_{uid[0]}"
-
-    def node(op, ins, **kw):
-        out = new(op.lower())
-        nodes.append(helper.make_node(op, ins, [out], **kw))
-        return out
+    g = Graph()
+    node, const, f32, u8 = g.node, g.const, g.f32, g.u8
 
     def dcr(t, C):
         """Conv output channels from the PixelShuffle order (CRD: 4c + s) to DCR (s*C + c), so that
@@ -410,34 +327,19 @@ def export(args):
         return t[torch.tensor([c * 4 + s for s in range(4) for c in range(C)])]
 
     def qconv(x, x_scale, x_zp, w, b, y_scale, y_zp, pad, shuffle):
-        """com.microsoft QLinearConv on NHWC uint8: int8 per-channel weights (7-bit), int32 bias on
-        the grid x_scale * w_scale, uint8 output."""
-        w, b = w.detach().float(), b.detach().float()
+        """QLinearConv (Graph.qconv), its output channels in DCR order when a shuffle follows."""
         if shuffle:
-            w, b = dcr(w, w.shape[0] // 4), dcr(b, b.shape[0] // 4)
-        wq, ws = quant_weight(w)
-        wn = new("w")
-        const(torch.round(wq / ws.view(-1, 1, 1, 1)).to(torch.int8).numpy(), wn)
-        const(ws.numpy().astype(np.float32), wn + "_s")
-        const(np.zeros(len(ws), np.int8), wn + "_zp")
-        const(np.round(b.numpy() / (x_scale * ws.numpy())).astype(np.int32), wn + "_b")
-        return node("QLinearConv", [x, f32(x_scale), u8(x_zp), wn, wn + "_s", wn + "_zp", f32(y_scale), u8(y_zp),
-                                    wn + "_b"], domain="com.microsoft", channels_last=1, pads=[pad] * 4)
-
-    def f32(v):
-        return const(np.float32(v), new("s"))
-
-    def u8(v):
-        return const(np.uint8(v), new("zp"))
+            w, b = dcr(w.detach(), w.shape[0] // 4), dcr(b.detach(), b.shape[0] // 4)
+        return g.qconv(x, x_scale, x_zp, w, b, y_scale, y_zp, pad)
 
     def shuffle_nhwc(x, C):
         """PixelShuffle(2) of an NHWC tensor whose channels are in DCR order: (1,H,W,4C) ->
         (1,H,2,W,2,C) -> (1,2H,2W,C); the copies are runs of C bytes."""
-        r = node("Reshape", [x, const(np.array([0, 0, 0, 2, 2, C], np.int64), new("shape"))])
+        r = node("Reshape", [x, const(np.array([0, 0, 0, 2, 2, C], np.int64), g.new("shape"))])
         t = node("Transpose", [r], perm=[0, 1, 3, 2, 4, 5])
         shape = node("Shape", [x])
-        target = node("Add", [node("Mul", [shape, const(np.array([1, 2, 2, 0], np.int64), new("k"))]),
-                              const(np.array([0, 0, 0, C], np.int64), new("k"))])
+        target = node("Add", [node("Mul", [shape, const(np.array([1, 2, 2, 0], np.int64), g.new("k"))]),
+                              const(np.array([0, 0, 0, C], np.int64), g.new("k"))])
         return node("Reshape", [t, target])
 
     N = q.convs[0].weight.shape[0] // 4
@@ -453,8 +355,8 @@ def export(args):
         # inverse GDN: x * (beta + gamma |x|); |x| is exact on x's grid (scale s_x, zero point 0) and
         # is LeakyRelu with alpha -1, which onnxruntime runs on uint8 as a 256-entry table
         ab = node("QLinearLeakyRelu", [x, f32(s_x), u8(z_x), f32(s_x), u8(0)], domain="com.microsoft", alpha=-1.0)
-        g = q.gdns[k]
-        beta, gamma = torch.clamp(g.beta, min=1e-3), torch.clamp(g.gamma, min=0.0)
+        gd = q.gdns[k]
+        beta, gamma = torch.clamp(gd.beta, min=1e-3), torch.clamp(gd.gamma, min=0.0)
         s_n, z_n = q.q_norm[k].scale(), int(q.q_norm[k].zp)
         norm = qconv(ab, s_x, 0, gamma, beta, s_n, z_n, 0, False)
         s_m, z_m = q.q_mul[k].scale(), int(q.q_mul[k].zp)
@@ -473,42 +375,15 @@ def export(args):
             x = shuffle_nhwc(qconv(x, s_m, z_m, c.weight, c.bias, 1 / 255, 0, 1, True), 3)
             x = node("Transpose", [x], perm=[0, 3, 1, 2])
     # uint8 pixels (scale 1/255: the decoder's own rounding) back to float for the pixel converter
-    nodes.append(helper.make_node("DequantizeLinear", [x, f32(1 / 255), u8(0)], ["x"]))
-    graph = helper.make_graph(
-        nodes, "decoder_int8",
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 192, "h", "w"])],
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])], inits)
-    mp = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-                           producer_name="fastcodec qat_decoder")
-    onnx.checker.check_model(mp)
-    out = args.onnx
+    node("DequantizeLinear", [x, f32(1 / 255), u8(0)], out="x")
+    mp = g.model("decoder_int8", [("y", [1, 192, "h", "w"])], [("x", [1, 3, "H", "W"])], "fastcodec qat_decoder")
+    out = save(mp, args, ck, "decoder", "float")
     if args.bundle:
-        if ck.get("model") != args.bundle:
-            raise SystemExit(f"{args.init} was trained against {ck.get('model')}, not {args.bundle}")
-        if not args.name.isalnum() or args.name == "float":
-            raise SystemExit("the decoder name must be letters and digits, and not 'float'")
-        out = os.path.join(ROOT, "models", args.bundle, f"decoder_{args.name}.onnx")
-    tmp = out + ".tmp"
-    onnx.save(mp, tmp)
-    os.replace(tmp, out)
-    print("wrote", out, os.path.getsize(out), "bytes")
-    if args.bundle:
-        import hashlib
-
-        meta_path = os.path.join(ROOT, "models", args.bundle, "model.json")
-        meta = json.load(open(meta_path))
-        meta.setdefault("decoders", {})[args.name] = {
-            "graph": f"decoder_{args.name}", "sha256": hashlib.sha256(open(out, "rb").read()).hexdigest(),
+        register(args.bundle, "decoder", args.name, out, {
             "precision": "int8 weights (7-bit, per channel), uint8 activations; first convolution"
                          + (" and last convolution" if q.float_last else "") + " in float",
-            "qat_steps": int(ck.get("steps", 0)), "note": args.note}
-        if args.make_default:
-            meta["default_decoder"] = args.name
-        with open(meta_path + ".tmp", "w") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-        os.replace(meta_path + ".tmp", meta_path)
-        print(f"listed in {meta_path}" + (" as the default decoder" if args.make_default else ""))
+            "qat_steps": int(ck.get("steps", 0)), "note": args.note},
+            default_key="default_decoder" if args.make_default else None)
 
 
 def evaluate(args):

@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
 import math
 import os
 import random
@@ -55,9 +53,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Analysis, LowerBound  # noqa: E402
-from qat_decoder import ActQ, quant_weight, shipped  # noqa: E402
+from qat_decoder import shipped  # noqa: E402
+from qgraph import ROOT, Graph, QTransform, optimizer, quant_weight, register, save  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = "fast"  # the bundle's optional encoder that the int8 one starts from
 
 
@@ -73,27 +71,11 @@ def load_fast(bundle: str) -> nn.Module:
     return enc.eval()
 
 
-class QAnalysis(nn.Module):
+class QAnalysis(QTransform):
     """The lite analysis (4 convolutions, stride 2, GDN between) with the int8 graph's rounding."""
 
-    STRIDES = (2, 2, 2, 2)
-
     def __init__(self, g_a):
-        super().__init__()
-        self.convs = nn.ModuleList([g_a[i] for i in (0, 2, 4, 6)])
-        self.gdns = nn.ModuleList([g_a[i] for i in (1, 3, 5)])
-        self.q_out = nn.ModuleList([ActQ() for _ in range(3)])
-        self.q_norm = nn.ModuleList([ActQ() for _ in range(3)])
-        self.q_div = nn.ModuleList([ActQ() for _ in range(3)])
-        self.quant = False
-
-    def acts(self):
-        return [*self.q_out, *self.q_norm, *self.q_div]
-
-    def set_mode(self, mode):
-        self.quant = mode == "on"
-        for a in self.acts():
-            a.mode = mode
+        super().__init__([g_a[i] for i in (0, 2, 4, 6)], [g_a[i] for i in (1, 3, 5)], "q_div")
 
     def forward(self, x):
         for k, c in enumerate(self.convs):
@@ -165,7 +147,8 @@ def calibrate(args):
         for x in batches:
             q(x)
     for a in q.acts():
-        a.calibrate()
+        if a.seen:  # q_div[2] sees nothing: the last quotient stays float
+            a.calibrate()
     q.set_mode("on")
     torch.save({"state": q.state_dict(), "model": name, "steps": 0}, args.out)
     print("scales", [round(a.scale(), 5) for a in q.acts()], "zero points", [int(a.zp) for a in q.acts()])
@@ -203,13 +186,7 @@ def train(args):
     student.load_state_dict(ck["state"])
     student.set_mode("on")
     student.train().requires_grad_(True)
-    scales = [a.log_s for a in student.acts()]
-    weights = [p for n, p in student.named_parameters() if "log_s" not in n]
-    opt = torch.optim.Adam([{"params": weights, "lr": args.lr}, {"params": scales, "lr": args.lr_scale}])
-    if "opt" in ck:
-        opt.load_state_dict(ck["opt"])
-        for g, lr in zip(opt.param_groups, (args.lr, args.lr_scale)):
-            g["lr"] = lr
+    opt, weights = optimizer(student, ck, args.lr, args.lr_scale)
     teacher = load_fast(name)
     step0 = step = ck.get("steps", 0)
     levels = m.bundle_levels - 1
@@ -224,7 +201,7 @@ def train(args):
             return float(np.mean([float(rd_loss(m, enc(x), x, lv, lambdas_for(lv))[0].mean()) for x, lv in val]))
 
     ref = val_loss(teacher)
-    best = ck.get("val", val_loss(student))
+    best = val_loss(student)  # recomputed: the stored value may come from other held-out batches
     log = open(args.log, "a")
     log.write(f"start {args.init} step {step} validation loss {best:.5f} (float encoder {ref:.5f}, "
               f"{100 * (best / ref - 1):+.3f} %)\n")
@@ -270,50 +247,12 @@ def train(args):
 
 
 def export(args):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     m, name = shipped()
     ck = torch.load(args.init, weights_only=False)
     q = QAnalysis(load_fast(name))
     q.load_state_dict(ck["state"])
-    nodes, inits = [], []
-    uid = [0]
-
-    def const(arr, nm):
-        inits.append(numpy_helper.from_array(np.asarray(arr), nm))
-        return nm
-
-    def new(prefix):
-        uid[0] += 1
-        return f"{prefix}_{uid[0]}"
-
-    def node(op, ins, domain=None, **kw):
-        out = new(op.lower())
-        nodes.append(helper.make_node(op, ins, [out], domain=domain, **kw))
-        return out
-
-    def f32(v):
-        return const(np.float32(v), new("s"))
-
-    def u8(v):
-        return const(np.uint8(v), new("zp"))
-
-    def qweights(w):
-        wq, ws = quant_weight(w.detach().float())
-        return torch.round(wq / ws.view(-1, 1, 1, 1)).to(torch.int8).numpy(), ws.numpy().astype(np.float32)
-
-    def qconv(x, x_scale, x_zp, w, b, y_scale, y_zp, pad, stride):
-        wi, ws = qweights(w)
-        wn = new("w")
-        const(wi, wn)
-        const(ws, wn + "_s")
-        const(np.zeros(len(ws), np.int8), wn + "_zp")
-        const(np.round(b.detach().numpy() / (x_scale * ws)).astype(np.int32), wn + "_b")
-        return node("QLinearConv", [x, f32(x_scale), u8(x_zp), wn, wn + "_s", wn + "_zp", f32(y_scale), u8(y_zp),
-                                    wn + "_b"], domain="com.microsoft", channels_last=1, pads=[pad] * 4,
-                    strides=[stride] * 2)
-
+    g = Graph()
+    node, const, f32, u8 = g.node, g.const, g.f32, g.u8
     # the pixels, exactly: x = p / 255 on the grid of scale 1/255 (a float first convolution
     # followed by quantisation and the NHWC transpose measured 11 ms slower)
     x = node("Transpose", [node("QuantizeLinear", ["x", f32(1 / 255), u8(0)])], perm=[0, 2, 3, 1])
@@ -321,13 +260,13 @@ def export(args):
     for k in range(3):
         c = q.convs[k]
         s_o, z_o = q.q_out[k].scale(), int(q.q_out[k].zp)
-        a = qconv(x, s_x, z_x, c.weight, c.bias, s_o, z_o, c.padding[0], 2)
+        a = g.qconv(x, s_x, z_x, c.weight, c.bias, s_o, z_o, c.padding[0], 2)
         # GDN: a / (beta + gamma |a|); |a| is LeakyRelu(alpha -1), exact on a's grid
         ab = node("QLinearLeakyRelu", [a, f32(s_o), u8(z_o), f32(s_o), u8(0)], domain="com.microsoft", alpha=-1.0)
-        g = q.gdns[k]
-        beta, gamma = torch.clamp(g.beta, min=1e-3), torch.clamp(g.gamma, min=0.0)
+        gd = q.gdns[k]
+        beta, gamma = torch.clamp(gd.beta, min=1e-3), torch.clamp(gd.gamma, min=0.0)
         s_n, z_n = q.q_norm[k].scale(), int(q.q_norm[k].zp)
-        norm = qconv(ab, s_o, 0, gamma, beta, s_n, z_n, 0, 1)
+        norm = g.qconv(ab, s_o, 0, gamma, beta, s_n, z_n, 0, 1)
         div = node("Div", [node("DequantizeLinear", [a, f32(s_o), u8(z_o)]),
                            node("DequantizeLinear", [norm, f32(s_n), u8(z_n)])])
         if k < 2:
@@ -340,37 +279,14 @@ def export(args):
     const(c.weight.detach().numpy(), "w3")
     const(c.bias.detach().numpy(), "b3")
     xf = node("Transpose", [div], perm=[0, 3, 1, 2])
-    nodes.append(helper.make_node("Conv", [xf, "w3", "b3"], ["y"], pads=[c.padding[0]] * 4, strides=[2, 2]))
-    graph = helper.make_graph(
-        nodes, "encoder_int8",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 192, "h", "w"])], inits)
-    mp = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-                           producer_name="fastcodec qat_encoder")
-    onnx.checker.check_model(mp)
-    out = args.onnx
+    node("Conv", [xf, "w3", "b3"], out="y", pads=[c.padding[0]] * 4, strides=[2, 2])
+    mp = g.model("encoder_int8", [("x", [1, 3, "H", "W"])], [("y", [1, 192, "h", "w"])], "fastcodec qat_encoder")
+    out = save(mp, args, ck, "encoder", "default")
     if args.bundle:
-        if ck.get("model") != args.bundle:
-            raise SystemExit(f"{args.init} was trained against {ck.get('model')}, not {args.bundle}")
-        if not args.name.isalnum() or args.name == "default":
-            raise SystemExit("the encoder name must be letters and digits, and not 'default'")
-        out = os.path.join(ROOT, "models", args.bundle, f"encoder_{args.name}.onnx")
-    tmp = out + ".tmp"
-    onnx.save(mp, tmp)
-    os.replace(tmp, out)
-    print("wrote", out, os.path.getsize(out), "bytes")
-    if args.bundle:
-        meta_path = os.path.join(ROOT, "models", args.bundle, "model.json")
-        meta = json.load(open(meta_path))
-        meta.setdefault("encoders", {})[args.name] = {
-            "graph": f"encoder_{args.name}", "sha256": hashlib.sha256(open(out, "rb").read()).hexdigest(),
-            "architecture": "lite", "source": SOURCE, "precision": "int8 weights (7-bit, per channel), uint8 activations; "
-            "GDN division and the latents in float", "qat_steps": int(ck.get("steps", 0)), "note": args.note}
-        with open(meta_path + ".tmp", "w") as f:
-            json.dump(meta, f, indent=1)
-            f.write("\n")
-        os.replace(meta_path + ".tmp", meta_path)
-        print(f"listed in {meta_path}")
+        register(args.bundle, "encoder", args.name, out, {
+            "architecture": "lite", "source": SOURCE,
+            "precision": "int8 weights (7-bit, per channel), uint8 activations; GDN division and the latents in float",
+            "qat_steps": int(ck.get("steps", 0)), "note": args.note})
 
 
 def evaluate(args):
