@@ -53,7 +53,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import HyperpriorCodec, load_weights  # noqa: E402
-from qgraph import ROOT, Graph, QTransform, optimizer, quant_weight, register, save, ste_round  # noqa: E402
+from qgraph import (ROOT, Graph, QTransform, add_arguments, evaluation_inputs, optimizer,  # noqa: E402
+                    quant_weight, register, save, ste_round)
 
 
 def pixel_quant(x):
@@ -389,21 +390,13 @@ def export(args):
 def evaluate(args):
     """Kodak PSNR of the shipped decoder and of an int8 decoder graph on the same files (measurement
     only: nothing here is fitted to Kodak)."""
-    import glob
-
-    import onnxruntime as ort
     from PIL import Image
 
     import fastcodec
 
-    files = sorted(glob.glob(os.path.join(ROOT, "..", "shared", "data", "kodak", "*.png")))[::args.every_nth]
+    files, int8, qualities = evaluation_inputs(args)
     codec = fastcodec.Codec(threads=2, decoder="float")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    int8 = ort.InferenceSession(args.onnx, so, providers=["CPUExecutionProvider"])
     float_sess = codec.model.session("decoder")
-    qualities = [float(v) for v in args.qualities.split(",")]
     res = {q: [] for q in qualities}
     times = [[], []]
     for f in files:
@@ -430,32 +423,16 @@ def evaluate(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["calibrate", "train", "export", "evaluate"])
-    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"))
+    add_arguments(ap, "decoder", "qat.log")
     ap.add_argument("--cache", default=os.path.join(ROOT, "training", "runs", "latents320.npy"), help="latent cache of the training crops")
-    ap.add_argument("--init", default=None)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--onnx", default=None, help="export: output path (or use --bundle)")
-    ap.add_argument("--bundle", default=None, help="export: install as models/BUNDLE/decoder_NAME.onnx, listed "
-                    "in its model.json")
-    ap.add_argument("--name", default="int8", help="export: the decoder's name in the bundle")
     ap.add_argument("--make-default", action="store_true", help="export: make it the bundle's default decoder")
-    ap.add_argument("--note", default="", help="export: what it trades, stored in model.json")
-    ap.add_argument("--log", default=os.path.join(ROOT, "training", "runs", "qat.log"))
     ap.add_argument("--seconds", type=float, default=3600)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--lr-scale", type=float, default=1e-4)
     ap.add_argument("--bf16", type=int, default=0, help="bfloat16 autocast (its rounding hides the int8 error "
                     "at high quality: keep 0)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--every", type=float, default=300)
-    ap.add_argument("--qualities", default="5,40,75,100")
-    ap.add_argument("--every-nth", type=int, default=3, help="evaluate: every n-th Kodak image")
     ap.add_argument("--alpha-x", type=float, default=0.5, help="calibrate: equalisation of x (0 = none)")
     ap.add_argument("--alpha-m", type=float, default=0.5, help="calibrate: equalisation of x * norm")
     ap.add_argument("--float-last", type=int, default=1, help="calibrate: keep the last convolution in float")
-    ap.add_argument("--calib-batches", type=int, default=16)
     args = ap.parse_args(argv)
     {"calibrate": calibrate, "train": train, "export": export, "evaluate": evaluate}[args.cmd](args)
 

@@ -54,7 +54,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import Analysis, LowerBound  # noqa: E402
 from qat_decoder import shipped  # noqa: E402
-from qgraph import ROOT, Graph, QTransform, optimizer, quant_weight, register, save  # noqa: E402
+from qgraph import (ROOT, Graph, QTransform, add_arguments, evaluation_inputs, optimizer,  # noqa: E402
+                    quant_weight, register, save)
 
 SOURCE = "fast"  # the bundle's optional encoder that the int8 one starts from
 
@@ -292,22 +293,14 @@ def export(args):
 def evaluate(args):
     """Kodak bpp and PSNR of the fast encoder and of an int8 encoder graph, on the same images
     (measurement only: nothing here is fitted to Kodak)."""
-    import glob
-
-    import onnxruntime as ort
     from PIL import Image
 
     import fastcodec
 
-    files = sorted(glob.glob(os.path.join(ROOT, "..", "shared", "data", "kodak", "*.png")))[::args.every_nth]
+    files, int8, qualities = evaluation_inputs(args)
     codec = fastcodec.Codec(threads=2, encoder=SOURCE, decoder="float")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    int8 = ort.InferenceSession(args.onnx, so, providers=["CPUExecutionProvider"])
     graph = codec._encoder_graph
     float_sess = codec.model.session(graph)
-    qualities = [float(v) for v in args.qualities.split(",")]
     res = {q: [] for q in qualities}
     times = [[], []]
     for f in files:
@@ -334,27 +327,11 @@ def evaluate(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["calibrate", "train", "export", "evaluate"])
-    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"))
-    ap.add_argument("--init", default=None)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--onnx", default=None, help="export: output path (or use --bundle)")
-    ap.add_argument("--bundle", default=None, help="export: install as models/BUNDLE/encoder_NAME.onnx, listed "
-                    "in its model.json")
-    ap.add_argument("--name", default="int8", help="export: the encoder's name in the bundle")
-    ap.add_argument("--note", default="", help="export: what it trades, stored in model.json")
-    ap.add_argument("--log", default=os.path.join(ROOT, "training", "runs", "qat_encoder.log"))
+    add_arguments(ap, "encoder", "qat_encoder.log")
     ap.add_argument("--seconds", type=float, default=2400)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--lr-scale", type=float, default=1e-4)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--every", type=float, default=300)
     ap.add_argument("--val-batches", type=int, default=6)
-    ap.add_argument("--qualities", default="5,40,75,100")
-    ap.add_argument("--every-nth", type=int, default=3, help="evaluate: every n-th Kodak image")
-    ap.add_argument("--calib-batches", type=int, default=16)
     ap.add_argument("--alpha", type=float, default=0.5, help="calibrate: equalisation strength (0 = none)")
     args = ap.parse_args(argv)
     {"calibrate": calibrate, "train": train, "export": export, "evaluate": evaluate}[args.cmd](args)

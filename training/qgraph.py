@@ -61,6 +61,43 @@ def quant_weight(w):
     return torch.clamp(ste_round(w / s), WQ_MIN, WQ_MAX) * s, s.flatten()
 
 
+def evaluation_inputs(args):
+    """For the scripts' evaluate command (measurement only: nothing is fitted to Kodak): every
+    args.every_nth Kodak image, an onnxruntime session of the graph args.onnx (2 threads), and
+    the qualities of args.qualities."""
+    import glob
+
+    import onnxruntime as ort
+
+    files = sorted(glob.glob(os.path.join(ROOT, "..", "shared", "data", "kodak", "*.png")))[::args.every_nth]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    sess = ort.InferenceSession(args.onnx, so, providers=["CPUExecutionProvider"])
+    return files, sess, [float(v) for v in args.qualities.split(",")]
+
+
+def add_arguments(ap, kind: str, log: str):
+    """The command-line arguments the two scripts share (kind: "encoder" or "decoder")."""
+    ap.add_argument("cmd", choices=["calibrate", "train", "export", "evaluate"])
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"))
+    ap.add_argument("--init", default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--onnx", default=None, help="export: output path (or use --bundle)")
+    ap.add_argument("--bundle", default=None, help=f"export: install as models/BUNDLE/{kind}_NAME.onnx, listed "
+                    "in its model.json")
+    ap.add_argument("--name", default="int8", help=f"export: the {kind}'s name in the bundle")
+    ap.add_argument("--note", default="", help="export: what it trades, stored in model.json")
+    ap.add_argument("--log", default=os.path.join(ROOT, "training", "runs", log))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--lr-scale", type=float, default=1e-4)
+    ap.add_argument("--every", type=float, default=300, help="train: seconds between held-out checks")
+    ap.add_argument("--calib-batches", type=int, default=16)
+    ap.add_argument("--qualities", default="5,40,75,100")
+    ap.add_argument("--every-nth", type=int, default=3, help="evaluate: every n-th Kodak image")
+
+
 class QTransform(nn.Module):
     """Four convolutions with three (inverse) GDNs between, and the uint8 quantisers of the int8
     graph: each convolution's output (q_out), each GDN's norm (q_norm) and its result (named
