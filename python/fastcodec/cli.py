@@ -96,7 +96,8 @@ def build_parser():
     g.add_argument("--target-size", type=_size, help="largest file size, e.g. 150K, 150000, 1.5MB or 100KiB "
                    "(K = 1000 bytes); quality is searched")
     c.add_argument("--encoder", default="default", help="analysis transform: default, or a faster one the model "
-                   "offers (see 'fastcodec models'; 'fast' trades some compression for encode speed)")
+                   "offers (see 'fastcodec models'; 'fast' and its int8 version 'int8' trade some "
+                   "compression for encode speed)")
     _batch_options(c)
 
     d = sub.add_parser("decompress", help="decode .fcc files to images",

@@ -160,8 +160,9 @@ class Codec:
     optimization: onnxruntime graph optimisation level, "all" (default), "extended", "basic" or
         "disabled". Decoded symbols never depend on it (see docs/format.md, "Determinism").
     encoder: analysis transform used by ``compress``: "default", or a faster one the model
-        offers (``Codec().model.encoders``; "fast" where shipped): it trades some compression for
-        encode speed, and its files decode like any other (same model id, same decoder).
+        offers (``Codec().model.encoders``; "fast" and "int8", its int8 version, where shipped):
+        it trades some compression for encode speed, and its files decode like any other (same
+        model id, same decoder).
     decoder: synthesis transform used by ``decompress``: None (default) for the one the file's
         model prefers for the file's quality (``Codec().model.decoder_for(quality)``: the int8
         decoder up to the quality where it costs at most 0.1 dB, where the model says so, else
