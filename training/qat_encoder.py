@@ -2,7 +2,7 @@
 (lite) analysis transform.
 
     python training/qat_encoder.py calibrate --out training/runs/qate.pt        # ranges, no training
-    python training/qat_encoder.py calibrate --init RUN.pt --out NEW.pt         # equalise a run's weights, recalibrate
+    python training/qat_encoder.py calibrate --init RUN.pt --out NEW.pt         # a run's weights, recalibrated
     python training/qat_encoder.py train --init training/runs/qate.pt --out training/runs/qate.pt --seconds 2400
     python training/qat_encoder.py export --init training/runs/qate.pt --onnx /tmp/encoder_int8.onnx
     python training/qat_encoder.py evaluate --onnx /tmp/encoder_int8.onnx      # Kodak bpp / PSNR against float
@@ -22,9 +22,9 @@ QLinearConv with channels_last, QLinearLeakyRelu):
     LeakyRelu(alpha = -1) (a 256-entry table, exact on x's grid), the 1x1 convolution quantised,
     and the division in float between DequantizeLinear and QuantizeLinear;
   * the last convolution (to the latents, at 1/16 resolution) runs in float on the last GDN's
-    quotient, which is not rounded: the latents are not rounded to 8 bits (their quantisation step shrinks with the
-    quality), and its weights are the most sensitive (7-bit: -0.13 dB at the top level);
-    onnxruntime's ConvInteger took 24 ms for it, its float Conv 7 ms;
+    unrounded quotient: 8-bit latents would cost the top qualities most (their quantisation
+    step shrinks with the quality), its weights are the most sensitive (7-bit: -0.13 dB at the
+    top level), and onnxruntime's ConvInteger took 24 ms for it, its float Conv 7 ms;
   * cross-layer equalisation (`equalize`, exact in float) first narrows the spread of channel
     ranges that per-tensor quantisation of the convolution outputs has to cover.
 Training: random 256x256 training crops with flips at a random continuous rate level of the
