@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, Analysis, HyperpriorCodec, LowerBound, load_weights  # noqa: E402
+from model import LAMBDAS, Analysis, HyperpriorCodec, image_bits, load_weights  # noqa: E402
 from train import ROOT, batch, lambdas_for, load_images  # noqa: E402
 
 
@@ -77,9 +77,7 @@ def main(argv=None):
         level = torch.rand(args.batch) * levels
         with torch.autocast("cpu", dtype=torch.bfloat16):
             x_hat, lik_y, lik_z = model(x, level)
-        bits = -(torch.log2(LowerBound.apply(lik_y.float(), 1e-9)).sum((1, 2, 3))
-                 + torch.log2(LowerBound.apply(lik_z.float(), 1e-9)).sum((1, 2, 3)))
-        bpp = bits / (args.size * args.size)
+        bpp = image_bits(lik_y, lik_z) / (args.size * args.size)
         mse = ((x_hat.float() - x) ** 2).mean((1, 2, 3))
         loss = (lambdas_for(level) * 255 ** 2 * mse + bpp).mean()
         if not math.isfinite(loss.item()):

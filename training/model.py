@@ -201,6 +201,13 @@ class FactorizedPrior(nn.Module):
         return p.squeeze(1).double()
 
 
+def image_bits(lik_y, lik_z):
+    """Bits per image, -sum log2 of the likelihoods (fp32), lower-bounded with gradient
+    pass-through: an element stuck below the bound still learns."""
+    return -(torch.log2(LowerBound.apply(lik_y.float(), 1e-9)).sum((1, 2, 3))
+             + torch.log2(LowerBound.apply(lik_z.float(), 1e-9)).sum((1, 2, 3)))
+
+
 def gaussian_likelihood(r, scale):
     """P(round(x) = r) for x ~ N(0, scale), r is the (noisy or rounded) residual y - mu."""
     scale = torch.clamp(scale, min=SCALE_MIN)
@@ -248,8 +255,13 @@ class HyperpriorCodec(nn.Module):
         return mu, torch.clamp(s, math.log(SCALE_MIN), math.log(SCALE_MAX))
 
     def forward(self, x, level):
+        return self.code(self.g_a(x).float(), level)
+
+    def code(self, y, level):
+        """Everything after the analysis transform: the latents y (B, M, h, w) at the given
+        levels through the hyperprior and the synthesis; returns x_hat and the likelihoods."""
         gain, igain = self.gains(level)
-        y = self.g_a(x).float() * gain
+        y = y * gain
         z = self.h_a(y).float()
         z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
         z_hat = torch.round(z) - z.detach() + z  # STE into the hyper-synthesis
@@ -261,7 +273,7 @@ class HyperpriorCodec(nn.Module):
         # feed garbage to the synthesis); gradients as a straight-through estimator to y only
         y_ste = y + (torch.round(y - mu) - (y - mu)).detach()
         lik_y = gaussian_likelihood(y_noisy - mu, sigma)
-        with torch.autocast(x.device.type, enabled=False):  # the z likelihoods stay in fp32
+        with torch.autocast(y.device.type, enabled=False):  # the z likelihoods stay in fp32
             lik_z = self.prior.likelihood(z_noisy.float())
         x_hat = self.g_s(y_ste * igain).float()
         return x_hat, lik_y, lik_z

@@ -52,7 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import Analysis, LowerBound  # noqa: E402
+from model import Analysis, image_bits  # noqa: E402
 from qat_decoder import shipped  # noqa: E402
 from qgraph import (ROOT, Graph, QTransform, add_arguments, evaluation_inputs, optimizer,  # noqa: E402
                     quant_weight, register, save)
@@ -157,22 +157,8 @@ def calibrate(args):
 
 def rd_loss(m, y, x, level, lam):
     """train.py's rate-distortion loss of latents y (B, M, h, w) through the frozen model."""
-    gain, igain = m.gains(level)
-    yg = y * gain
-    z = m.h_a(yg)
-    z_noisy = z + torch.empty_like(z).uniform_(-0.5, 0.5)
-    z_hat = torch.round(z) - z.detach() + z
-    mu, sigma = m.hyper_params(z_hat)
-    y_noisy = yg + torch.empty_like(yg).uniform_(-0.5, 0.5)
-    y_ste = yg + (torch.round(yg - mu) - (yg - mu)).detach()
-    from model import gaussian_likelihood
-
-    lik_y = gaussian_likelihood(y_noisy - mu, sigma)
-    lik_z = m.prior.likelihood(z_noisy)
-    x_hat = m.g_s(y_ste * igain)
-    bits = -(torch.log2(LowerBound.apply(lik_y, 1e-9)).sum((1, 2, 3))
-             + torch.log2(LowerBound.apply(lik_z, 1e-9)).sum((1, 2, 3)))
-    bpp = bits / (x.shape[2] * x.shape[3])
+    x_hat, lik_y, lik_z = m.code(y, level)
+    bpp = image_bits(lik_y, lik_z) / (x.shape[2] * x.shape[3])
     mse = ((x_hat - x) ** 2).mean((1, 2, 3))
     return lam * 255 ** 2 * mse + bpp, bpp, mse
 

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, LowerBound, load_weights, remap_levels  # noqa: E402
+from model import KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, image_bits, load_weights, remap_levels  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -369,10 +369,7 @@ def main():
                 fwd = model
                 x_hat, lik_y, lik_z = fwd(x, level)
         npix = args.size * args.size
-        # lower bound with gradient pass-through: an element stuck below the bound still learns
-        bits = -(torch.log2(LowerBound.apply(lik_y.float(), 1e-9)).sum((1, 2, 3))
-                 + torch.log2(LowerBound.apply(lik_z.float(), 1e-9)).sum((1, 2, 3)))
-        bpp = bits / npix
+        bpp = image_bits(lik_y, lik_z) / npix
         mse = ((x_hat.float() - x) ** 2).mean((1, 2, 3))
         loss = (lam * 255 ** 2 * mse + bpp).mean()
         restored = False
