@@ -22,9 +22,8 @@ def one_input(data: bytes):
     candidates = [data]
     # repair checksums so that mutations get past the CRCs into the decoders
     try:
-        hdr, z, chunks = fmt.parse(data, verify_crc=False, max_pixels=CODEC.max_pixels)
-        candidates.append(fmt.pack(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id,
-                                   bytes(z), [bytes(c) for c in chunks]))
+        fmt.parse(data, verify_crc=False, max_pixels=CODEC.max_pixels)
+        candidates.append(fmt.repack(data))
     except fastcodec.FastcodecError:
         pass
     for d in candidates:

@@ -52,9 +52,4 @@ def repack(data, **changes):
     """Rebuilds a .fcc file with fresh checksums (after deliberate damage), optionally with
     changed header fields (model_id=..., quality=...)."""
     from fastcodec import format as fmt
-    hdr, z, chunks = fmt.parse(data, verify_crc=False)
-    f = dict(width=hdr.width, height=hdr.height, channels=hdr.channels, quality=hdr.quality,
-             model_id=hdr.model_id)
-    f.update(changes)
-    return fmt.pack(f["width"], f["height"], f["channels"], f["quality"], f["model_id"], bytes(z),
-                    [bytes(c) for c in chunks])
+    return fmt.repack(data, **changes)

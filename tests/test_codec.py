@@ -132,18 +132,6 @@ def test_grayscale_roundtrip(codec):
     assert codec.compress(g, quality=90) == data
 
 
-def test_alpha(codec):
-    rgb = synthetic(20, 30)
-    opaque = np.dstack([rgb, np.full((20, 30), 255, np.uint8)])
-    assert codec.compress(opaque, quality=50) == codec.compress(rgb, quality=50)
-    transparent = opaque.copy()
-    transparent[0, 0, 3] = 0
-    with pytest.raises(ImageError, match="transparency|alpha"):
-        codec.compress(Image.fromarray(transparent, "RGBA"))
-    with pytest.raises(ImageError, match="alpha"):
-        codec.compress(transparent)
-
-
 def test_decompress_image_and_pil(codec):
     data = codec.compress(synthetic(40, 50), quality=70)
     im = codec.decompress_image(data)
@@ -172,7 +160,7 @@ def test_invalid_images(codec, tmp_path):
     with pytest.raises(ImageError, match="uint8"):
         codec.compress(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(ImageError, match="shape"):
-        codec.compress(np.zeros((4, 4, 2), np.uint8))
+        codec.compress(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(ImageError, match="zero size"):
         codec.compress(np.zeros((0, 4, 3), np.uint8))
     with pytest.raises(ImageError, match="cannot compress"):

@@ -56,6 +56,10 @@ def test_golden_file_decodes_exactly(mid, name):
     assert px.shape == ref.shape == tuple(entry["shape"])
     assert np.abs(px.astype(int) - ref.astype(int)).max() <= 1
     assert psnr(ref, px) > 50
+    assert info.alpha == (px.ndim == 3 and px.shape[2] in (2, 4))
+    if info.alpha:  # the alpha plane is lossless: exact on every machine
+        assert np.array_equal(px[..., -1], ref[..., -1])
+    assert {k: v.hex() for k, v in codec.metadata(data).items()} == entry.get("metadata", {})
     for png in sorted((GOLDEN / mid).glob(f"{name}.*.png")):  # optional decoders, e.g. rgb_q50.int8.png
         dec = png.name[len(name) + 1:-len(".png")]
         out = fastcodec.Codec(threads=1, decoder=dec).decompress(data)

@@ -16,11 +16,11 @@ def blocks():
 
 
 def test_readme_has_examples():
-    assert len(blocks()) >= 3
+    assert len(blocks()) >= 4
 
 
 @needs_kodak
-@pytest.mark.parametrize("i", range(3))
+@pytest.mark.parametrize("i", range(len(blocks())))
 def test_readme_example_runs(i, tmp_path, monkeypatch):
     shutil.copy(KODAK / "kodim23.png", tmp_path / "kodim23.png")
     monkeypatch.chdir(tmp_path)

@@ -2,8 +2,9 @@
 
     >>> import fastcodec
     >>> data = fastcodec.compress("photo.png", quality=75)     # bytes of a .fcc file
-    >>> pixels = fastcodec.decompress(data)                    # uint8 array (H, W, 3)
-    >>> image = fastcodec.decompress_image(data)               # PIL.Image
+    >>> pixels = fastcodec.decompress(data)                    # uint8 array (H, W, 3); RGBA: (H, W, 4)
+    >>> image = fastcodec.decompress_image(data)               # PIL.Image, with the EXIF and XMP kept
+    >>> fastcodec.metadata(data)                               # {"exif": ..., "xmp": ...} without decoding
     >>> fastcodec.compress_file("photo.png", "photo.fcc")      # atomic, never overwrites by default
 
 For servers, create one :class:`Codec` and share it between threads: it loads the model
@@ -21,12 +22,12 @@ from .codec import Codec, FileInfo
 from .errors import (ArgumentError, FastcodecError, FormatError, ImageError, LimitError, ModelError,
                      ResourceError)
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"
 
 from ._pillow import register as _register_pillow  # noqa: E402
 
 _register_pillow()
-FORMAT_VERSION = _fmt.VERSION
+FORMAT_VERSION = _fmt.VERSION_EXT  # the newest format version it reads and writes
 
 _default = None
 _default_lock = threading.Lock()
@@ -42,18 +43,21 @@ def default_codec() -> Codec:
     return _default
 
 
-def compress(src, quality: float = 75, target_bpp: float | None = None, target_size: int | None = None) -> bytes:
+def compress(src, quality: float = 75, target_bpp: float | None = None, target_size: int | None = None,
+             keep_metadata: bool = True) -> bytes:
     """Compress ``src`` (path, image bytes, PIL.Image or uint8 array) to .fcc bytes; see Codec.compress."""
-    return default_codec().compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size)
+    return default_codec().compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size,
+                                    keep_metadata=keep_metadata)
 
 
 def decompress(data):
-    """Decode .fcc bytes or a .fcc path to a uint8 numpy array (H, W, 3), or (H, W) for grayscale."""
+    """Decode .fcc bytes or a .fcc path to a uint8 numpy array: (H, W, 3), (H, W) for grayscale,
+    (H, W, 4) / (H, W, 2) with an alpha plane."""
     return default_codec().decompress(data)
 
 
 def decompress_image(data):
-    """Decode .fcc bytes or a .fcc path to a PIL.Image."""
+    """Decode .fcc bytes or a .fcc path to a PIL.Image (RGB, L, RGBA or LA; EXIF and XMP in ``info``)."""
     return default_codec().decompress_image(data)
 
 
@@ -62,25 +66,30 @@ def info(data) -> FileInfo:
     return default_codec().info(data)
 
 
+def metadata(data) -> dict:
+    """The EXIF and XMP of a .fcc file (bytes or path) without decoding it; see Codec.metadata."""
+    return default_codec().metadata(data)
+
+
 def compress_file(src, dst, quality: float = 75, target_bpp: float | None = None,
-                  overwrite: bool = False, target_size: int | None = None) -> int:
+                  overwrite: bool = False, target_size: int | None = None, keep_metadata: bool = True) -> int:
     """Compress image file ``src`` to ``dst`` atomically; returns the number of bytes written."""
     dst = check_output(dst, overwrite, src)
-    data = compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size)
+    data = compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size,
+                    keep_metadata=keep_metadata)
     write_atomic(dst, data, overwrite)
     return len(data)
 
 
 def decompress_file(src, dst, overwrite: bool = False, format: str | None = None) -> None:
-    """Decode .fcc file ``src`` and save it as an image (format from ``dst``'s extension, e.g. .png)."""
-    import io
+    """Decode .fcc file ``src`` and save it as an image (format from ``dst``'s extension, e.g. .png),
+    with the file's alpha plane, EXIF and XMP where that format stores them (JPEG cannot store
+    alpha: ArgumentError)."""
+    from ._imageio import encode_image
 
     dst = check_output(dst, overwrite, src)
     im = decompress_image(src)
-    fmt_name = format or _format_from_ext(dst)
-    buf = io.BytesIO()
-    im.save(buf, format=fmt_name)
-    write_atomic(dst, buf.getvalue(), overwrite)
+    write_atomic(dst, encode_image(im, format or _format_from_ext(dst)), overwrite)
 
 
 def _format_from_ext(path) -> str:
@@ -100,6 +109,6 @@ def models() -> list:
     return list(available_models())
 
 
-__all__ = ["Codec", "FileInfo", "compress", "decompress", "decompress_image", "info", "compress_file",
+__all__ = ["Codec", "FileInfo", "compress", "decompress", "decompress_image", "info", "metadata", "compress_file",
            "decompress_file", "models", "default_codec", "FastcodecError", "FormatError", "ArgumentError",
            "ImageError", "LimitError", "ModelError", "ResourceError", "FORMAT_VERSION", "__version__"]

@@ -10,20 +10,22 @@ from .errors import ImageError, LimitError
 
 
 def _from_pil(im):
-    """PIL image -> (H, W, 3) uint8 array, channels (1 = grayscale, 3 = colour).
+    """PIL image -> (pixels (H, W) or (H, W, 3) uint8, channels, alpha (H, W) uint8 or None, metadata).
 
     Conversions (documented in the README):
-    - EXIF orientation is applied, so the pixels are stored upright.
+    - EXIF orientation is applied, so the pixels are stored upright (and the kept EXIF and XMP
+      no longer carry an orientation).
     - 'L' and '1' are grayscale: coded as RGB, decoded back to one channel.
     - 'I;16*' / 'I' (16/32-bit grayscale) are scaled to 8 bits (value >> 8 for 16-bit).
-    - 'P', 'LA', 'PA', 'RGBA', 'RGBa': alpha must be fully opaque, otherwise ImageError
-      (fastcodec has no alpha channel yet); the colours are kept.
+    - 'P', 'PA', 'LA', 'La', 'RGBA', 'RGBa' and images with a transparent colour key: an alpha
+      plane that is not fully opaque is kept (coded losslessly); a fully opaque one is dropped.
     - 'CMYK', 'YCbCr', 'LAB', 'HSV' are converted to RGB by Pillow.
     - Animated images (more than one frame) are rejected.
     - An embedded ICC profile is applied: the pixels are converted to sRGB (fastcodec files are
       sRGB), so colours look the same after decoding; the profile itself is not stored.
+    - metadata: {"exif": TIFF-layout EXIF bytes, "xmp": XMP packet bytes}, those present.
     """
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     if getattr(im, "n_frames", 1) > 1:
         raise ImageError(f"animated image with {im.n_frames} frames: fastcodec codes single images; "
@@ -32,29 +34,55 @@ def _from_pil(im):
         im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block must not stop coding; orientation is then as stored
         pass
+    meta = _metadata(im.info)
     icc = im.info.get("icc_profile")
     if icc and im.mode in ("RGB", "RGBA", "CMYK", "L"):
         im = _to_srgb(im, icc)
     mode = im.mode
+    if mode in ("RGB", "L", "1") and im.info.get("transparency") is not None:
+        mode = "LA" if mode != "RGB" else "RGBA"  # a transparent colour key becomes an alpha plane
+        im = im.convert(mode)
     if mode in ("1", "L"):
-        return np.asarray(im.convert("L")), 1
+        return np.asarray(im.convert("L")), 1, None, meta
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(im.convert("I"), dtype=np.int64)
         shift = 8 if a.max(initial=0) < 65536 else 24
-        return (np.clip(a, 0, None) >> shift).astype(np.uint8), 1
+        return (np.clip(a, 0, None) >> shift).astype(np.uint8), 1, None, meta
     if mode == "F":
         raise ImageError("floating-point images (mode 'F') are not supported: convert to 8-bit first")
     if mode in ("P", "PA", "LA", "RGBA", "RGBa", "La"):
-        rgba = np.asarray(im.convert("RGBA"))
-        if (rgba[..., 3] != 255).any():
-            raise ImageError(f"image has transparency (mode {mode!r}): fastcodec codes RGB only; "
-                             "composite it onto a background or convert('RGB') first")
+        rgba = np.asarray(im.convert("RGBA"))  # premultiplied modes are un-premultiplied here
+        alpha = _alpha_or_none(rgba[..., 3])
         if mode in ("LA", "La"):
-            return np.ascontiguousarray(rgba[..., 0]), 1
-        return rgba[..., :3], 3
+            return np.ascontiguousarray(rgba[..., 0]), 1, alpha, meta
+        return rgba[..., :3], 3, alpha, meta
     if mode != "RGB":
         im = im.convert("RGB")
-    return np.asarray(im), 3
+    return np.asarray(im), 3, None, meta
+
+
+def _alpha_or_none(alpha: np.ndarray):
+    """A copy of the alpha plane, or None when it is fully opaque (nothing to store)."""
+    return None if (alpha == 255).all() else np.ascontiguousarray(alpha)
+
+
+def _metadata(info: dict) -> dict:
+    """EXIF (TIFF layout, without the 'Exif\\0\\0' prefix) and XMP bytes from a PIL image's info;
+    malformed EXIF (no TIFF header) is dropped."""
+    out = {}
+    exif = info.get("exif")
+    if isinstance(exif, (bytes, bytearray)):
+        exif = bytes(exif)
+        if exif.startswith(b"Exif\x00\x00"):
+            exif = exif[6:]
+        if exif[:4] in (b"II*\x00", b"MM\x00*") and len(exif) > 8:
+            out["exif"] = exif
+    xmp = info.get("xmp", info.get("XML:com.adobe.xmp"))
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if isinstance(xmp, (bytes, bytearray)) and xmp.strip(b"\x00 \t\r\n"):
+        out["xmp"] = bytes(xmp)
+    return out
 
 
 def _to_srgb(im, icc: bytes):
@@ -79,27 +107,36 @@ def _from_array(a: np.ndarray):
         raise ImageError(f"numpy input must be uint8, got {a.dtype}; scale and convert it (e.g. "
                          "np.clip(x * 255, 0, 255).astype(np.uint8))")
     if a.ndim == 2:
-        return a, 1
+        return a, 1, None
     if a.ndim == 3 and a.shape[2] == 1:
-        return a[..., 0], 1
+        return a[..., 0], 1, None
+    if a.ndim == 3 and a.shape[2] == 2:  # grayscale + alpha
+        return a[..., 0], 1, _alpha_or_none(a[..., 1])
     if a.ndim == 3 and a.shape[2] == 3:
-        return a, 3
+        return a, 3, None
     if a.ndim == 3 and a.shape[2] == 4:
-        if (a[..., 3] != 255).any():
-            raise ImageError("array has a non-opaque alpha channel: fastcodec codes RGB only")
-        return a[..., :3], 3
-    raise ImageError(f"numpy input must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}")
+        return a[..., :3], 3, _alpha_or_none(a[..., 3])
+    raise ImageError(f"numpy input must have shape (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4), "
+                     f"got {a.shape}")
 
 
 def load_pixels(src, max_pixels: int):
-    """Returns (pixels uint8 (H, W) or (H, W, 3) view, channels)."""
+    """Returns (pixels uint8 (H, W, 3), channels)."""
+    pix, ch, _, _ = load_image(src, max_pixels)
+    return pix, ch
+
+
+def load_image(src, max_pixels: int):
+    """Returns (pixels uint8 (H, W, 3) view, channels (1 or 3), alpha (H, W) uint8 or None,
+    metadata dict with "exif" / "xmp" bytes where the source has them)."""
     from PIL import Image
 
+    meta = {}
     if isinstance(src, np.ndarray):
-        pix, ch = _from_array(src)
+        pix, ch, alpha = _from_array(src)
     elif isinstance(src, Image.Image):
         _check_size(src.width, src.height, max_pixels)
-        pix, ch = _from_pil(src)
+        pix, ch, alpha, meta = _from_pil(src)
     elif isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)):
         fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src
         if not isinstance(fp, io.BytesIO):
@@ -111,7 +148,7 @@ def load_pixels(src, max_pixels: int):
             with Image.open(fp) as im:
                 _check_size(im.width, im.height, max_pixels)
                 im.load()
-                pix, ch = _from_pil(im)
+                pix, ch, alpha, meta = _from_pil(im)
         except (ImageError, LimitError):
             raise
         except Image.DecompressionBombError as e:
@@ -130,7 +167,7 @@ def load_pixels(src, max_pixels: int):
     _check_size(w, h, max_pixels)
     if ch == 1:
         pix = np.repeat(pix[..., None], 3, axis=2)
-    return pix, ch
+    return pix, ch, alpha, meta
 
 
 def _check_size(w, h, max_pixels):
@@ -139,8 +176,64 @@ def _check_size(w, h, max_pixels):
                          "raise the limit with Codec(max_pixels=...) if this is intended")
 
 
-def to_output(rgb: np.ndarray, channels: int) -> np.ndarray:
+def to_output(rgb: np.ndarray, channels: int, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Decoded RGB (+ alpha) -> (H, W), (H, W, 2), (H, W, 3) or (H, W, 4) uint8."""
     if channels == 1:
         # the encoder coded R = G = B; the mean of the decoded channels is the best estimate
-        return ((rgb.astype(np.uint16).sum(axis=2) + 1) // 3).astype(np.uint8)
-    return rgb
+        gray = ((rgb.astype(np.uint16).sum(axis=2) + 1) // 3).astype(np.uint8)
+        return gray if alpha is None else np.stack([gray, alpha], axis=2)
+    if alpha is None:
+        return rgb
+    out = np.empty(rgb.shape[:2] + (4,), np.uint8)
+    out[..., :3] = rgb
+    out[..., 3] = alpha
+    return out
+
+
+def to_image(a: np.ndarray, metadata: dict | None = None):
+    """A decoded array -> PIL image ('L', 'LA', 'RGB' or 'RGBA'), with the file's EXIF and XMP in
+    ``im.info`` ("exif" with Pillow's 'Exif\\0\\0' prefix, as its JPEG reader gives it)."""
+    from PIL import Image
+
+    mode = {2: "L", 3: "RGB"}[a.ndim] if a.ndim == 2 or a.shape[2] == 3 else {2: "LA", 4: "RGBA"}[a.shape[2]]
+    im = Image.fromarray(a, mode)
+    for key, value in (metadata or {}).items():
+        im.info[key] = b"Exif\x00\x00" + value if key == "exif" else value
+    return im
+
+
+# formats that store an alpha channel, and those that store EXIF / XMP (Pillow's writers)
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "BMP", "TGA", "ICO", "GIF", "JPEG2000", "AVIF"}
+_META_FORMATS = {"PNG": ("exif", "xmp"), "JPEG": ("exif", "xmp"), "WEBP": ("exif", "xmp"), "AVIF": ("exif", "xmp"),
+                 "TIFF": ("exif",)}
+
+
+def encode_image(im, format: str, **params) -> bytes:
+    """Saves a decoded image (``to_image``) in a Pillow format, with its EXIF and XMP where the
+    format stores them. An image with an alpha channel cannot be written as JPEG: ArgumentError
+    (the transparency would be lost), where a format's writer takes RGBA but not LA, LA is written
+    as RGBA."""
+    from PIL import PngImagePlugin
+
+    from .errors import ArgumentError
+
+    fmt = format.upper()
+    if im.mode in ("LA", "RGBA") and fmt not in _ALPHA_FORMATS:
+        raise ArgumentError(f"the image has an alpha channel, which {format} cannot store; write PNG, WebP "
+                            "or TIFF, or drop the alpha first (Image.convert('RGB'))")
+    for key in _META_FORMATS.get(fmt, ()):
+        if im.info.get(key) and key not in params:
+            params[key] = im.info[key]
+    if fmt == "PNG" and params.get("xmp"):  # Pillow's PNG writer takes XMP as an iTXt chunk
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", params.pop("xmp").decode("utf-8", "replace"), zip=True)
+        params["pnginfo"] = info
+    buf = io.BytesIO()
+    try:
+        im.save(buf, format=fmt, **params)
+    except (OSError, KeyError) as e:
+        if im.mode != "LA":
+            raise ArgumentError(f"cannot write a {im.mode} image as {format}: {e}") from None
+        buf = io.BytesIO()
+        im.convert("RGBA").save(buf, format=fmt, **params)
+    return buf.getvalue()

@@ -1,7 +1,10 @@
 """Pillow plugin: after ``import fastcodec``, ``Image.open("x.fcc")`` and ``im.save("x.fcc", quality=80)``.
 
 Registered format name "FCC", extension ".fcc", MIME type "image/x-fastcodec".
-Opening reads only the header (size and mode are known at once); pixels are decoded on load().
+Opening parses the container (size, mode, EXIF and XMP are known at once; the checksums are
+verified on load()); pixels are decoded on load(). Modes: RGB, L, and RGBA / LA for files with
+an alpha plane. Saving keeps the image's alpha, EXIF and XMP (``exif=`` / ``xmp=`` override them;
+``keep_metadata=False`` drops them).
 """
 from __future__ import annotations
 
@@ -22,18 +25,26 @@ class FccImageFile(ImageFile.ImageFile):
     format_description = "fastcodec learned image"
 
     def _open(self):
+        from .errors import FastcodecError
+
         head = self.fp.read(fmt.FIXED_SIZE)
         if not _accept(head):
             raise SyntaxError("not a fastcodec file")
         if len(head) < fmt.FIXED_SIZE:
             raise SyntaxError("truncated fastcodec header")
-        w = int.from_bytes(head[8:12], "little")
-        h = int.from_bytes(head[12:16], "little")
-        channels = head[6]
+        try:  # the whole container (files are small); checksums are left to load()
+            hdr, _, _, ext = fmt.parse_all(head + self.fp.read(), max_pixels=1 << 40, verify_crc=False)
+        except FastcodecError as e:
+            raise SyntaxError(f"invalid fastcodec file: {e}") from None
+        w, h = hdr.width, hdr.height
         self._size = (w, h)
-        self._mode = "L" if channels == 1 else "RGB"
-        self.info["quality"] = int.from_bytes(head[16:18], "little") / 100.0
-        self.info["model"] = head[18:26].hex()
+        self._mode = ("L" if hdr.channels == 1 else "RGB") + ("A" if hdr.has_alpha else "")
+        self.info["quality"] = hdr.quality
+        self.info["model"] = hdr.model_id.hex()
+        if fmt.EXT_EXIF in ext:
+            self.info["exif"] = b"Exif\x00\x00" + bytes(ext[fmt.EXT_EXIF])
+        if fmt.EXT_XMP in ext:
+            self.info["xmp"] = bytes(ext[fmt.EXT_XMP])
         tile = getattr(ImageFile, "_Tile", None)
         args = ("fcc", (0, 0, w, h), 0, self._mode)
         self.tile = [tile(*args) if tile else args]
@@ -55,8 +66,13 @@ def _save(im, fp, filename):
     from . import default_codec
 
     info = im.encoderinfo
+    for key in ("exif", "xmp"):  # Pillow's convention: save(..., exif=..., xmp=...) replaces the image's
+        if key in info:
+            im = im.copy()
+            im.info[key] = info[key].tobytes() if hasattr(info[key], "tobytes") else info[key]
     data = default_codec().compress(im, quality=info.get("quality", 75), target_bpp=info.get("target_bpp"),
-                                    target_size=info.get("target_size"))
+                                    target_size=info.get("target_size"),
+                                    keep_metadata=bool(info.get("keep_metadata", True)))
     fp.write(data)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import io
 import json
 import os
 import sys
@@ -98,6 +97,8 @@ def build_parser():
     c.add_argument("--encoder", default="default", help="analysis transform: default, or a faster one the model "
                    "offers (see 'fastcodec models'; 'fast' and its int8 version 'int8' trade some "
                    "compression for encode speed)")
+    c.add_argument("--strip-metadata", action="store_true", help="drop the inputs' EXIF and XMP (kept by "
+                   "default; the EXIF orientation is always applied to the pixels)")
     _batch_options(c)
 
     d = sub.add_parser("decompress", help="decode .fcc files to images",
@@ -199,18 +200,20 @@ def _info(args) -> int:
     from .codec import _read_if_path
 
     hdr, _, _ = fmt.parse(_read_if_path(args.input))
+    ext = {fmt.EXT_NAMES.get(t, f"type {t}"): size for t, size in hdr.extension_sizes}
     d = {"file": args.input, "width": hdr.width, "height": hdr.height,
-         "channels": hdr.channels, "quality": hdr.quality, "model": hdr.model_id.hex(),
+         "channels": hdr.channels, "alpha": hdr.has_alpha, "quality": hdr.quality, "model": hdr.model_id.hex(),
          "format_version": hdr.version, "bytes": hdr.file_size,
          "bpp": round(8 * hdr.file_size / (hdr.width * hdr.height), 4),
          "chunks": len(hdr.chunk_sizes),
-         "sections": {"header": hdr.header_size, "hyper_latent": hdr.z_size, "latent": hdr.y_size}}
+         "sections": {"header": hdr.header_size, "hyper_latent": hdr.z_size, "latent": hdr.y_size, **ext}}
     if args.detail:
         d["detail"] = fastcodec.Codec().inspect(args.input)
     if args.json:
         print(json.dumps(d))
         return EXIT_OK
-    print(f"{d['file']}: {hdr.width}x{hdr.height} {'RGB' if hdr.channels == 3 else 'grayscale'}, "
+    kind = ("RGB" if hdr.channels == 3 else "grayscale") + (" + alpha" if hdr.has_alpha else "")
+    print(f"{d['file']}: {hdr.width}x{hdr.height} {kind}, "
           f"quality {hdr.quality:g}, model {d['model']}, format v{hdr.version}")
     print(f"  {d['bytes']} bytes, {d['bpp']} bpp, latent in {d['chunks']} chunk(s)")
     for k, v in d["sections"].items():
@@ -218,6 +221,8 @@ def _info(args) -> int:
     if args.detail:
         print(f"  {'section':<13}{'bits':>10}{'info bits':>12}{'overhead':>10}")
         for k, v in d["detail"].items():
+            if "information_bits" not in v:  # extension sections: not coded by the model
+                continue
             print(f"  {k:<13}{v['bits']:>10}{v['information_bits']:>12.0f}{v['overhead_pct']:>9.2f}%")
     return EXIT_OK
 
@@ -251,6 +256,7 @@ def _expand(inputs, exts):
 def _batch(args) -> int:
     import fastcodec
     from ._files import check_output, write_atomic
+    from ._imageio import encode_image
 
     compress = args.cmd == "compress"
     exts = IMAGE_EXTS if compress else (".fcc",)
@@ -298,17 +304,16 @@ def _batch(args) -> int:
             os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
             if compress:
                 data = codec.compress(src, quality=args.quality, target_bpp=args.target_bpp,
-                                      target_size=args.target_size)
+                                      target_size=args.target_size, keep_metadata=not args.strip_metadata)
                 inf = codec.info(data)
                 write_atomic(dst, data, args.force)
                 rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(data),
                            pixels=inf.width * inf.height, bpp=round(inf.bpp, 5), quality=inf.quality)
             else:
                 im = codec.decompress_image(src)
-                buf = io.BytesIO()
-                im.save(buf, format=fastcodec._format_from_ext(dst))
-                write_atomic(dst, buf.getvalue(), args.force)
-                rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=buf.tell(),
+                out = encode_image(im, fastcodec._format_from_ext(dst))
+                write_atomic(dst, out, args.force)
+                rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(out),
                            pixels=im.width * im.height)
         except (FastcodecError, OSError) as e:
             rec.update(status="failed", error=str(e))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _core, format as fmt
-from ._imageio import load_pixels, to_output
+from ._imageio import load_image, to_image, to_output
 from ._model import Model, available_models, default_model_name, load_model
 from .errors import ArgumentError, FastcodecError, FormatError, ModelError
 
@@ -129,10 +129,18 @@ class FileInfo:
     header_size: int
     z_size: int
     chunk_sizes: tuple
+    alpha: bool = False  # the file holds an alpha plane (decoded as a 4th or 2nd channel)
+    metadata: tuple = ()  # the metadata it carries: "exif", "xmp"
+    extension_sizes: tuple = ()  # ((name, bytes), ...) of its extension sections (format version 2)
 
     @property
     def y_size(self) -> int:
         return sum(self.chunk_sizes)
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the decoded array: 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)."""
+        return self.channels + (1 if self.alpha else 0)
 
     @property
     def bpp(self) -> float:
@@ -303,17 +311,23 @@ class Codec:
         return r, bins, z_sym, z_groups
 
     def compress(self, src, quality: float = 75, target_bpp: float | None = None,
-                 target_size: int | None = None) -> bytes:
+                 target_size: int | None = None, keep_metadata: bool = True) -> bytes:
         """Compress an image to .fcc bytes.
 
-        ``src``: a path, encoded image bytes, a ``PIL.Image`` or a uint8 array (H, W[, 1|3|4]).
+        ``src``: a path, encoded image bytes, a ``PIL.Image`` or a uint8 array (H, W[, 1|2|3|4]).
+        An alpha channel that is not fully opaque is kept, losslessly (a fully opaque one is
+        dropped); the decoded array then has 4 channels (2 for grayscale).
         ``quality``: 1..100 (hundredths allowed), higher is better.
         ``target_bpp``: if given, ``quality`` is ignored and searched for (about 5-9 codings of
         the latent, one analysis transform) so that the file is at most this many bits per pixel
         and within 0.2 % of it where the 0.01 quality steps allow (quality 1 if even that is
         larger).
         ``target_size``: the same with a budget for the whole file in bytes (headers included);
-        give at most one of ``target_bpp`` and ``target_size``.
+        give at most one of ``target_bpp`` and ``target_size``. The alpha plane and metadata
+        count towards the budget.
+        ``keep_metadata``: keep the source's EXIF and XMP (paths, bytes and PIL images; the
+        orientation is applied to the pixels and removed from both). False drops them, e.g. to
+        strip camera details or GPS positions before publishing.
         """
         if self.model.decode_only:
             raise ModelError(f"model {self.model.path.name} ({self.model.id}) ships for decoding only, so that "
@@ -327,25 +341,34 @@ class Codec:
         if target_size is not None and (isinstance(target_size, bool)
                                         or not isinstance(target_size, (int, np.integer)) or target_size < 1):
             raise ArgumentError(f"target_size must be a whole number of bytes >= 1, got {target_size!r}")
+        if not isinstance(keep_metadata, bool):
+            raise ArgumentError(f"keep_metadata must be True or False, got {keep_metadata!r}")
         q = _check_quality(quality) if target_bpp is None and target_size is None else None
-        pixels, channels = load_pixels(src, self.max_pixels)
+        pixels, channels, alpha, meta = load_image(src, self.max_pixels)
         h, w = pixels.shape[:2]
+        ext = []  # extension sections: coded once, whatever quality the search tries
+        if alpha is not None:
+            ext.append((fmt.EXT_ALPHA, fmt.encode_alpha(alpha)))
+            del alpha
+        if keep_metadata:
+            ext += [(t, meta[name]) for t, name in ((fmt.EXT_EXIF, "exif"), (fmt.EXT_XMP, "xmp")) if name in meta]
         y = self._analyse(pixels)
+        del pixels
         if target_bpp is not None:
-            return self._compress_to_target(y, h, w, channels, target_bpp * h * w / 8.0)
+            return self._compress_to_target(y, h, w, channels, target_bpp * h * w / 8.0, ext)
         if target_size is not None:
-            return self._compress_to_target(y, h, w, channels, float(target_size))
-        return self._pack(y, q, h, w, channels)
+            return self._compress_to_target(y, h, w, channels, float(target_size), ext)
+        return self._pack(y, q, h, w, channels, ext)
 
-    def _pack(self, y, q, h, w, channels) -> bytes:
+    def _pack(self, y, q, h, w, channels, ext=()) -> bytes:
         m = self.model
         r, bins, z_sym, z_groups = self._code(y, q)
         zbytes = m.z_coders.encode(z_sym, z_groups)
         ranges = chunk_ranges(r.shape[1], chunk_count(r.shape[1], r.shape[2] * r.shape[3]))
         chunks = _map(lambda c: m.y_coders.encode(r[0, c[0]:c[1]].ravel(), bins[0, c[0]:c[1]].ravel()), ranges)
-        return fmt.pack(w, h, channels, q, bytes.fromhex(m.id), zbytes, chunks)
+        return fmt.pack(w, h, channels, q, bytes.fromhex(m.id), zbytes, chunks, ext)
 
-    def _compress_to_target(self, y, h, w, channels, budget: float) -> bytes:
+    def _compress_to_target(self, y, h, w, channels, budget: float, ext=()) -> bytes:
         """The file of the highest quality (to the file's 0.01 resolution) that fits the budget
         (bytes), or quality 1 if none does. The analysis transform ran once; each try re-codes the latent.
 
@@ -355,10 +378,10 @@ class Codec:
         It stops once the bracket is 0.01 wide or the best file is within TARGET_SLACK of the
         budget: 5-9 codings on Kodak instead of the 16 of plain bisection."""
         lo, hi = float(QUALITY_MIN), float(QUALITY_MAX)
-        best = self._pack(y, lo, h, w, channels)
+        best = self._pack(y, lo, h, w, channels, ext)
         if len(best) > budget:
             return best
-        top = self._pack(y, hi, h, w, channels)
+        top = self._pack(y, hi, h, w, channels, ext)
         if len(top) <= budget:
             return top
         goal = math.log(budget)
@@ -373,7 +396,7 @@ class Codec:
                 mid = round((lo + hi) / 2, 2)
                 if not lo < mid < hi:
                     break
-            data = self._pack(y, mid, h, w, channels)
+            data = self._pack(y, mid, h, w, channels, ext)
             f = math.log(len(data)) - goal
             if f <= 0:
                 lo, f_lo, best = mid, f, data
@@ -387,15 +410,15 @@ class Codec:
 
     def compress_many(self, sources, quality: float = 75, target_bpp: float | None = None,
                       workers: int | None = None, return_exceptions: bool = False,
-                      target_size: int | None = None) -> list:
+                      target_size: int | None = None, keep_metadata: bool = True) -> list:
         """Compress many images concurrently with this codec; results in input order.
 
         With ``return_exceptions=True`` a failing input yields its exception object instead of
         stopping the batch. Pair with ``Codec(threads=1)`` so that ``workers`` images run at once
         without oversubscribing the cores.
         """
-        return self._many(lambda s: self.compress(s, quality=quality, target_bpp=target_bpp,
-                                                  target_size=target_size), sources, workers, return_exceptions)
+        return self._many(lambda s: self.compress(s, quality=quality, target_bpp=target_bpp, target_size=target_size,
+                                                  keep_metadata=keep_metadata), sources, workers, return_exceptions)
 
     def decompress_many(self, files, workers: int | None = None, return_exceptions: bool = False) -> list:
         """Decode many .fcc files (bytes or paths) concurrently; results in input order."""
@@ -423,12 +446,21 @@ class Codec:
     def info(self, data) -> FileInfo:
         data = _read_if_path(data)
         hdr, _, _ = fmt.parse(data, max_pixels=self.max_pixels)
-        return FileInfo(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id.hex(), hdr.version,
-                        hdr.file_size, hdr.header_size, hdr.z_size, hdr.chunk_sizes)
+        return file_info(hdr)
 
-    def _decode_symbols(self, data):
+    def metadata(self, data) -> dict:
+        """The EXIF and XMP a .fcc file carries (bytes or path), without decoding it:
+        ``{"exif": bytes, "xmp": bytes}``, the keys present. EXIF is in TIFF layout (no
+        'Exif\\0\\0' prefix): ``PIL.Image.Exif().load(data["exif"])`` reads it."""
         data = _read_if_path(data)
-        hdr, zdata, chunks = fmt.parse(data, max_pixels=self.max_pixels)
+        _, _, _, ext = fmt.parse_all(data, max_pixels=self.max_pixels)
+        return {fmt.EXT_NAMES[t]: bytes(v) for t, v in ext.items() if t != fmt.EXT_ALPHA}
+
+    def _decode_symbols(self, data, ext_out: dict | None = None):
+        data = _read_if_path(data)
+        hdr, zdata, chunks, ext = fmt.parse_all(data, max_pixels=self.max_pixels)
+        if ext_out is not None:
+            ext_out.update(ext)
         m = self._model_for(hdr.model_id)
         s = m.stride
         ph, pw = -(-hdr.height // s) * s, -(-hdr.width // s) * s
@@ -455,12 +487,18 @@ class Codec:
         return hdr, m, z_sym, z_groups, r, bins, mu
 
     def decompress(self, data) -> np.ndarray:
-        """Decode .fcc bytes (or a path to a .fcc file) to a uint8 array (H, W, 3) or (H, W) for grayscale."""
-        hdr, m, _, _, r, _, mu = self._decode_symbols(data)
+        """Decode .fcc bytes (or a path to a .fcc file) to a uint8 array: (H, W, 3) RGB, (H, W)
+        grayscale, or with the file's alpha plane (H, W, 4) RGBA and (H, W, 2) grayscale + alpha."""
+        return self._decompress(data, {})
+
+    def _decompress(self, data, ext: dict) -> np.ndarray:
+        hdr, m, _, _, r, _, mu = self._decode_symbols(data, ext)
+        # the alpha plane first: a damaged one fails before the costly synthesis
+        alpha = fmt.decode_alpha(ext[fmt.EXT_ALPHA], hdr.width, hdr.height) if fmt.EXT_ALPHA in ext else None
         _, igain = m.gain_vectors(hdr.quality)
         y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), igain)
         del r, mu
-        return to_output(self._synthesise(m, y_hat, hdr.height, hdr.width, hdr.quality), hdr.channels)
+        return to_output(self._synthesise(m, y_hat, hdr.height, hdr.width, hdr.quality), hdr.channels, alpha)
 
     def inspect(self, data) -> dict:
         """Bits on disk against the model's information content (sum of -log2 p of every coded
@@ -477,18 +515,29 @@ class Codec:
                          "overhead_pct": 100.0 * (8 * size / info - 1) if info > 0 else float("nan")}
         info_total = sum(v["information_bits"] for v in out.values())
         head = 8 * hdr.header_size
+        ext_bits = 8 * hdr.ext_size  # alpha plane and metadata: not coded by the model
+        if hdr.extension_sizes:
+            out["extensions"] = {"bytes": hdr.ext_size, "bits": ext_bits,
+                                 "sections": {fmt.EXT_NAMES.get(t, f"type {t}"): size for t, size in hdr.extension_sizes}}
         out["total"] = {"bytes": hdr.file_size, "bits": 8 * hdr.file_size, "header_bits": head,
-                        "information_bits": info_total,
-                        "overhead_pct": 100.0 * (8 * hdr.file_size / (info_total + head) - 1),
-                        "overhead_vs_information_pct": 100.0 * (8 * hdr.file_size / info_total - 1)}
+                        "extension_bits": ext_bits, "information_bits": info_total,
+                        "overhead_pct": 100.0 * ((8 * hdr.file_size - ext_bits) / (info_total + head) - 1),
+                        "overhead_vs_information_pct": 100.0 * ((8 * hdr.file_size - ext_bits) / info_total - 1)}
         return out
 
     def decompress_image(self, data):
-        """Decode to a ``PIL.Image`` (mode 'RGB' or 'L')."""
-        from PIL import Image
+        """Decode to a ``PIL.Image`` ('RGB', 'L', or 'RGBA' / 'LA' with an alpha plane) whose
+        ``info`` holds the file's EXIF and XMP ("exif", "xmp"), so that ``im.save`` keeps them."""
+        ext = {}
+        a = self._decompress(data, ext)
+        return to_image(a, {fmt.EXT_NAMES[t]: bytes(v) for t, v in ext.items() if t != fmt.EXT_ALPHA})
 
-        a = self.decompress(data)
-        return Image.fromarray(a, "L" if a.ndim == 2 else "RGB")
+
+def file_info(hdr: fmt.Header) -> FileInfo:
+    names = tuple((fmt.EXT_NAMES.get(t, f"type {t}"), size) for t, size in hdr.extension_sizes)
+    return FileInfo(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id.hex(), hdr.version,
+                    hdr.file_size, hdr.header_size, hdr.z_size, hdr.chunk_sizes, alpha=hdr.has_alpha,
+                    metadata=tuple(n for n, _ in names if n in ("exif", "xmp")), extension_sizes=names)
 
 
 def _information_bits(values, groups, pmf, off, vmin) -> float:

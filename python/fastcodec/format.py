@@ -2,9 +2,11 @@
 
 Layout (little-endian):
     fixed header (26 bytes) | section table: (size, crc32) for z and each latent chunk |
-    header crc32 | z payload | chunk payloads
+    [version 2: extension count, then (type, size, crc32) per extension] |
+    header crc32 | z payload | chunk payloads | [extension payloads]
 Every section has its own CRC-32, so damage is reported per section (and chunk), and chunks
-decode independently (in parallel).
+decode independently (in parallel). Version 2 adds extension sections (alpha plane, EXIF, XMP);
+a file without any is written as version 1, byte for byte as fastcodec 0.1-0.2 wrote it.
 """
 from __future__ import annotations
 
@@ -15,19 +17,31 @@ from dataclasses import dataclass
 from .errors import FormatError, LimitError
 
 MAGIC = b"\x89FCC"
-VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+VERSION = 1  # the version of files without extension sections
+VERSION_EXT = 2  # with extension sections
+SUPPORTED_VERSIONS = (1, 2)
 _FIXED = struct.Struct("<4sBBBBIIH8s")  # magic, version, flags, channels, nchunks, w, h, q100, model
 FIXED_SIZE = _FIXED.size  # 26
 _ENTRY = struct.Struct("<II")  # size, crc32
+_EXT_ENTRY = struct.Struct("<BII")  # type, size, crc32
 MAX_DIMENSION = 1 << 20
 MAX_CHUNKS = 255
+MAX_EXTENSIONS = 8
 DEFAULT_MAX_PIXELS = 100_000_000
 
+# Extension types (docs/format.md, "Extensions"). Types below 128 are critical: a decoder that
+# does not know one must reject the file. Types from 128 up are ancillary: skipped when unknown.
+EXT_ALPHA, EXT_EXIF, EXT_XMP = 1, 128, 129
+EXT_NAMES = {EXT_ALPHA: "alpha", EXT_EXIF: "exif", EXT_XMP: "xmp"}
+ALPHA_ZLIB_LEFT = 0  # alpha method 0: zlib stream of the row-wise left differences
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 
-def header_size(nchunks: int) -> int:
-    """Bytes before the first payload: fixed part, table of 1 + nchunks sections, header CRC."""
-    return FIXED_SIZE + _ENTRY.size * (1 + nchunks) + 4
+
+def header_size(nchunks: int, next: int = 0) -> int:
+    """Bytes before the first payload: fixed part, table of 1 + nchunks sections, the extension
+    table (version 2 only: a count byte and next entries), header CRC."""
+    ext = 1 + _EXT_ENTRY.size * next if next else 0
+    return FIXED_SIZE + _ENTRY.size * (1 + nchunks) + ext + 4
 
 
 @dataclass(frozen=True)
@@ -40,36 +54,62 @@ class Header:
     z_size: int
     chunk_sizes: tuple
     version: int = VERSION
+    extension_sizes: tuple = ()  # ((type, size), ...) in file order
 
     @property
     def y_size(self) -> int:
         return sum(self.chunk_sizes)
 
     @property
+    def ext_size(self) -> int:
+        return sum(size for _, size in self.extension_sizes)
+
+    @property
+    def has_alpha(self) -> bool:
+        return any(t == EXT_ALPHA for t, _ in self.extension_sizes)
+
+    @property
     def header_size(self) -> int:
-        return header_size(len(self.chunk_sizes))
+        return header_size(len(self.chunk_sizes), len(self.extension_sizes))
 
     @property
     def file_size(self) -> int:
-        return self.header_size + self.z_size + self.y_size
+        return self.header_size + self.z_size + self.y_size + self.ext_size
 
 
-def pack(width, height, channels, quality, model_id: bytes, z: bytes, chunks) -> bytes:
+def pack(width, height, channels, quality, model_id: bytes, z: bytes, chunks, extensions=()) -> bytes:
+    """extensions: ((type, payload), ...); with none the file is version 1, else version 2."""
     if not 1 <= len(chunks) <= MAX_CHUNKS:
         raise ValueError("1..255 chunks")
+    if len(extensions) > MAX_EXTENSIONS or len({t for t, _ in extensions}) != len(extensions):
+        raise ValueError(f"at most {MAX_EXTENSIONS} extensions, each type once")
+    if any(not p for _, p in extensions):
+        raise ValueError("extension payloads are never empty")
     q100 = int(round(quality * 100))
-    head = [_FIXED.pack(MAGIC, VERSION, 0, channels, len(chunks), width, height, q100, model_id),
+    version = VERSION_EXT if extensions else VERSION
+    head = [_FIXED.pack(MAGIC, version, 0, channels, len(chunks), width, height, q100, model_id),
             _ENTRY.pack(len(z), zlib.crc32(z))]
     head += [_ENTRY.pack(len(c), zlib.crc32(c)) for c in chunks]
+    if extensions:
+        head.append(bytes([len(extensions)]))
+        head += [_EXT_ENTRY.pack(t, len(p), zlib.crc32(p)) for t, p in extensions]
     head = b"".join(head)
-    return b"".join([head, struct.pack("<I", zlib.crc32(head)), z, *chunks])
+    return b"".join([head, struct.pack("<I", zlib.crc32(head)), z, *chunks, *(p for _, p in extensions)])
 
 
 def parse(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = True):
     """Returns (Header, z payload, [chunk payloads]) as memoryviews. Raises FormatError/LimitError.
 
     Everything is validated before any payload is looked at; per-section checksums are verified
-    here too (verify_crc=False skips them, for inspection tools)."""
+    here too (verify_crc=False skips them, for inspection tools). The extension payloads are
+    checked as well; ``parse_all`` returns them."""
+    hdr, z, chunks, _ = parse_all(data, max_pixels, verify_crc)
+    return hdr, z, chunks
+
+
+def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = True):
+    """Like ``parse``, plus a dict {extension type: payload memoryview} of the known extensions
+    (unknown ancillary ones are checked and skipped)."""
     mv = memoryview(data).cast("B")
     n = mv.nbytes
     if n < 4 or bytes(mv[:4]) != MAGIC:
@@ -89,7 +129,15 @@ def parse(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = True):
         raise FormatError(f"invalid channel count {channels}: allowed are 1 (grayscale) and 3 (RGB)")
     if not 1 <= nchunks <= MAX_CHUNKS:
         raise FormatError(f"invalid chunk count {nchunks}: allowed 1..{MAX_CHUNKS}")
-    hs = header_size(nchunks)
+    next = 0
+    if version >= VERSION_EXT:
+        pos = header_size(nchunks) - 4
+        if n <= pos:
+            raise FormatError(f"truncated file: {n} bytes, its header needs more than {pos}")
+        next = mv[pos]
+        if not 1 <= next <= MAX_EXTENSIONS:
+            raise FormatError(f"invalid extension count {next}: a version-2 file has 1..{MAX_EXTENSIONS}")
+    hs = header_size(nchunks, next)
     if n < hs:
         raise FormatError(f"truncated file: {n} bytes, its header needs {hs}")
     (hcrc,) = struct.unpack_from("<I", mv, hs - 4)
@@ -102,7 +150,20 @@ def parse(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = True):
     if not 100 <= q100 <= 10000:
         raise FormatError(f"invalid quality field {q100}: allowed 100..10000 (hundredths of 1..100)")
     entries = [_ENTRY.unpack_from(mv, FIXED_SIZE + _ENTRY.size * i) for i in range(1 + nchunks)]
-    expected = hs + sum(size for size, _ in entries)
+    ext_base = header_size(nchunks) - 4 + 1
+    ext_entries = [_EXT_ENTRY.unpack_from(mv, ext_base + _EXT_ENTRY.size * i) for i in range(next)]
+    seen = set()
+    for t, size, _ in ext_entries:
+        if t in seen:
+            raise FormatError(f"extension type {t} appears twice; each type is allowed once")
+        seen.add(t)
+        if t < 128 and t not in EXT_NAMES:
+            raise FormatError(f"unknown critical extension type {t}: this fastcodec reads "
+                              f"{', '.join(f'{k} ({v})' for k, v in EXT_NAMES.items())}; "
+                              "upgrade fastcodec to read this file")
+        if size == 0:
+            raise FormatError(f"empty extension section (type {t}): extension payloads are never empty")
+    expected = hs + sum(size for size, _ in entries) + sum(size for _, size, _ in ext_entries)
     if expected != n:
         what = "truncated" if n < expected else "trailing data after"
         raise FormatError(f"{what} file: sections declare {expected} bytes, file has {n}")
@@ -114,6 +175,65 @@ def parse(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = True):
             raise FormatError(f"checksum mismatch in the {what}: the file is corrupted")
         views.append(v)
         pos += size
+    ext = {}
+    for t, size, crc in ext_entries:
+        v = mv[pos:pos + size]
+        name = EXT_NAMES.get(t, f"type {t}")
+        if verify_crc and zlib.crc32(v) != crc:
+            raise FormatError(f"checksum mismatch in the {name} extension section: the file is corrupted")
+        if t == EXT_EXIF and bytes(v[:4]) not in _TIFF_SIGNATURES:
+            raise FormatError("invalid EXIF extension: it must start with a TIFF header (II*\\0 or MM\\0*)")
+        if t == EXT_ALPHA and v[0] != ALPHA_ZLIB_LEFT:
+            raise FormatError(f"unknown alpha coding method {v[0]}: this fastcodec reads method {ALPHA_ZLIB_LEFT}")
+        if t in EXT_NAMES:
+            ext[t] = v
+        pos += size
     hdr = Header(width=w, height=h, channels=channels, quality=q100 / 100.0, model_id=bytes(model_id),
-                 z_size=entries[0][0], chunk_sizes=tuple(s for s, _ in entries[1:]), version=version)
-    return hdr, views[0], views[1:]
+                 z_size=entries[0][0], chunk_sizes=tuple(s for s, _ in entries[1:]), version=version,
+                 extension_sizes=tuple((t, size) for t, size, _ in ext_entries))
+    return hdr, views[0], views[1:], ext
+
+
+def repack(data, **changes) -> bytes:
+    """Rebuilds a file with fresh checksums, optionally with changed header fields (width, height,
+    channels, quality, model_id): for tests and fuzzing, which damage files on purpose and still
+    want to get past the CRCs. The known extension sections are kept, unknown ones dropped."""
+    hdr, z, chunks, ext = parse_all(data, max_pixels=1 << 40, verify_crc=False)
+    f = dict(width=hdr.width, height=hdr.height, channels=hdr.channels, quality=hdr.quality,
+             model_id=hdr.model_id)
+    f.update(changes)
+    return pack(f["width"], f["height"], f["channels"], f["quality"], f["model_id"], bytes(z),
+                [bytes(c) for c in chunks], [(t, bytes(v)) for t, v in ext.items()])
+
+
+def encode_alpha(alpha) -> bytes:
+    """Alpha plane (H, W) uint8 -> extension payload: method byte 0, then a zlib stream of each
+    row's left differences (a[x] - a[x - 1] mod 256, with a[-1] = 0)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(alpha, dtype=np.uint8)
+    d = a.copy()
+    d[:, 1:] -= a[:, :-1]  # uint8 arithmetic wraps mod 256
+    return bytes([ALPHA_ZLIB_LEFT]) + zlib.compress(d.tobytes(), 9)
+
+
+def decode_alpha(payload, width: int, height: int):
+    """Extension payload -> alpha plane (height, width) uint8. The inflated size is capped at
+    width * height bytes, so a hostile stream cannot make it allocate more."""
+    import numpy as np
+
+    n = width * height
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(memoryview(payload)[1:], n + 1)
+        if len(raw) == n and not d.eof:  # the stream may still hold its end marker
+            rest = d.decompress(d.unconsumed_tail, 1)
+            if rest:
+                raw += rest
+    except zlib.error as e:
+        raise FormatError(f"invalid alpha extension: the zlib stream is damaged ({e})") from None
+    if len(raw) != n or not d.eof or d.unused_data or d.unconsumed_tail:
+        raise FormatError(f"invalid alpha extension: it must inflate to exactly {width}x{height} = {n} bytes "
+                          "and end there")
+    a = np.frombuffer(raw, np.uint8).reshape(height, width)
+    return np.cumsum(a, axis=1, dtype=np.uint8)  # undo the left differences (mod 256)

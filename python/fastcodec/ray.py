@@ -90,7 +90,7 @@ class DecompressBatch:
         self.src_root, self.dst_root, self.format, self.overwrite = src_root, dst_root, format, overwrite
 
     def __call__(self, batch: dict) -> dict:
-        import io
+        from ._imageio import encode_image
 
         rows = []
         for path, data in zip(batch["path"], batch["bytes"]):
@@ -100,10 +100,9 @@ class DecompressBatch:
                     err = "output exists"
                 else:
                     im = self.codec.decompress_image(bytes(data))
-                    buf = io.BytesIO()
-                    im.save(buf, format={"jpg": "JPEG"}.get(self.format, self.format.upper()))
-                    err = _save(dst, buf.getvalue(), self.overwrite)
-                    size = 0 if err else buf.tell()
+                    out = encode_image(im, {"jpg": "JPEG"}.get(self.format, self.format.upper()))
+                    err = _save(dst, out, self.overwrite)
+                    size = 0 if err else len(out)
             except (FastcodecError, OSError) as e:
                 err = str(e)
             rows.append((path, dst, size, err))

@@ -16,7 +16,6 @@ admitted requests. Bodies larger than ``max_body`` get 413, images with more pix
 """
 from __future__ import annotations
 
-import io
 import os
 import time
 
@@ -26,6 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from . import Codec, __version__
+from ._imageio import encode_image
 from .errors import FastcodecError, LimitError
 
 FCC_MIME = "application/x-fastcodec"
@@ -117,11 +117,14 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
               responses={200: {"content": {FCC_MIME: {}}, "description": "the .fcc file"}})
     async def compress(request: Request, quality: float = Query(75, ge=1, le=100),
                        target_bpp: float | None = Query(None, gt=0, lt=64),
-                       target_size: int | None = Query(None, ge=1, le=1 << 40)):
-        """Compress the image in the request body (PNG, JPEG, WebP, ... any format Pillow reads)."""
+                       target_size: int | None = Query(None, ge=1, le=1 << 40),
+                       strip_metadata: bool = Query(False, description="drop the image's EXIF and XMP")):
+        """Compress the image in the request body (PNG, JPEG, WebP, ... any format Pillow reads).
+        Transparency (alpha), EXIF and XMP are kept unless ``strip_metadata``."""
         body = await body_of(request, "compress")
         data = await guarded("compress", lambda: codec.compress(body, quality=quality, target_bpp=target_bpp,
-                                                                target_size=target_size))
+                                                                target_size=target_size,
+                                                                keep_metadata=not strip_metadata))
         bytes_out.labels("compress").inc(len(data))
         inf = codec.info(data)
         return Response(data, media_type=FCC_MIME, headers={
@@ -140,9 +143,9 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
 
         def work():
             im = codec.decompress_image(body)
-            buf = io.BytesIO()
-            im.save(buf, format=PIL_FORMAT[fmt], **({"quality": 95} if fmt in ("jpeg", "webp") else {}))
-            return buf.getvalue()
+            # alpha, EXIF and XMP travel where the format holds them; JPEG of an image with
+            # alpha is refused (400) rather than silently flattened
+            return encode_image(im, PIL_FORMAT[fmt], **({"quality": 95} if fmt in ("jpeg", "webp") else {}))
 
         data = await guarded("decompress", work)
         bytes_out.labels("decompress").inc(len(data))

@@ -29,11 +29,32 @@ import fastcodec  # noqa: E402
 import fastcodec.codec as C  # noqa: E402
 from conftest import synthetic  # noqa: E402
 
-CASES = [  # name, height, width, grayscale, quality, chunk symbols
-    ("rgb_q50", 48, 64, False, 50, None),
-    ("gray_q90", 17, 33, True, 90, None),
-    ("rgb_q10_chunks", 130, 200, False, 10, 4096),
+CASES = [  # name, height, width, grayscale, quality, chunk symbols, alpha plane and metadata (version 2)
+    ("rgb_q50", 48, 64, False, 50, None, False),
+    ("gray_q90", 17, 33, True, 90, None, False),
+    ("rgb_q10_chunks", 130, 200, False, 10, 4096, False),
+    ("rgba_meta_q50", 40, 52, False, 50, None, True),
+    ("la_q70", 21, 35, True, 70, None, True),
 ]
+GOLDEN_XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+
+
+def with_extras(img):
+    """The image as a PIL image with an alpha plane (transparent hole, soft ramp, one odd
+    column), EXIF (Make) and XMP: the version-2 cases."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    alpha = np.clip((np.hypot(yy - h / 2, xx - w / 2) - 5) * 50, 0, 255).astype(np.uint8)
+    alpha[:, -1] = np.arange(h) * 7 % 256
+    if img.ndim == 2:
+        im = Image.fromarray(np.dstack([img, alpha]), "LA")
+    else:
+        im = Image.fromarray(np.dstack([img, alpha]), "RGBA")
+    ex = Image.Exif()
+    ex[0x010F] = "fastcodec golden"
+    im.info["exif"] = ex.tobytes()
+    im.info["xmp"] = GOLDEN_XMP
+    return im
 
 
 def symbol_hash(codec, data):
@@ -63,10 +84,12 @@ def main(argv=None):
         return
     manifest = {"model": codec.model.id, "files": {}}
     out.mkdir(exist_ok=True)
-    for name, h, w, gray, q, chunk in CASES:
+    for name, h, w, gray, q, chunk, extras in CASES:
         img = synthetic(h, w, seed=h * w)
         if gray:
             img = img[..., 1]
+        if extras:
+            img = with_extras(img)
         old = C.CHUNK_SYMBOLS
         if chunk:
             C.CHUNK_SYMBOLS = chunk
@@ -79,6 +102,8 @@ def main(argv=None):
         Image.fromarray(px).save(out / f"{name}.png")
         manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "symbols": symbol_hash(codec, data),
                                    "shape": list(px.shape), "chunks": len(codec.info(data).chunk_sizes)}
+        if extras:
+            manifest["files"][name]["metadata"] = {k: v.hex() for k, v in sorted(codec.metadata(data).items())}
     (out / "golden.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(json.dumps(manifest, indent=1))
     decoder_pixels(codec.model.id, list(manifest["files"]))

@@ -1,0 +1,208 @@
+"""Alpha planes and metadata (format version 2): transparency is kept losslessly, EXIF and XMP
+travel with the file, and everything else about the file stays as in version 1."""
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastcodec
+from conftest import psnr, synthetic, tiny_tiles
+from fastcodec import format as fmt
+from fastcodec.cli import main as cli
+
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:format="image/jpeg"/></rdf:RDF>'
+       b'</x:xmpmeta>')
+
+
+def cutout(h, w, seed=0):
+    """An alpha plane like a cut-out photo: opaque, a transparent hole, a soft edge."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.clip((np.hypot(yy - h / 2, xx - w / 2) - min(h, w) / 5) * 40, 0, 255).astype(np.uint8)
+    a[: h // 4, : w // 4] = np.random.default_rng(seed).integers(0, 256, (h // 4, w // 4))
+    return a
+
+
+def exif_bytes(**tags):
+    ex = Image.Exif()
+    for k, v in tags.items():
+        ex[{"make": 0x010F, "orientation": 0x0112, "date": 0x0132}[k]] = v
+    return ex.tobytes()
+
+
+def test_alpha_is_lossless_and_leaves_the_colour_coding_alone(codec):
+    rgb, a = synthetic(60, 90, seed=3), cutout(60, 90)
+    data = codec.compress(np.dstack([rgb, a]), quality=50)
+    inf = codec.info(data)
+    assert (inf.version, inf.alpha, inf.output_channels, inf.metadata) == (2, True, 4, ())
+    out = codec.decompress(data)
+    assert out.shape == (60, 90, 4) and np.array_equal(out[..., 3], a)
+    plain = codec.compress(rgb, quality=50)
+    assert fastcodec.info(plain).version == 1
+    assert np.array_equal(out[..., :3], codec.decompress(plain))  # the same latents, the same colours
+    assert len(data) - len(plain) == inf.extension_sizes[0][1] + 1 + 9  # the plane, the count, its entry
+    im = codec.decompress_image(data)
+    assert im.mode == "RGBA" and np.array_equal(np.asarray(im), out)
+
+
+def test_opaque_alpha_is_dropped(codec):
+    rgb = synthetic(20, 30)
+    opaque = np.dstack([rgb, np.full((20, 30), 255, np.uint8)])
+    assert codec.compress(opaque, quality=50) == codec.compress(rgb, quality=50)
+    assert codec.compress(Image.fromarray(opaque, "RGBA"), quality=50) == codec.compress(rgb, quality=50)
+
+
+@pytest.mark.parametrize("kind", ["LA array", "LA image", "P with transparent index", "RGB colour key",
+                                  "RGBA image", "RGBa premultiplied"])
+def test_every_kind_of_transparency_is_kept(codec, kind):
+    rgb, a = synthetic(24, 40, seed=5), cutout(24, 40)
+    gray = rgb[..., 1]
+    if kind == "LA array":
+        src, want_alpha, gray_out = np.dstack([gray, a]), a, True
+    elif kind == "LA image":
+        src, want_alpha, gray_out = Image.fromarray(np.dstack([gray, a]), "LA"), a, True
+    elif kind == "P with transparent index":
+        src = Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=16)
+        src.info["transparency"] = 0
+        want_alpha, gray_out = np.where(np.asarray(src) == 0, 0, 255).astype(np.uint8), False
+    elif kind == "RGB colour key":
+        key = tuple(int(v) for v in rgb[0, 0])
+        src = Image.fromarray(rgb)
+        src.info["transparency"] = key
+        want_alpha, gray_out = np.where((rgb == key).all(axis=2), 0, 255).astype(np.uint8), False
+    elif kind == "RGBA image":
+        src, want_alpha, gray_out = Image.fromarray(np.dstack([rgb, a]), "RGBA"), a, False
+    else:
+        src = Image.fromarray(np.dstack([rgb, a]), "RGBA").convert("RGBa")
+        want_alpha, gray_out = a, False
+    out = codec.decompress(codec.compress(src, quality=90))
+    assert out.shape == (24, 40, 2 if gray_out else 4)
+    assert np.array_equal(out[..., -1], want_alpha)
+    if kind in ("LA array", "LA image"):
+        assert psnr(gray, out[..., 0]) > 25
+
+
+def test_alpha_with_tiled_transforms(codec, monkeypatch):
+    tiny_tiles(monkeypatch)  # the large-image path
+    rgb, a = synthetic(200, 330, seed=8), cutout(200, 330)
+    out = codec.decompress(codec.compress(np.dstack([rgb, a]), quality=60))
+    assert np.array_equal(out[..., 3], a) and psnr(rgb, out[..., :3]) > 25
+
+
+def test_target_size_counts_the_alpha_plane(codec):
+    rgba = np.dstack([synthetic(64, 96, seed=1), cutout(64, 96)])
+    for budget in (700, 1500):
+        data = codec.compress(rgba, target_size=budget)
+        assert len(data) <= budget or codec.info(data).quality == 1
+        assert np.array_equal(codec.decompress(data)[..., 3], rgba[..., 3])
+    assert codec.info(codec.compress(rgba, target_size=1500)).quality > codec.info(
+        codec.compress(rgba, target_size=700)).quality
+
+
+def jpeg_with_metadata(rgb, **tags):
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95, exif=exif_bytes(**tags), xmp=XMP)
+    return buf.getvalue()
+
+
+def test_exif_and_xmp_are_kept_and_the_orientation_applied(codec):
+    rgb = synthetic(24, 40, seed=2)
+    src = jpeg_with_metadata(rgb, make="Cam", date="2026:11:28 10:00:00", orientation=6)
+    data = codec.compress(src, quality=70)
+    inf = codec.info(data)
+    assert (inf.width, inf.height, inf.version, inf.metadata, inf.alpha) == (24, 40, 2, ("exif", "xmp"), False)
+    meta = fastcodec.metadata(data)
+    ex = Image.Exif()
+    ex.load(meta["exif"])
+    assert meta["exif"][:4] in (b"II*\x00", b"MM\x00*")
+    assert ex[0x010F] == "Cam" and ex[0x0132] == "2026:11:28 10:00:00" and 0x0112 not in ex  # upright now
+    assert b'dc:format="image/jpeg"' in meta["xmp"]
+    im = codec.decompress_image(data)
+    assert im.size == (24, 40) and im.getexif()[0x010F] == "Cam" and im.info["xmp"] == meta["xmp"]
+    # stripped: no metadata, the same pixels as the upright image without any
+    bare = codec.compress(src, quality=70, keep_metadata=False)
+    assert codec.info(bare).version == 1 and fastcodec.metadata(bare) == {}
+    with Image.open(io.BytesIO(src)) as j:
+        from PIL import ImageOps
+        upright = np.asarray(ImageOps.exif_transpose(j).convert("RGB"))
+    assert bare == codec.compress(upright, quality=70)
+    with pytest.raises(fastcodec.ArgumentError, match="keep_metadata"):
+        codec.compress(src, keep_metadata="no")
+
+
+def test_broken_exif_is_dropped_not_fatal(codec):
+    im = Image.fromarray(synthetic(16, 16))
+    im.info["exif"] = b"Exif\x00\x00garbage"
+    assert codec.info(codec.compress(im, quality=50)).metadata == ()
+
+
+def test_decompress_file_writes_alpha_and_metadata(tmp_path):
+    rgba = np.dstack([synthetic(30, 40, seed=4), cutout(30, 40)])
+    im = Image.fromarray(rgba, "RGBA")
+    im.info["exif"] = exif_bytes(make="Cam")
+    im.info["xmp"] = XMP
+    src = tmp_path / "a.fcc"
+    src.write_bytes(fastcodec.compress(im, quality=80))
+    fastcodec.decompress_file(src, tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as png:
+        assert png.mode == "RGBA" and np.array_equal(np.asarray(png)[..., 3], rgba[..., 3])
+        assert png.getexif()[0x010F] == "Cam" and b"dc:format" in png.info["xmp"]
+    fastcodec.decompress_file(src, tmp_path / "a.webp")
+    with Image.open(tmp_path / "a.webp") as webp:
+        assert webp.mode == "RGBA" and webp.getexif()[0x010F] == "Cam"
+    with pytest.raises(fastcodec.ArgumentError, match="alpha channel, which JPEG cannot store"):
+        fastcodec.decompress_file(src, tmp_path / "a.jpg")
+    assert not (tmp_path / "a.jpg").exists()
+    opaque = tmp_path / "o.fcc"
+    opaque.write_bytes(fastcodec.compress(jpeg_with_metadata(rgba[..., :3], make="Cam"), quality=80))
+    fastcodec.decompress_file(opaque, tmp_path / "o.jpg")
+    with Image.open(tmp_path / "o.jpg") as jpg:
+        assert jpg.getexif()[0x010F] == "Cam" and jpg.info["xmp"] == XMP
+
+
+def test_pillow_plugin_modes_and_metadata(tmp_path):
+    rgba = np.dstack([synthetic(20, 28, seed=6), cutout(20, 28)])
+    im = Image.fromarray(rgba, "RGBA")
+    im.save(tmp_path / "a.fcc", quality=80, exif=exif_bytes(make="Saved"))
+    with Image.open(tmp_path / "a.fcc") as back:
+        assert back.format == "FCC" and back.mode == "RGBA" and back.getexif()[0x010F] == "Saved"
+        assert np.array_equal(np.asarray(back)[..., 3], rgba[..., 3])
+    im.save(tmp_path / "b.fcc", quality=80, exif=exif_bytes(make="Saved"), keep_metadata=False)
+    assert fastcodec.info(tmp_path / "b.fcc").metadata == ()
+    la = Image.fromarray(np.dstack([rgba[..., 0], rgba[..., 3]]), "LA")
+    la.save(tmp_path / "c.fcc")
+    with Image.open(tmp_path / "c.fcc") as back:
+        assert back.mode == "LA" and np.array_equal(np.asarray(back)[..., 1], rgba[..., 3])
+
+
+def test_cli_info_and_strip(tmp_path, capsys):
+    rgba = np.dstack([synthetic(20, 28, seed=7), cutout(20, 28)])
+    im = Image.fromarray(rgba, "RGBA")
+    im.save(tmp_path / "in.png", exif=exif_bytes(make="Cam"))
+    assert cli(["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "keep.fcc"), "-q", "60"]) == 0
+    assert cli(["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "strip.fcc"), "-q", "60",
+                "--strip-metadata"]) == 0
+    capsys.readouterr()
+    assert cli(["info", str(tmp_path / "keep.fcc")]) == 0
+    text = capsys.readouterr().out
+    assert "RGB + alpha" in text and "format v2" in text and "exif" in text
+    assert cli(["info", "--json", "--detail", str(tmp_path / "strip.fcc")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["alpha"] is True and "exif" not in d["sections"] and d["sections"]["alpha"] > 0
+    assert d["detail"]["extensions"]["sections"] == {"alpha": d["sections"]["alpha"]}
+    assert cli(["decompress", str(tmp_path / "keep.fcc"), "-o", str(tmp_path / "out.png")]) == 0
+    with Image.open(tmp_path / "out.png") as png:
+        assert png.mode == "RGBA" and png.getexif()[0x010F] == "Cam"
+    assert cli(["decompress", str(tmp_path / "keep.fcc"), "-o", str(tmp_path / "out.jpg")]) == 1
+    assert "JPEG cannot store" in capsys.readouterr().err
+
+
+def test_damaged_alpha_plane_is_a_format_error(codec):
+    data = codec.compress(np.dstack([synthetic(16, 16), cutout(16, 16)]), quality=50)
+    hdr, z, chunks, ext = fmt.parse_all(data)
+    bad = fmt.pack(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id, bytes(z),
+                   [bytes(c) for c in chunks], [(fmt.EXT_ALPHA, b"\x00" + bytes(ext[fmt.EXT_ALPHA])[1:-2])])
+    with pytest.raises(fastcodec.FormatError, match="alpha"):
+        codec.decompress(bad)
