@@ -34,7 +34,7 @@ def exif_bytes(**tags):
 
 def test_alpha_is_lossless_and_leaves_the_colour_coding_alone(codec):
     rgb, a = synthetic(60, 90, seed=3), cutout(60, 90)
-    data = codec.compress(np.dstack([rgb, a]), quality=50)
+    data = codec.compress(np.dstack([rgb, a]), quality=50, exact=True)
     inf = codec.info(data)
     assert (inf.version, inf.alpha, inf.output_channels, inf.metadata) == (2, True, 4, ())
     out = codec.decompress(data)
@@ -45,6 +45,39 @@ def test_alpha_is_lossless_and_leaves_the_colour_coding_alone(codec):
     assert len(data) - len(plain) == inf.extension_sizes[0][1] + 1 + 9  # the plane, the count, its entry
     im = codec.decompress_image(data)
     assert im.mode == "RGBA" and np.array_equal(np.asarray(im), out)
+
+
+def test_transparent_colours_are_filled_smoothly():
+    from fastcodec._imageio import fill_transparent
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (37, 51, 3), dtype=np.uint8)
+    a = cutout(37, 51)
+    rgb[a > 0] = 90  # visible: flat gray; hidden: noise
+    out = fill_transparent(rgb, a, rows=8)  # small blocks: the block seams are exercised too
+    assert np.array_equal(out[a > 0], rgb[a > 0]) and not np.shares_memory(out, rgb)
+    assert (out[a == 0] == 90).all()  # the only visible colour extends everywhere
+    gray = np.repeat(rgb[..., :1], 3, axis=2)
+    filled = fill_transparent(gray, a)
+    assert (filled[..., 0] == filled[..., 1]).all() and (filled[..., 1] == filled[..., 2]).all()
+    assert fill_transparent(rgb, np.full((37, 51), 255, np.uint8)) is rgb  # nothing hidden
+    assert not fill_transparent(rgb, np.zeros((37, 51), np.uint8)).any()  # nothing visible
+
+
+def test_filling_saves_bits_without_touching_the_visible_part(codec):
+    rgb = synthetic(96, 128, seed=9)
+    rgb[:, 64:] = np.random.default_rng(2).integers(0, 256, (96, 64, 3))  # hidden noise
+    a = np.zeros((96, 128), np.uint8)
+    a[:, :60] = 255
+    a[:, 60:64] = (60, 120, 180, 240)  # semi-transparent edge: kept as given
+    exact = codec.compress(np.dstack([rgb, a]), quality=60, exact=True)
+    filled = codec.compress(np.dstack([rgb, a]), quality=60)
+    assert len(filled) < 0.7 * len(exact)
+    vis = a > 0
+    d_exact, d_filled = codec.decompress(exact), codec.decompress(filled)
+    assert psnr(rgb[vis], d_filled[..., :3][vis]) > psnr(rgb[vis], d_exact[..., :3][vis]) - 0.3
+    assert np.array_equal(d_filled[..., 3], a)
+    with pytest.raises(fastcodec.ArgumentError, match="exact"):
+        codec.compress(np.dstack([rgb, a]), exact=1)
 
 
 def test_opaque_alpha_is_dropped(codec):

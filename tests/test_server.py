@@ -120,3 +120,24 @@ def test_overload_answers_every_request():
         assert httpx.get(f"{s.url}/healthz").status_code == 200
     finally:
         s.stop()
+
+
+def test_alpha_and_metadata_over_http(server):
+    rgba = np.dstack([synthetic(32, 40, seed=3), np.where(np.arange(40) < 20, 255, 0).astype(np.uint8)[None].repeat(32, 0)])
+    im = Image.fromarray(rgba, "RGBA")
+    exif = im.getexif()
+    exif[0x010F] = "Cam"
+    buf = io.BytesIO()
+    im.save(buf, "PNG", exif=exif.tobytes())
+    kept = httpx.post(f"{server.url}/v1/compress?quality=70", content=buf.getvalue(), timeout=60)
+    stripped = httpx.post(f"{server.url}/v1/compress?quality=70&strip_metadata=true", content=buf.getvalue(),
+                          timeout=60)
+    assert kept.status_code == stripped.status_code == 200
+    assert fastcodec.info(kept.content).metadata == ("exif",) and fastcodec.info(stripped.content).metadata == ()
+    r = httpx.post(f"{server.url}/v1/decompress?format=png", content=kept.content, timeout=60)
+    assert r.status_code == 200
+    out = Image.open(io.BytesIO(r.content))
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], rgba[..., 3])
+    assert out.getexif()[0x010F] == "Cam"
+    r = httpx.post(f"{server.url}/v1/decompress?format=jpeg", content=kept.content, timeout=60)
+    assert r.status_code == 400 and "alpha" in r.json()["error"]

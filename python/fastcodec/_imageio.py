@@ -170,6 +170,55 @@ def load_image(src, max_pixels: int):
     return pix, ch, alpha, meta
 
 
+def fill_transparent(pixels: np.ndarray, alpha: np.ndarray, rows: int = 256) -> np.ndarray:
+    """A copy of pixels (H, W, 3) uint8 whose fully transparent pixels (alpha 0) are replaced by a
+    smooth extension of the visible ones, so that the codec spends (almost) no bits on colours
+    nobody sees (libwebp does the same unless told ``exact``). Visible and semi-transparent
+    pixels keep their values.
+
+    Push-pull: the visible pixels are averaged down a 2x2 pyramid, then, from the coarsest level
+    up, each level's empty cells take the value of their parent. Memory: the pyramid starts at half
+    resolution (float32 means and counts, about 1.8 bytes per pixel in all, in place); upsampling
+    runs in blocks of ``rows`` rows, so no full-size temporary is made besides the output.
+    """
+    known = alpha > 0
+    if known.all():
+        return pixels
+    out = np.array(pixels, dtype=np.uint8, copy=True)
+    if not known.any():
+        out[:] = 0  # nothing visible: the cheapest colours
+        return out
+    h, w = known.shape
+    # level 1 (half resolution): sums and counts of the visible pixels in each 2x2 cell
+    c = np.zeros(((h + 1) // 2, (w + 1) // 2, 3), np.float32)
+    n = np.zeros(c.shape[:2], np.float32)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            k = known[dy::2, dx::2]
+            c[:k.shape[0], :k.shape[1]] += pixels[dy::2, dx::2] * k[..., None]
+            n[:k.shape[0], :k.shape[1]] += k
+    pyr = [(c, n)]
+    while c.shape[0] > 1 or c.shape[1] > 1:  # sums and counts of 2x2 cells of the level below
+        hh, ww = n.shape
+        c = np.pad(c, ((0, hh & 1), (0, ww & 1), (0, 0))).reshape((hh + 1) // 2, 2, (ww + 1) // 2, 2, 3).sum((1, 3))
+        n = np.pad(n, ((0, hh & 1), (0, ww & 1))).reshape((hh + 1) // 2, 2, (ww + 1) // 2, 2).sum((1, 3))
+        pyr.append((c, n))
+    for c, n in pyr:  # sums -> means, in place
+        c /= np.maximum(n, 1.0)[..., None]
+    for (c, n), (parent, _) in zip(reversed(pyr[:-1]), reversed(pyr[1:])):  # pull, coarse to fine
+        for r0 in range(0, n.shape[0], rows):
+            r1 = min(n.shape[0], r0 + rows)
+            up = np.repeat(np.repeat(parent[r0 // 2:(r1 + 1) // 2], 2, axis=0), 2, axis=1)[:r1 - r0, :n.shape[1]]
+            np.copyto(c[r0:r1], up, where=(n[r0:r1] == 0)[..., None])
+    est = pyr[0][0]
+    for r0 in range(0, h, rows):  # full resolution: only the transparent pixels change
+        r1 = min(h, r0 + rows)
+        half = np.clip(np.rint(est[r0 // 2:(r1 + 1) // 2]), 0, 255).astype(np.uint8)
+        fill = np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)[:r1 - r0, :w]
+        np.copyto(out[r0:r1], fill, where=~known[r0:r1, :, None])
+    return out
+
+
 def _check_size(w, h, max_pixels):
     if w * h > max_pixels:
         raise LimitError(f"image of {w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}; "

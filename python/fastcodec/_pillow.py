@@ -4,7 +4,7 @@ Registered format name "FCC", extension ".fcc", MIME type "image/x-fastcodec".
 Opening parses the container (size, mode, EXIF and XMP are known at once; the checksums are
 verified on load()); pixels are decoded on load(). Modes: RGB, L, and RGBA / LA for files with
 an alpha plane. Saving keeps the image's alpha, EXIF and XMP (``exif=`` / ``xmp=`` override them;
-``keep_metadata=False`` drops them).
+``keep_metadata=False`` drops them; ``exact=True`` keeps the colours of fully transparent pixels).
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def _save(im, fp, filename):
             im.info[key] = info[key].tobytes() if hasattr(info[key], "tobytes") else info[key]
     data = default_codec().compress(im, quality=info.get("quality", 75), target_bpp=info.get("target_bpp"),
                                     target_size=info.get("target_size"),
-                                    keep_metadata=bool(info.get("keep_metadata", True)))
+                                    keep_metadata=bool(info.get("keep_metadata", True)),
+                                    exact=bool(info.get("exact", False)))
     fp.write(data)
 
 

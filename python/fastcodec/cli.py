@@ -99,6 +99,9 @@ def build_parser():
                    "compression for encode speed)")
     c.add_argument("--strip-metadata", action="store_true", help="drop the inputs' EXIF and XMP (kept by "
                    "default; the EXIF orientation is always applied to the pixels)")
+    c.add_argument("--exact", action="store_true", help="with transparency: code the colours of fully "
+                   "transparent pixels as given (default: replace them by a smooth fill, which costs "
+                   "almost nothing)")
     _batch_options(c)
 
     d = sub.add_parser("decompress", help="decode .fcc files to images",
@@ -304,7 +307,8 @@ def _batch(args) -> int:
             os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
             if compress:
                 data = codec.compress(src, quality=args.quality, target_bpp=args.target_bpp,
-                                      target_size=args.target_size, keep_metadata=not args.strip_metadata)
+                                      target_size=args.target_size, keep_metadata=not args.strip_metadata,
+                                      exact=args.exact)
                 inf = codec.info(data)
                 write_atomic(dst, data, args.force)
                 rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(data),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _core, format as fmt
-from ._imageio import load_image, to_image, to_output
+from ._imageio import fill_transparent, load_image, to_image, to_output
 from ._model import Model, available_models, default_model_name, load_model
 from .errors import ArgumentError, FastcodecError, FormatError, ModelError
 
@@ -311,7 +311,7 @@ class Codec:
         return r, bins, z_sym, z_groups
 
     def compress(self, src, quality: float = 75, target_bpp: float | None = None,
-                 target_size: int | None = None, keep_metadata: bool = True) -> bytes:
+                 target_size: int | None = None, keep_metadata: bool = True, exact: bool = False) -> bytes:
         """Compress an image to .fcc bytes.
 
         ``src``: a path, encoded image bytes, a ``PIL.Image`` or a uint8 array (H, W[, 1|2|3|4]).
@@ -328,6 +328,10 @@ class Codec:
         ``keep_metadata``: keep the source's EXIF and XMP (paths, bytes and PIL images; the
         orientation is applied to the pixels and removed from both). False drops them, e.g. to
         strip camera details or GPS positions before publishing.
+        ``exact``: with an alpha plane, code the colours of fully transparent pixels as given.
+        By default they are replaced by a smooth extension of the visible ones (invisible, and
+        almost free: half the file or less for a cut-out); semi-transparent and opaque pixels are
+        coded as given either way.
         """
         if self.model.decode_only:
             raise ModelError(f"model {self.model.path.name} ({self.model.id}) ships for decoding only, so that "
@@ -343,12 +347,16 @@ class Codec:
             raise ArgumentError(f"target_size must be a whole number of bytes >= 1, got {target_size!r}")
         if not isinstance(keep_metadata, bool):
             raise ArgumentError(f"keep_metadata must be True or False, got {keep_metadata!r}")
+        if not isinstance(exact, bool):
+            raise ArgumentError(f"exact must be True or False, got {exact!r}")
         q = _check_quality(quality) if target_bpp is None and target_size is None else None
         pixels, channels, alpha, meta = load_image(src, self.max_pixels)
         h, w = pixels.shape[:2]
         ext = []  # extension sections: coded once, whatever quality the search tries
         if alpha is not None:
             ext.append((fmt.EXT_ALPHA, fmt.encode_alpha(alpha)))
+            if not exact:
+                pixels = fill_transparent(pixels, alpha)
             del alpha
         if keep_metadata:
             ext += [(t, meta[name]) for t, name in ((fmt.EXT_EXIF, "exif"), (fmt.EXT_XMP, "xmp")) if name in meta]
@@ -410,7 +418,7 @@ class Codec:
 
     def compress_many(self, sources, quality: float = 75, target_bpp: float | None = None,
                       workers: int | None = None, return_exceptions: bool = False,
-                      target_size: int | None = None, keep_metadata: bool = True) -> list:
+                      target_size: int | None = None, keep_metadata: bool = True, exact: bool = False) -> list:
         """Compress many images concurrently with this codec; results in input order.
 
         With ``return_exceptions=True`` a failing input yields its exception object instead of
@@ -418,7 +426,8 @@ class Codec:
         without oversubscribing the cores.
         """
         return self._many(lambda s: self.compress(s, quality=quality, target_bpp=target_bpp, target_size=target_size,
-                                                  keep_metadata=keep_metadata), sources, workers, return_exceptions)
+                                                  keep_metadata=keep_metadata, exact=exact),
+                          sources, workers, return_exceptions)
 
     def decompress_many(self, files, workers: int | None = None, return_exceptions: bool = False) -> list:
         """Decode many .fcc files (bytes or paths) concurrently; results in input order."""
