@@ -130,6 +130,7 @@ def codecs(fc_codec):
         "fastcodec-int8enc": (_fastcodec_option(encoder="int8"), FC_QUALITIES),
         "fastcodec-int8": (_fastcodec_option(decoder="int8"), FC_QUALITIES),
         "fastcodec-float": (_fastcodec_option(decoder="float"), FC_QUALITIES),
+        "fastcodec-nofilter": (_fastcodec_option(postfilter=False), FC_QUALITIES),
         "jpeg": (_pil_codec("JPEG", subsampling=2), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "webp": (_pil_codec("WEBP", method=6), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "avif6": (_ic("avif_encode", "avif_decode", level=None, speed=6), [10, 20, 30, 40, 50, 60, 70, 80, 90]),
@@ -143,6 +144,7 @@ def codecs(fc_codec):
 LABELS = {"fastcodec": "fastcodec", "fastcodec-fast": "fastcodec, fast encoder",
           "fastcodec-int8enc": "fastcodec, int8 encoder",
           "fastcodec-int8": "fastcodec, int8 decoder", "fastcodec-float": "fastcodec, float decoder",
+          "fastcodec-nofilter": "fastcodec, no post-filter",
           "jpeg": "JPEG 4:2:0 (Pillow)", "webp": "WebP m6 (Pillow)",
           "avif6": "AVIF speed 6", "avif2": "AVIF speed 2", "jxl7": "JPEG XL e7", "jpeg2000": "JPEG 2000"}
 
@@ -179,7 +181,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--codecs", default=None, help="default: fastcodec (and fastcodec-fast where the model "
                     "ships a fast encoder, fastcodec-int8enc for an int8 one, fastcodec-int8 or -float for its other "
-                    "decoder), jpeg, webp, avif6, avif2, "
+                    "decoder, fastcodec-nofilter without its post-filter), jpeg, webp, avif6, avif2, "
                     "jxl7, jpeg2000")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
     ap.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (faster)")
@@ -205,6 +207,8 @@ def main(argv=None):
                 extra += ["fastcodec-float", "fastcodec-int8"]
             else:
                 extra.append("fastcodec-float" if m.default_decoder == "int8" else "fastcodec-int8")
+        if m.postfilter is not None:
+            extra.append("fastcodec-nofilter")
         args.codecs = ",".join(["fastcodec", *extra, "jpeg,webp,avif6,avif2,jxl7,jpeg2000"])
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     table = codecs(None)
@@ -278,7 +282,8 @@ def main(argv=None):
             style = (dict(lw=2.5, color="k", ls="-") if n == "fastcodec" else
                      dict(lw=1.8, color="k", ls="--") if n == "fastcodec-fast" else
                      dict(lw=1.8, color="k", ls="-.") if n == "fastcodec-int8enc" else
-                     dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-float") else
+                     dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-float",
+                                                             "fastcodec-nofilter") else
                      dict(lw=1.2, ls="-"))
             axes[0][0].plot([r["bpp"] for r in rs], [r["psnr"] for r in rs], "o", ms=3, label=LABELS[n], **style)
             if "msssim" in bd:

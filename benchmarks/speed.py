@@ -4,10 +4,11 @@ JPEG XL, WebP and JPEG, measured in the same run on this machine.
 
     python benchmarks/speed.py [--sizes kodak,4mp] [--large] [--threads 1,2] [--repeat 3]
 
-`fastcodec` runs the default model with its default encoder and decoder. `fastcodec-fast` runs it
-with the fastest options it ships: the optional int8 encoder (or else the fast one; same file
-format, some compression traded for encode speed) and the optional int8 decoder (same files,
-slightly different pixels). The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
+`fastcodec` runs the default model with its default encoder and decoder (and its post-filter at
+quality 75, where the model has one). `fastcodec-fast` runs it with the fastest options it ships:
+the optional int8 encoder (or else the fast one; same file format, some compression traded for
+encode speed), the optional int8 decoder (same files, slightly different pixels) and no
+post-filter. The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
 context model, N=96, M=192 like the shipped model; ConvTranspose synthesis and GDN) with its own
 rANS coder, compress() and decompress() end to end, in the separate environment that
 benchmarks/compressai_env.sh creates (CompressAI pins numpy<2). Its weights are random (only
@@ -57,7 +58,7 @@ def codec_fns(name, threads):
             m = fastcodec.Codec(threads=1).model
             enc = next((e for e in ("int8", "fast") if e in m.encoders), "default")
             c = fastcodec.Codec(threads=threads, encoder=enc,
-                                decoder="int8" if "int8" in m.decoders else None)
+                                decoder="int8" if "int8" in m.decoders else None, postfilter=False)
         else:
             c = fastcodec.Codec(threads=threads)
         return (lambda a: c.compress(a, quality=75)), c.decompress

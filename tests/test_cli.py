@@ -137,8 +137,11 @@ def test_models_lists_bundles_and_old_files_decode(tmp_path):
     default = [x for x in rows if x["default"]]
     assert len(default) == 1 and default[0]["use"] == "encode+decode"
     assert default[0]["id"] == fastcodec.Codec(threads=1).model.id
+    spec = fastcodec.Codec(threads=1).model.postfilter
+    assert default[0]["postfilter_max_quality"] == (spec["max_quality"] if spec else None)
     r = run("models")
     assert r.returncode == 0 and "(default)" in r.stdout
+    assert ("post-filter up to quality" in r.stdout) == (spec is not None)
     # a file of every model with golden files decodes through the command line
     for mid in (x["id"] for x in rows):
         golden = Path(__file__).parent / "golden" / mid / "rgb_q50.fcc"

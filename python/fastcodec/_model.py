@@ -158,6 +158,26 @@ class Model:
                 out.append((entry[1], float(entry[0])))
         return sorted(out, key=lambda e: e[1])
 
+    @property
+    def postfilter(self) -> dict | None:
+        """model.json's "postfilter" ({"graph": "postfilter", "sha256": ..., "max_quality": q}) or
+        None: a small network that the decoder runs on the synthesis output of files up to
+        max_quality (docs/format.md, "Models"). Not part of the id: it changes the pixels a
+        decoder makes, never the symbols."""
+        spec = self.meta.get("postfilter")
+        if isinstance(spec, dict) and spec.get("graph") == "postfilter" and isinstance(spec.get("sha256"), str):
+            return spec
+        return None
+
+    def postfilter_for(self, quality: float) -> bool:
+        """Whether files of this quality get the post-filter (where the model has one)."""
+        spec = self.postfilter
+        return spec is not None and quality <= float(spec.get("max_quality", 100))
+
+    def check_postfilter(self) -> str:
+        """The post-filter's graph, its file verified against model.json's SHA-256 (ModelError)."""
+        return self._check_graph("postfilter", {"default": "postfilter"}, "default", self.postfilter["sha256"])
+
     def check_encoder(self, name: str) -> str:
         """The graph of encoder ``name`` (ArgumentError if the bundle has none of that name), its
         file verified against model.json's SHA-256."""
@@ -168,7 +188,7 @@ class Model:
         file verified against model.json's SHA-256."""
         return self._check_graph("decoder", self.decoders, name)
 
-    def _check_graph(self, kind: str, graphs: dict, name: str) -> str:
+    def _check_graph(self, kind: str, graphs: dict, name: str, want: str | None = None) -> str:
         done = self._verified.get((kind, name))
         if done is not None:
             return done
@@ -176,8 +196,8 @@ class Model:
         if graph is None:
             raise ArgumentError(f"{kind} must be one of {', '.join(repr(e) for e in graphs)} "
                                 f"for model {self.path.name}, got {name!r}")
-        if graph != kind:
-            want = self.meta[f"{kind}s"][name].get("sha256")
+        if graph != kind or want is not None:
+            want = want if want is not None else self.meta[f"{kind}s"][name].get("sha256")
             try:
                 got = hashlib.sha256((self.path / f"{graph}.onnx").read_bytes()).hexdigest()
             except OSError as e:
@@ -227,9 +247,11 @@ class Model:
         f = self.stride // 4  # latent downsampling of the analysis transform
         # optional graphs: encoder_<name>, decoder_<name>
         kind = next((k for k in ("encoder", "decoder") if name.startswith(k)), name)
-        up = {"encoder": (1, f), "decoder": (f, 1), "hyper_encoder": (1, 4), "hyper_decoder": (4, 1)}[kind]
+        up = {"encoder": (1, f), "decoder": (f, 1), "hyper_encoder": (1, 4), "hyper_decoder": (4, 1),
+              "postfilter": (1, 1)}[kind]
         latent, hyper = self.gains.shape[1], self.z_offset.shape[0]
-        channels = {"encoder": latent, "decoder": 3, "hyper_encoder": hyper, "hyper_decoder": latent}[kind]
+        channels = {"encoder": latent, "decoder": 3, "hyper_encoder": hyper, "hyper_decoder": latent,
+                    "postfilter": 3}[kind]
         return (shape[0], channels, shape[2] * up[0] // up[1], shape[3] * up[0] // up[1])
 
     def run(self, name: str, feeds: dict, release: bool = False):

@@ -184,7 +184,9 @@ def _models(args) -> int:
                      "encoders": [] if archived else list(encoder_graphs(meta)),
                      "decoders": list(decoder_graphs(meta)),
                      "default_decoder": meta.get("default_decoder", "float"),
-                     "default_decoder_by_quality": meta.get("default_decoder_by_quality", [])})
+                     "default_decoder_by_quality": meta.get("default_decoder_by_quality", []),
+                     "postfilter_max_quality": (meta["postfilter"].get("max_quality", 100)
+                                                if isinstance(meta.get("postfilter"), dict) else None)})
     if args.json:
         print(json.dumps(rows))
         return EXIT_OK
@@ -192,6 +194,8 @@ def _models(args) -> int:
         enc = f"  encoders: {', '.join(r['encoders'])}" if len(r["encoders"]) > 1 else ""
         enc += f"  decoders: {', '.join(r['decoders'])}" if len(r["decoders"]) > 1 else ""
         enc += "".join(f" ({n} up to quality {q:g})" for q, n in r["default_decoder_by_quality"])
+        if r["postfilter_max_quality"] is not None:
+            enc += f"  post-filter up to quality {r['postfilter_max_quality']:g}"
         print(f"{r['name']:<8}{r['id']}  {r['use']:<14}{r['levels']:>3} levels {r['training_steps']:>8,} steps"
               f"{'  (default)' if r['default'] else ''}{enc}")
     return EXIT_OK

@@ -179,11 +179,14 @@ class Codec:
         shipped: the same synthesis in int8, fine-tuned for it, faster, a little less accurate;
         see the model card). Files of a model that lacks the named decoder (an archived earlier
         model) decode with that model's float one.
+    postfilter: run the model's post-filter (where it has one, for the qualities it covers:
+        ``Codec().model.postfilter``) on the synthesis output: a small network trained to remove
+        the synthesis's remaining errors. False skips it: faster decoding, slightly worse pixels.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int = 0,
                  max_pixels: int = fmt.DEFAULT_MAX_PIXELS, optimization: str = "all", encoder: str = "default",
-                 decoder: str | None = None):
+                 decoder: str | None = None, postfilter: bool = True):
         if optimization not in ("all", "extended", "basic", "disabled"):
             raise ArgumentError(f"optimization must be 'all', 'extended', 'basic' or 'disabled', got {optimization!r}")
         self.optimization = optimization
@@ -211,6 +214,11 @@ class Codec:
         if decoder is not None and not isinstance(decoder, str):
             raise ArgumentError(f"decoder must be None or a name such as 'float' or 'int8', got {decoder!r}")
         self.decoder = decoder
+        if not isinstance(postfilter, bool):
+            raise ArgumentError(f"postfilter must be True or False, got {postfilter!r}")
+        self.postfilter = postfilter
+        if postfilter and self.model.postfilter is not None:
+            self.model.check_postfilter()
         # refuses a name the codec's own model lacks, or a damaged graph, now rather than at decode
         for name in ([decoder] if decoder is not None
                      else [self.model.default_decoder, *(n for n, _ in self.model.decoder_policy)]):
@@ -276,17 +284,30 @@ class Codec:
         return m.check_decoder(name) if name in m.decoders else "decoder"
 
     def _synthesise(self, m: Model, y_hat: np.ndarray, h: int, w: int, quality: float) -> np.ndarray:
-        """Synthesis transform to uint8 RGB (h, w, 3), in overlapping tiles for large images."""
+        """Synthesis transform (and the model's post-filter) to uint8 RGB (h, w, 3), in
+        overlapping tiles for large images: the post-filter runs on each tile's synthesis output
+        before the halo is cut (its reach, a few pixels, is well inside the 32-pixel halo)."""
         f = m.stride // 4
         graph = self._decoder_graph(m, quality)
+        filt = self.postfilter and m.postfilter_for(quality)
+        if filt:
+            m.check_postfilter()
+            qv = np.array([quality / 100.0], np.float32)
+
+        def run(feed, release=False):
+            (x,) = m.run(graph, feed, release=release)
+            if filt:
+                (x,) = m.run("postfilter", {"x": x, "q": qv})
+            return x
+
         hy, wy = y_hat.shape[2:]
         if _small(hy, wy):
-            (x,) = m.run(graph, {"y": y_hat})
+            x = run({"y": y_hat})
             return _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), h, w)
         out = np.empty((h, w, 3), np.uint8)
         for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy):
             yt = np.ascontiguousarray(y_hat[:, :, a0:a1, b0:b1])
-            (x,) = m.run(graph, {"y": yt}, release=last)
+            x = run({"y": yt}, release=last)
             # keep the tile's own pixels (inside the image) and drop the halo
             r0, r1 = ty0 * f, min(ty1 * f, h)
             c0, c1 = tx0 * f, min(tx1 * f, w)

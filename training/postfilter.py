@@ -1,0 +1,235 @@
+"""A post-filter for the shipped model: a small network run on the synthesis output.
+
+The model's transforms stay as shipped (so every file, old or new, decodes to the same symbols);
+a few 3x3 convolutions (at half resolution on the pixel-unshuffled image with --half, and
+conditioned on the file's quality) learn to predict the residual original - decoded from the
+decoded pixels. Training pairs come from fastcodec itself: compress + decompress of random
+training crops at random qualities, with the decoders the codec uses by default (the int8 one
+up to the quality its policy says), without any post-filter. Kodak is never trained on; the
+gain is measured there.
+
+    python training/postfilter.py prep  --out /tmp/pf --crops 4000          # decoded/original pairs
+    python training/postfilter.py train --out /tmp/pf --half --ch 48 --layers 3 --seconds 1500
+    python training/postfilter.py eval  --out /tmp/pf --half --ch 48 --layers 3   # Kodak dB gain per quality
+    python training/postfilter.py export --out /tmp/pf --half --ch 48 --layers 3 --bundle hp2 --max-quality 85
+
+Export writes models/BUNDLE/postfilter.onnx (inputs x: the synthesis output (1, 3, H, W), H and
+W even; q: quality / 100, shape (1,); output: the filtered image) and lists it in model.json
+under "postfilter" with its SHA-256 and the highest quality it runs at.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train import load_images  # noqa: E402  (refuses Kodak)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class PostFilter(nn.Module):
+    """layers 3x3 convolutions with ReLU between, predicting a residual. half: the convolutions
+    run at half resolution on the pixel-unshuffled image (12 channels + quality in, 12 out)."""
+
+    def __init__(self, ch=24, layers=3, half=False):
+        super().__init__()
+        self.half = half
+        cin, cout = (13, 12) if half else (4, 3)
+        convs = [nn.Conv2d(cin, ch, 3, padding=1)]
+        convs += [nn.Conv2d(ch, ch, 3, padding=1) for _ in range(layers - 2)]
+        convs += [nn.Conv2d(ch, cout, 3, padding=1)]
+        self.convs = nn.ModuleList(convs)
+        nn.init.zeros_(self.convs[-1].weight)
+        nn.init.zeros_(self.convs[-1].bias)
+
+    def forward(self, x, q):  # x: decoded pixels in [0, 1] (even height and width if half); q: quality / 100
+        z = nn.functional.pixel_unshuffle(x, 2) if self.half else x
+        h = torch.cat([z, q.view(-1, 1, 1, 1).expand(-1, 1, *z.shape[2:])], 1)
+        for i, c in enumerate(self.convs):
+            h = c(h)
+            if i < len(self.convs) - 1:
+                h = torch.relu(h)
+        return x + (nn.functional.pixel_shuffle(h, 2) if self.half else h)
+
+
+def prep(args):
+    import fastcodec
+    codec = fastcodec.Codec(threads=2, decoder=args.decoder, postfilter=False)
+    rng = random.Random(args.seed)
+    imgs = [im for im in load_images(args.data) if min(im.shape[:2]) >= args.size]
+    n = args.crops
+    orig = np.empty((n, args.size, args.size, 3), np.uint8)
+    dec = np.empty_like(orig)
+    qs = np.empty(n, np.float32)
+    t0 = time.time()
+    for i in range(n):
+        im = imgs[rng.randrange(len(imgs))]
+        h, w, _ = im.shape
+        y, x = rng.randrange(h - args.size + 1), rng.randrange(w - args.size + 1)
+        crop = np.ascontiguousarray(im[y:y + args.size, x:x + args.size])
+        q = round(rng.uniform(1, 100), 2)
+        orig[i], qs[i] = crop, q
+        dec[i] = codec.decompress(codec.compress(crop, quality=q))
+        if i % 200 == 0:
+            print(f"{i}/{n} {time.time() - t0:.0f}s", flush=True)
+    np.savez(os.path.join(args.out, args.pairs), orig=orig, dec=dec, q=qs)
+
+
+def train(args):
+    torch.set_num_threads(args.threads)
+    d = np.load(os.path.join(args.out, args.pairs))
+    orig, dec, qs = d["orig"], d["dec"], d["q"]
+    n = len(qs)
+    held = np.arange(n) % 10 == 0
+    tr = np.nonzero(~held)[0]
+    net = PostFilter(args.ch, args.layers, args.half)
+    path = os.path.join(args.out, f"pf{args.ch}x{args.layers}{'h' if args.half else ''}.pt")
+    if os.path.exists(path) and args.resume:
+        net.load_state_dict(torch.load(path))
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    rng = np.random.default_rng(0)
+    s = args.crop
+
+    def batch(idx):
+        ys = rng.integers(0, orig.shape[1] - s + 1, len(idx))
+        xs = rng.integers(0, orig.shape[2] - s + 1, len(idx))
+        o = np.stack([orig[i, y:y + s, x:x + s] for i, y, x in zip(idx, ys, xs)])
+        r = np.stack([dec[i, y:y + s, x:x + s] for i, y, x in zip(idx, ys, xs)])
+        t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+        return t(r), t(o), torch.from_numpy(qs[idx] / 100)
+
+    def held_out():
+        idx = np.nonzero(held)[0]
+        with torch.no_grad():
+            tot0 = tot1 = 0.0
+            for k in range(0, len(idx), 16):
+                j = idx[k:k + 16]
+                t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+                x, o, q = t(dec[j]), t(orig[j]), torch.from_numpy(qs[j] / 100)
+                y = net(x, q)
+                tot0 += (-10 * torch.log10(((x - o) ** 2).mean((1, 2, 3)))).sum().item()
+                tot1 += (-10 * torch.log10(((y.clamp(0, 1) - o) ** 2).mean((1, 2, 3)))).sum().item()
+        return (tot1 - tot0) / len(idx)
+
+    print(f"held-out gain at start {held_out():+.4f} dB", flush=True)
+    t0, step = time.time(), 0
+    while time.time() - t0 < args.seconds:
+        frac = (time.time() - t0) / args.seconds
+        for g in opt.param_groups:
+            g["lr"] = args.lr * (0.5 * (1 + np.cos(np.pi * frac)))
+        x, o, q = batch(rng.choice(tr, args.batch))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = net(x, q)
+        loss = ((y.float() - o) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 200 == 0:
+            print(f"step {step} loss {loss.item():.6f} held-out gain {held_out():+.4f} dB "
+                  f"({(time.time() - t0) / step:.3f} s/step)", flush=True)
+            torch.save(net.state_dict(), path)
+    torch.save(net.state_dict(), path)
+    print(f"done: {step} steps, held-out gain {held_out():+.4f} dB")
+
+
+def evaluate(args):
+    import fastcodec
+    torch.set_num_threads(2)
+    net = PostFilter(args.ch, args.layers, args.half)
+    net.load_state_dict(torch.load(os.path.join(args.out, f"pf{args.ch}x{args.layers}{'h' if args.half else ''}.pt")))
+    codec = fastcodec.Codec(threads=2, decoder=args.decoder, postfilter=False)
+    files = sorted(glob.glob(os.path.join(args.kodak, "kodim*.png")))[::args.every_nth]
+    for q in (1, 10, 25, 45, 65, 85, 100):
+        gains = []
+        for f in files:
+            im = np.asarray(Image.open(f).convert("RGB"))
+            d = codec.decompress(codec.compress(im, quality=q))
+            with torch.no_grad():
+                x = torch.from_numpy(d).permute(2, 0, 1)[None].float() / 255
+                y = (net(x, torch.tensor([q / 100.0])).clamp(0, 1) * 255).round().byte()[0].permute(1, 2, 0).numpy()
+            p = lambda a: 10 * np.log10(255 ** 2 / np.mean((a.astype(float) - im.astype(float)) ** 2))  # noqa: E731
+            gains.append((p(d), p(y)))
+        g = np.array(gains)
+        print(f"q{q}: {g[:, 0].mean():.3f} -> {g[:, 1].mean():.3f} dB ({g[:, 1].mean() - g[:, 0].mean():+.3f})",
+              flush=True)
+
+
+def export(args):
+    import hashlib
+    import json
+
+    net = PostFilter(args.ch, args.layers, args.half).eval()
+    net.load_state_dict(torch.load(os.path.join(args.out, f"pf{args.ch}x{args.layers}{'h' if args.half else ''}.pt")))
+    bundle = os.path.join(ROOT, "models", args.bundle)
+    path = os.path.join(bundle, "postfilter.onnx")
+    x, q = torch.rand(1, 3, 128, 192), torch.tensor([0.5])
+    torch.onnx.export(net, (x, q), path + ".tmp", input_names=["x", "q"], output_names=["out"],
+                      dynamic_axes={"x": {2: "h", 3: "w"}, "out": {2: "h", 3: "w"}}, opset_version=17, dynamo=False)
+    os.replace(path + ".tmp", path)
+    import onnxruntime as ort
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy(), "q": q.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - net(x, q).numpy()).max() < 1e-4
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    meta_path = os.path.join(bundle, "model.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    params = sum(p.numel() for p in net.parameters())
+    meta["postfilter"] = {
+        "graph": "postfilter", "sha256": digest, "max_quality": args.max_quality,
+        "architecture": f"{args.layers} conv 3x3, {args.ch} channels, ReLU, "
+                        f"{'at half resolution (pixel unshuffle), ' if args.half else ''}quality as an input plane, residual",
+        "parameters": params, "training_steps": args.steps_note,
+        "note": args.note}
+    with open(meta_path + ".tmp", "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    os.replace(meta_path + ".tmp", meta_path)
+    print(f"wrote {path} ({os.path.getsize(path)} bytes, {params} parameters), listed in {meta_path}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["prep", "train", "eval", "export"])
+    ap.add_argument("--out", default="/tmp/pf")
+    ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"))
+    ap.add_argument("--kodak", default=os.path.join(ROOT, "..", "shared", "data", "kodak"))
+    ap.add_argument("--size", type=int, default=192)
+    ap.add_argument("--crops", type=int, default=2400)
+    ap.add_argument("--crop", type=int, default=96)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--ch", type=int, default=24)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=900)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--decoder", default=None, help="decoder of the pairs and the evaluation: the model's "
+                    "default policy (None), float or int8")
+    ap.add_argument("--pairs", default="pairs.npz")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--half", action="store_true", help="convolutions at half resolution (pixel unshuffle)")
+    ap.add_argument("--every-nth", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bundle", default="hp2")
+    ap.add_argument("--max-quality", type=float, default=100.0)
+    ap.add_argument("--steps-note", type=int, default=0, help="training steps, for model.json")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    {"prep": prep, "train": train, "eval": evaluate, "export": export}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
