@@ -426,3 +426,23 @@ def test_large_image_memory_is_bounded():
     assert same_shape == "True" and float(quality) > 30
     assert float(peak) < 1536, peak
     assert float(now) < 0.6 * float(peak), (now, peak)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path, monkeypatch):
+    """Atomic writes go through a private temporary file; the output must still get the
+    permissions open() would give it (0666 less the umask), or keep those of the file it replaces."""
+    import os as _os
+    import stat
+
+    import fastcodec._files
+    monkeypatch.setattr(fastcodec._files, "_UMASK", 0o022)
+    _UMASK = 0o022
+    src = tmp_path / "in.png"
+    Image.fromarray(synthetic(20, 20)).save(src)
+    fastcodec.compress_file(src, tmp_path / "a.fcc")
+    assert stat.S_IMODE(_os.stat(tmp_path / "a.fcc").st_mode) == 0o666 & ~_UMASK
+    fastcodec.decompress_file(tmp_path / "a.fcc", tmp_path / "b.png")
+    assert stat.S_IMODE(_os.stat(tmp_path / "b.png").st_mode) == 0o666 & ~_UMASK
+    _os.chmod(tmp_path / "a.fcc", 0o640)
+    fastcodec.compress_file(src, tmp_path / "a.fcc", quality=30, overwrite=True)
+    assert stat.S_IMODE(_os.stat(tmp_path / "a.fcc").st_mode) == 0o640

@@ -6,6 +6,11 @@ import tempfile
 
 from .errors import ArgumentError
 
+# The process umask, read once at import (os.umask can only be read by setting it, which is not
+# thread-safe later on): outputs get the permissions a plain open() would give them.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def check_output(dst, overwrite: bool, src=None) -> str:
     dst = os.fspath(dst)
@@ -23,6 +28,13 @@ def write_atomic(dst: str, data: bytes, overwrite: bool = False) -> None:
     d = os.path.dirname(os.path.abspath(dst))
     fd, tmp = tempfile.mkstemp(prefix=".fastcodec-", suffix=".part", dir=d)
     try:
+        # mkstemp makes the file private (0600); give it what open() would (0666 less the umask),
+        # or keep the permissions of the file it replaces
+        try:
+            mode = os.stat(dst).st_mode & 0o7777 if overwrite else None
+        except OSError:
+            mode = None
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
