@@ -244,7 +244,7 @@ def to_image(a: np.ndarray, metadata: dict | None = None):
     ``im.info`` ("exif" with Pillow's 'Exif\\0\\0' prefix, as its JPEG reader gives it)."""
     from PIL import Image
 
-    mode = {2: "L", 3: "RGB"}[a.ndim] if a.ndim == 2 or a.shape[2] == 3 else {2: "LA", 4: "RGBA"}[a.shape[2]]
+    mode = "L" if a.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[a.shape[2]]
     im = Image.fromarray(a, mode)
     for key, value in (metadata or {}).items():
         im.info[key] = b"Exif\x00\x00" + value if key == "exif" else value

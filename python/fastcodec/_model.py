@@ -247,11 +247,9 @@ class Model:
         f = self.stride // 4  # latent downsampling of the analysis transform
         # optional graphs: encoder_<name>, decoder_<name>
         kind = next((k for k in ("encoder", "decoder") if name.startswith(k)), name)
-        up = {"encoder": (1, f), "decoder": (f, 1), "hyper_encoder": (1, 4), "hyper_decoder": (4, 1),
-              "postfilter": (1, 1)}[kind]
+        up = {"encoder": (1, f), "decoder": (f, 1), "hyper_encoder": (1, 4), "hyper_decoder": (4, 1)}[kind]
         latent, hyper = self.gains.shape[1], self.z_offset.shape[0]
-        channels = {"encoder": latent, "decoder": 3, "hyper_encoder": hyper, "hyper_decoder": latent,
-                    "postfilter": 3}[kind]
+        channels = {"encoder": latent, "decoder": 3, "hyper_encoder": hyper, "hyper_decoder": latent}[kind]
         return (shape[0], channels, shape[2] * up[0] // up[1], shape[3] * up[0] // up[1])
 
     def run(self, name: str, feeds: dict, release: bool = False):
