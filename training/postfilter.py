@@ -166,13 +166,11 @@ def evaluate(args):
 
 
 def export(args):
-    import hashlib
-    import json
+    from qgraph import sha256_of, update_model_json
 
     net = PostFilter(args.ch, args.layers, args.half).eval()
     net.load_state_dict(torch.load(os.path.join(args.out, f"pf{args.ch}x{args.layers}{'h' if args.half else ''}.pt")))
-    bundle = os.path.join(ROOT, "models", args.bundle)
-    path = os.path.join(bundle, "postfilter.onnx")
+    path = os.path.join(ROOT, "models", args.bundle, "postfilter.onnx")
     x, q = torch.rand(1, 3, 128, 192), torch.tensor([0.5])
     torch.onnx.export(net, (x, q), path + ".tmp", input_names=["x", "q"], output_names=["out"],
                       dynamic_axes={"x": {2: "h", 3: "w"}, "out": {2: "h", 3: "w"}}, opset_version=17, dynamo=False)
@@ -181,22 +179,14 @@ def export(args):
     got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy(), "q": q.numpy()})[0]
     with torch.no_grad():
         assert np.abs(got - net(x, q).numpy()).max() < 1e-4
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    meta_path = os.path.join(bundle, "model.json")
-    with open(meta_path) as f:
-        meta = json.load(f)
     params = sum(p.numel() for p in net.parameters())
-    meta["postfilter"] = {
-        "graph": "postfilter", "sha256": digest, "max_quality": args.max_quality,
+    entry = {
+        "graph": "postfilter", "sha256": sha256_of(path), "max_quality": args.max_quality,
         "architecture": f"{args.layers} conv 3x3, {args.ch} channels, ReLU, "
                         f"{'at half resolution (pixel unshuffle), ' if args.half else ''}quality as an input plane, residual",
         "parameters": params, "training_steps": args.steps_note,
         "note": args.note}
-    with open(meta_path + ".tmp", "w") as f:
-        json.dump(meta, f, indent=1)
-        f.write("\n")
-    os.replace(meta_path + ".tmp", meta_path)
+    meta_path = update_model_json(args.bundle, lambda meta: meta.__setitem__("postfilter", entry))
     print(f"wrote {path} ({os.path.getsize(path)} bytes, {params} parameters), listed in {meta_path}")
 
 

@@ -220,16 +220,28 @@ def save(mp, args, ck, kind: str, reserved: str) -> str:
 def register(bundle: str, kind: str, name: str, path: str, entry: dict, default_key: str | None = None):
     """Lists the graph at path in models/BUNDLE/model.json under "<kind>s" with its SHA-256
     (and, with default_key, names it there as the default)."""
+    def update(meta):
+        meta.setdefault(f"{kind}s", {})[name] = {"graph": f"{kind}_{name}", "sha256": sha256_of(path), **entry}
+        if default_key:
+            meta[default_key] = name
+
+    meta_path = update_model_json(bundle, update)
+    print(f"listed in {meta_path}" + (f" as {default_key}" if default_key else ""))
+
+
+def sha256_of(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def update_model_json(bundle: str, update) -> str:
+    """Applies update(meta) to models/BUNDLE/model.json and writes it atomically; returns its path."""
     meta_path = os.path.join(ROOT, "models", bundle, "model.json")
     with open(meta_path) as f:
         meta = json.load(f)
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    meta.setdefault(f"{kind}s", {})[name] = {"graph": f"{kind}_{name}", "sha256": digest, **entry}
-    if default_key:
-        meta[default_key] = name
+    update(meta)
     with open(meta_path + ".tmp", "w") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
     os.replace(meta_path + ".tmp", meta_path)
-    print(f"listed in {meta_path}" + (f" as {default_key}" if default_key else ""))
+    return meta_path

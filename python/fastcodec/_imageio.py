@@ -246,9 +246,14 @@ def to_image(a: np.ndarray, metadata: dict | None = None):
 
     mode = "L" if a.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[a.shape[2]]
     im = Image.fromarray(a, mode)
-    for key, value in (metadata or {}).items():
-        im.info[key] = b"Exif\x00\x00" + value if key == "exif" else value
+    im.info.update(pil_info(metadata or {}))
     return im
+
+
+def pil_info(metadata: dict) -> dict:
+    """A file's metadata as PIL ``info`` entries: "exif" with Pillow's 'Exif\\0\\0' prefix (as its
+    JPEG reader gives it), "xmp" as is."""
+    return {key: b"Exif\x00\x00" + value if key == "exif" else value for key, value in metadata.items()}
 
 
 # formats that store an alpha channel, and those that store EXIF / XMP (Pillow's writers)

@@ -25,6 +25,7 @@ class FccImageFile(ImageFile.ImageFile):
     format_description = "fastcodec learned image"
 
     def _open(self):
+        from ._imageio import pil_info
         from .errors import FastcodecError
 
         head = self.fp.read(fmt.FIXED_SIZE)
@@ -41,10 +42,7 @@ class FccImageFile(ImageFile.ImageFile):
         self._mode = ("L" if hdr.channels == 1 else "RGB") + ("A" if hdr.has_alpha else "")
         self.info["quality"] = hdr.quality
         self.info["model"] = hdr.model_id.hex()
-        if fmt.EXT_EXIF in ext:
-            self.info["exif"] = b"Exif\x00\x00" + bytes(ext[fmt.EXT_EXIF])
-        if fmt.EXT_XMP in ext:
-            self.info["xmp"] = bytes(ext[fmt.EXT_XMP])
+        self.info.update(pil_info(fmt.metadata_of(ext)))
         tile = getattr(ImageFile, "_Tile", None)
         args = ("fcc", (0, 0, w, h), 0, self._mode)
         self.tile = [tile(*args) if tile else args]
@@ -66,10 +64,10 @@ def _save(im, fp, filename):
     from . import default_codec
 
     info = im.encoderinfo
-    for key in ("exif", "xmp"):  # Pillow's convention: save(..., exif=..., xmp=...) replaces the image's
-        if key in info:
-            im = im.copy()
-            im.info[key] = info[key].tobytes() if hasattr(info[key], "tobytes") else info[key]
+    override = {k: info[k].tobytes() if hasattr(info[k], "tobytes") else info[k] for k in ("exif", "xmp") if k in info}
+    if override:  # Pillow's convention: save(..., exif=..., xmp=...) replaces the image's own
+        im = im.copy()
+        im.info.update(override)
     data = default_codec().compress(im, quality=info.get("quality", 75), target_bpp=info.get("target_bpp"),
                                     target_size=info.get("target_size"),
                                     keep_metadata=bool(info.get("keep_metadata", True)),

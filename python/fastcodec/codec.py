@@ -484,7 +484,7 @@ class Codec:
         'Exif\\0\\0' prefix): ``PIL.Image.Exif().load(data["exif"])`` reads it."""
         data = _read_if_path(data)
         _, _, _, ext = fmt.parse_all(data, max_pixels=self.max_pixels)
-        return _metadata(ext)
+        return fmt.metadata_of(ext)
 
     def _decode_symbols(self, data, ext_out: dict | None = None):
         data = _read_if_path(data)
@@ -560,12 +560,7 @@ class Codec:
         ``info`` holds the file's EXIF and XMP ("exif", "xmp"), so that ``im.save`` keeps them."""
         ext = {}
         a = self._decompress(data, ext)
-        return to_image(a, _metadata(ext))
-
-
-def _metadata(ext: dict) -> dict:
-    """{"exif": bytes, "xmp": bytes} of the extension payloads parse_all returned."""
-    return {fmt.EXT_NAMES[t]: bytes(v) for t, v in ext.items() if t != fmt.EXT_ALPHA}
+        return to_image(a, fmt.metadata_of(ext))
 
 
 def file_info(hdr: fmt.Header) -> FileInfo:

@@ -194,6 +194,11 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
     return hdr, views[0], views[1:], ext
 
 
+def metadata_of(ext: dict) -> dict:
+    """{"exif": bytes, "xmp": bytes} (those present) of the extension payloads parse_all returned."""
+    return {EXT_NAMES[t]: bytes(v) for t, v in ext.items() if t != EXT_ALPHA}
+
+
 def repack(data, **changes) -> bytes:
     """Rebuilds a file with fresh checksums, optionally with changed header fields (width, height,
     channels, quality, model_id): for tests and fuzzing, which damage files on purpose and still
