@@ -107,20 +107,23 @@ def _fastcodec(codec):
     return run
 
 
-def _fastcodec_option(**options):
-    """fastcodec with one of the default model's optional encoders or decoders (created on first use)."""
+def _fastcodec_option(effort=1, **options):
+    """fastcodec with one of the default model's optional encoders or decoders (created on first
+    use), or at a higher encoder effort."""
     state = {}
 
     def run(img, q):
         if "codec" not in state:
             import fastcodec
             state["codec"] = fastcodec.Codec(threads=1, **options)
-        data = state["codec"].compress(img, quality=q)
+        data = state["codec"].compress(img, quality=q, effort=effort)
         return data, state["codec"].decompress(data)
     return run
 
 
 FC_QUALITIES = [1, 8, 16, 25, 35, 45, 55, 65, 75, 85, 100]
+# effort 3 takes about 40 s per Kodak image and point on one core: fewer points
+FC_QUALITIES_E3 = [1, 16, 35, 55, 75, 100]
 
 
 def codecs(fc_codec):
@@ -131,6 +134,8 @@ def codecs(fc_codec):
         "fastcodec-int8": (_fastcodec_option(decoder="int8"), FC_QUALITIES),
         "fastcodec-float": (_fastcodec_option(decoder="float"), FC_QUALITIES),
         "fastcodec-nofilter": (_fastcodec_option(postfilter=False), FC_QUALITIES),
+        "fastcodec-e2": (_fastcodec_option(effort=2), FC_QUALITIES),
+        "fastcodec-e3": (_fastcodec_option(effort=3), FC_QUALITIES_E3),
         "jpeg": (_pil_codec("JPEG", subsampling=2), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "webp": (_pil_codec("WEBP", method=6), [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95]),
         "avif6": (_ic("avif_encode", "avif_decode", level=None, speed=6), [10, 20, 30, 40, 50, 60, 70, 80, 90]),
@@ -145,6 +150,7 @@ LABELS = {"fastcodec": "fastcodec", "fastcodec-fast": "fastcodec, fast encoder",
           "fastcodec-int8enc": "fastcodec, int8 encoder",
           "fastcodec-int8": "fastcodec, int8 decoder", "fastcodec-float": "fastcodec, float decoder",
           "fastcodec-nofilter": "fastcodec, no post-filter",
+          "fastcodec-e2": "fastcodec, effort 2", "fastcodec-e3": "fastcodec, effort 3",
           "jpeg": "JPEG 4:2:0 (Pillow)", "webp": "WebP m6 (Pillow)",
           "avif6": "AVIF speed 6", "avif2": "AVIF speed 2", "jxl7": "JPEG XL e7", "jpeg2000": "JPEG 2000"}
 
@@ -181,8 +187,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--codecs", default=None, help="default: fastcodec (and fastcodec-fast where the model "
                     "ships a fast encoder, fastcodec-int8enc for an int8 one, fastcodec-int8 or -float for its other "
-                    "decoder, fastcodec-nofilter without its post-filter), jpeg, webp, avif6, avif2, "
-                    "jxl7, jpeg2000")
+                    "decoder, fastcodec-nofilter without its post-filter, fastcodec-e2 at encoder effort 2 "
+                    "where it has the refinement graph), jpeg, webp, avif6, avif2, jxl7, jpeg2000; also "
+                    "known: fastcodec-e3 (effort 3: about 40 s per Kodak image and point on one core)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
     ap.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (faster)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (each codec "
@@ -209,6 +216,8 @@ def main(argv=None):
                 extra.append("fastcodec-float" if m.default_decoder == "int8" else "fastcodec-int8")
         if m.postfilter is not None:
             extra.append("fastcodec-nofilter")
+        if m.refine is not None:
+            extra.append("fastcodec-e2")
         args.codecs = ",".join(["fastcodec", *extra, "jpeg,webp,avif6,avif2,jxl7,jpeg2000"])
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     table = codecs(None)
@@ -284,6 +293,8 @@ def main(argv=None):
                      dict(lw=1.8, color="k", ls="-.") if n == "fastcodec-int8enc" else
                      dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-float",
                                                              "fastcodec-nofilter") else
+                     dict(lw=2.5, color="tab:red", ls="-") if n == "fastcodec-e2" else
+                     dict(lw=2.0, color="tab:red", ls="--") if n == "fastcodec-e3" else
                      dict(lw=1.2, ls="-"))
             axes[0][0].plot([r["bpp"] for r in rs], [r["psnr"] for r in rs], "o", ms=3, label=LABELS[n], **style)
             if "msssim" in bd:

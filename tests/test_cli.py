@@ -150,3 +150,18 @@ def test_models_lists_bundles_and_old_files_decode(tmp_path):
             r = run("decompress", golden, "-o", out)
             assert r.returncode == 0, r.stderr
             assert np.asarray(Image.open(out)).shape == (48, 64, 3)
+
+
+def test_effort(tmp_path):
+    import fastcodec
+    src = tmp_path / "img.png"
+    img = synthetic(64, 96, seed=2)
+    Image.fromarray(img).save(src)
+    r = run("compress", src, "-o", tmp_path / "e2.fcc", "-q", "50", "--effort", "2")
+    assert r.returncode == 0, r.stderr
+    data = (tmp_path / "e2.fcc").read_bytes()
+    assert data == fastcodec.compress(img, quality=50, effort=2)  # the CLI passes the effort on
+    assert data != fastcodec.compress(img, quality=50)
+    for bad in ("0", "4", "2.5", "max"):
+        r = run("compress", src, "-o", tmp_path / "x.fcc", "--effort", bad)
+        assert r.returncode == 2 and "effort must be" in r.stderr, (bad, r.stderr)

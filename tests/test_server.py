@@ -141,3 +141,21 @@ def test_alpha_and_metadata_over_http(server):
     assert out.getexif()[0x010F] == "Cam"
     r = httpx.post(f"{server.url}/v1/decompress?format=jpeg", content=kept.content, timeout=60)
     assert r.status_code == 400 and "alpha" in r.json()["error"]
+
+
+def test_effort_is_capped_by_the_server(server):
+    img = synthetic(48, 64, seed=4)
+    r = httpx.post(f"{server.url}/v1/compress?quality=60&effort=2", content=png_bytes(img), timeout=60)
+    assert r.status_code == 400 and "max_effort" in r.json()["error"]
+    s = Server(concurrency=1, queue=1, max_effort=2)
+    try:
+        r = httpx.post(f"{s.url}/v1/compress?quality=60&effort=2", content=png_bytes(img), timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.content == fastcodec.compress(img, quality=60, effort=2)
+        r = httpx.post(f"{s.url}/v1/compress?quality=60&effort=3", content=png_bytes(img), timeout=60)
+        assert r.status_code == 400 and "from 1 to 2" in r.json()["error"]
+    finally:
+        s.stop()
+    with pytest.raises(fastcodec.ArgumentError, match="max_effort"):
+        from fastcodec.server import create_app
+        create_app(max_effort=5)

@@ -41,10 +41,13 @@ def main(argv=None):
             archived[g] = hashlib.sha256(f.read_bytes()).hexdigest()
     meta["archived_graphs"] = archived
     optional = [spec.get("graph") for spec in (meta.pop("encoders", None) or {}).values() if isinstance(spec, dict)]
+    if isinstance(meta.pop("refine", None), dict):  # the encoder's refinement graph: encode-only too
+        optional.append("synthesis_vjp")
     tmp = path / "model.json.tmp"
     tmp.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, path / "model.json")
-    for g in list(ENCODE_GRAPHS) + [g for g in optional if isinstance(g, str) and g.startswith("encoder_")]:
+    for g in list(ENCODE_GRAPHS) + [g for g in optional if isinstance(g, str)
+                                    and (g.startswith("encoder_") or g == "synthesis_vjp")]:
         (path / f"{g}.onnx").unlink(missing_ok=True)
     m = load_model(path)  # the id must still check, loaded the way the package loads it
     print(f"archived {path}: id {m.id} verified, decode only: {m.decode_only}")

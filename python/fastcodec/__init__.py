@@ -44,10 +44,10 @@ def default_codec() -> Codec:
 
 
 def compress(src, quality: float = 75, target_bpp: float | None = None, target_size: int | None = None,
-             keep_metadata: bool = True, exact: bool = False) -> bytes:
+             keep_metadata: bool = True, exact: bool = False, effort: int = 1) -> bytes:
     """Compress ``src`` (path, image bytes, PIL.Image or uint8 array) to .fcc bytes; see Codec.compress."""
     return default_codec().compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size,
-                                    keep_metadata=keep_metadata, exact=exact)
+                                    keep_metadata=keep_metadata, exact=exact, effort=effort)
 
 
 def decompress(data):
@@ -73,11 +73,11 @@ def metadata(data) -> dict:
 
 def compress_file(src, dst, quality: float = 75, target_bpp: float | None = None,
                   overwrite: bool = False, target_size: int | None = None, keep_metadata: bool = True,
-                  exact: bool = False) -> int:
+                  exact: bool = False, effort: int = 1) -> int:
     """Compress image file ``src`` to ``dst`` atomically; returns the number of bytes written."""
     dst = check_output(dst, overwrite, src)
     data = compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size,
-                    keep_metadata=keep_metadata, exact=exact)
+                    keep_metadata=keep_metadata, exact=exact, effort=effort)
     write_atomic(dst, data, overwrite)
     return len(data)
 

@@ -178,6 +178,24 @@ class Model:
         """The post-filter's graph, its file verified against model.json's SHA-256 (ModelError)."""
         return self._check_graph("postfilter", {"default": "postfilter"}, "default", self.postfilter["sha256"])
 
+    @property
+    def refine(self) -> dict | None:
+        """model.json's "refine" ({"graph": "synthesis_vjp", "sha256": ...}) or None: the gradient
+        of the synthesis transform, which the encoder's latent refinement (effort 2 and 3) runs.
+        Encoder-side only, so not part of the id."""
+        spec = self.meta.get("refine")
+        if isinstance(spec, dict) and spec.get("graph") == "synthesis_vjp" and isinstance(spec.get("sha256"), str):
+            return None if self.decode_only else spec
+        return None
+
+    def check_refine(self) -> str:
+        """The synthesis gradient graph, its file verified against model.json's SHA-256
+        (ArgumentError where the bundle has none)."""
+        if self.refine is None:
+            raise ArgumentError(f"effort 2 and 3 refine the latents with the model's synthesis gradient "
+                                f"graph, which model {self.path.name} does not have; use effort 1")
+        return self._check_graph("refine", {"default": "synthesis_vjp"}, "default", self.refine["sha256"])
+
     def check_encoder(self, name: str) -> str:
         """The graph of encoder ``name`` (ArgumentError if the bundle has none of that name), its
         file verified against model.json's SHA-256."""
@@ -277,6 +295,24 @@ class Model:
         """Coding-table index of every latent element from the integer hyper-latent: computed by
         the deterministic C++ scale branch, identical on every machine (see cpp/hyper.hpp)."""
         return self.hyper_scale.bins(z_int, *self.grid, threads=max(1, min(self.threads or 2, 8)))
+
+    def bin_scales(self, bins: np.ndarray) -> np.ndarray:
+        """The Gaussian scale that each coding-table index stands for (the centre of its bin on
+        the log-scale grid), float32, same shape as bins."""
+        log_min, inv_step, nbins = self.grid
+        table = np.exp(log_min + np.arange(nbins) / inv_step).astype(np.float32)
+        return table[bins]
+
+    def lam(self, quality: float) -> float:
+        """The rate-distortion trade-off (loss = lambda * 255^2 * MSE + bpp) that a quality's
+        gains interpolate: log-linear between the trained levels' lambdas, like the gains."""
+        lams = self.meta.get("lambdas")
+        if not isinstance(lams, list) or len(lams) != self.levels:
+            raise ModelError(f"model {self.path.name}: model.json lists no lambda per gain level")
+        pos = (quality - 1.0) / 99.0 * (self.levels - 1)
+        lo = min(int(np.floor(pos)), self.levels - 2)
+        t = pos - lo
+        return float(np.exp((1 - t) * np.log(lams[lo]) + t * np.log(lams[lo + 1])))
 
     def gain_vectors(self, quality: float):
         """Gain and inverse gain for a quality in [1, 100]: log-linear between trained levels."""

@@ -4,7 +4,8 @@ Registered format name "FCC", extension ".fcc", MIME type "image/x-fastcodec".
 Opening parses the container (size, mode, EXIF and XMP are known at once; the checksums are
 verified on load()); pixels are decoded on load(). Modes: RGB, L, and RGBA / LA for files with
 an alpha plane. Saving keeps the image's alpha, EXIF and XMP (``exif=`` / ``xmp=`` override them;
-``keep_metadata=False`` drops them; ``exact=True`` keeps the colours of fully transparent pixels).
+``keep_metadata=False`` drops them; ``exact=True`` keeps the colours of fully transparent pixels;
+``effort=2`` or ``3`` refines the latents for smaller files, see Codec.compress).
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def _save(im, fp, filename):
     data = default_codec().compress(im, quality=info.get("quality", 75), target_bpp=info.get("target_bpp"),
                                     target_size=info.get("target_size"),
                                     keep_metadata=bool(info.get("keep_metadata", True)),
-                                    exact=bool(info.get("exact", False)))
+                                    exact=bool(info.get("exact", False)), effort=info.get("effort", 1))
     fp.write(data)
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _core, format as fmt
+from . import _core, _refine, format as fmt
 from ._imageio import fill_transparent, load_image, to_image, to_output
-from ._model import Model, available_models, default_model_name, load_model
+from ._model import Model, _release_options, available_models, default_model_name, load_model
 from .errors import ArgumentError, FastcodecError, FormatError, ModelError
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
+EFFORT_MIN, EFFORT_MAX = 1, 3
 # Tiling of the analysis/synthesis transforms, in latent pixels (x16 image pixels): images whose
 # latent exceeds TILE_MAX on a side are processed in TILE x TILE tiles with HALO overlap.
 TILE, HALO, TILE_MAX = 64, 2, 80
@@ -317,22 +318,67 @@ class Codec:
             out[r0:r1, c0:c1] = px[r0 - a0 * f:, c0 - b0 * f:]
         return out
 
-    def _code(self, y: np.ndarray, quality: float):
+    def _code(self, y: np.ndarray, quality: float, pixels: np.ndarray | None = None, effort: int = 1):
         m = self.model
         gain, _ = m.gain_vectors(quality)
         y_g = np.ascontiguousarray(y * gain[None, :, None, None], dtype=np.float32)
         z = _hyper(m, "hyper_encoder", y_g)
-        del y_g
         z_int = np.rint(z).astype(np.int32)  # rint: half to even; any fixed rule works, the decoder reads z
-        mu = _hyper(m, "hyper_decoder", z_int.astype(np.float32))
+        mu = np.ascontiguousarray(_hyper(m, "hyper_decoder", z_int.astype(np.float32)))
         bins = m.scale_bins(z_int)
-        r = _core.quantize_latent(np.ascontiguousarray(y, dtype=np.float32), gain, np.ascontiguousarray(mu))
+        if effort > 1:
+            # the hyper-latent (so the means and coding tables) stays; only the symbols change
+            u = self._refine(m, y_g, mu, bins, quality, pixels, effort)
+            r = _core.quantize_latent(u, np.ones_like(gain), mu)
+        else:
+            del y_g
+            r = _core.quantize_latent(np.ascontiguousarray(y, dtype=np.float32), gain, mu)
         z_sym = (z_int - m.z_offset[None, :, None, None]).ravel()
         z_groups = np.repeat(m.z_group, z_int.shape[2] * z_int.shape[3])
         return r, bins, z_sym, z_groups
 
+    def _refine(self, m: Model, y_g, mu, bins, quality: float, pixels: np.ndarray, effort: int) -> np.ndarray:
+        """Latent refinement (see _refine.py): gained latents whose rounding codes the image at a
+        lower lambda * distortion + rate. Large images refine tile by tile (the synthesis tiles,
+        so memory stays bounded); a tile's halo sees the already refined latents of the tiles
+        before it, and only its own latents are kept."""
+        graph = m.check_refine()
+        session = m.session(graph)
+        sigma = m.bin_scales(bins)
+        _, igain = m.gain_vectors(quality)
+        lam = m.lam(quality)
+        steps, lr = _refine.EFFORT_STEPS[effort], _refine.LEARNING_RATE[effort]
+        extra = {}
+        if "pf" in {i.name for i in session.get_inputs()}:
+            # the graph includes the post-filter: aim at the pixels a default decoder makes (the
+            # filter runs at this quality), if the graph's filter is the bundle's filter
+            spec = m.postfilter
+            same = spec is not None and m.refine.get("postfilter_sha256") == spec["sha256"]
+            extra = {"q": np.array([quality / 100.0], np.float32),
+                     "pf": np.array([1.0 if same and m.postfilter_for(quality) else 0.0], np.float32)}
+        f = m.stride // 4
+        h, w = pixels.shape[:2]
+        hy, wy = y_g.shape[2:]
+        grid = ([((0, hy, 0, hy), (0, wy, 0, wy), True)] if _small(hy, wy) else _tile_grid(hy, wy))
+        out = y_g.copy()
+        for k, ((ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last) in enumerate(grid):
+            view = pixels[a0 * f:min(a1 * f, h), b0 * f:min(b1 * f, w)]
+            x = _core.pixels_to_tensor(view, (a1 - a0) * f, (b1 - b0) * f)
+            mask = np.zeros((1, 1, x.shape[2], x.shape[3]), np.float32)
+            mask[..., :view.shape[0], :view.shape[1]] = 1.0  # the padding is cropped away: no distortion
+            opts = _release_options() if last and not _small(hy, wy) else None
+
+            def run_vjp(yq, xt, mt, opts=opts):
+                return session.run(None, {"y": yq, "x": xt, "m": mt, **extra}, opts)
+
+            win = (slice(None), slice(None), slice(a0, a1), slice(b0, b1))
+            u = _refine.refine(run_vjp, out[win], mu[win], sigma[win], igain, x, mask, lam, steps, lr, seed=k)
+            out[:, :, ty0:ty1, tx0:tx1] = u[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
+        return out
+
     def compress(self, src, quality: float = 75, target_bpp: float | None = None,
-                 target_size: int | None = None, keep_metadata: bool = True, exact: bool = False) -> bytes:
+                 target_size: int | None = None, keep_metadata: bool = True, exact: bool = False,
+                 effort: int = 1) -> bytes:
         """Compress an image to .fcc bytes.
 
         ``src``: a path, encoded image bytes, a ``PIL.Image`` or a uint8 array (H, W[, 1|2|3|4]).
@@ -353,6 +399,14 @@ class Codec:
         By default they are replaced by a smooth extension of the visible ones (invisible, and
         almost free: half the file or less for a cut-out); semi-transparent and opaque pixels are
         coded as given either way.
+        ``effort``: 1 (default) codes the analysis transform's latents as they come; 2 and 3
+        refine them for the image first (gradient steps on lambda * distortion + rate through
+        the synthesis transform, see _refine.py): 12 and 40 steps, about 5 and 15 s for a Kodak
+        image on 2 cores, for files about 7 % and 10 % smaller at the same quality of pixels.
+        The files are ordinary files of the same model: every decoder reads them, no slower.
+        With ``target_bpp``/``target_size`` the search runs at effort 1 and the refinement once,
+        at the quality found (the result then usually comes out a little below the budget; if
+        refining ever made it larger than the budget, the unrefined file is returned).
         """
         if self.model.decode_only:
             raise ModelError(f"model {self.model.path.name} ({self.model.id}) ships for decoding only, so that "
@@ -370,6 +424,11 @@ class Codec:
             raise ArgumentError(f"keep_metadata must be True or False, got {keep_metadata!r}")
         if not isinstance(exact, bool):
             raise ArgumentError(f"exact must be True or False, got {exact!r}")
+        if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or not EFFORT_MIN <= effort <= EFFORT_MAX:
+            raise ArgumentError(f"effort must be a whole number from {EFFORT_MIN} to {EFFORT_MAX}, got {effort!r}")
+        effort = int(effort)
+        if effort > 1:
+            self.model.check_refine()
         q = _check_quality(quality) if target_bpp is None and target_size is None else None
         pixels, channels, alpha, meta = load_image(src, self.max_pixels)
         h, w = pixels.shape[:2]
@@ -382,24 +441,30 @@ class Codec:
         if keep_metadata:
             ext += [(t, meta[name]) for t, name in ((fmt.EXT_EXIF, "exif"), (fmt.EXT_XMP, "xmp")) if name in meta]
         y = self._analyse(pixels)
-        del pixels
-        if target_bpp is not None:
-            return self._compress_to_target(y, h, w, channels, target_bpp * h * w / 8.0, ext)
-        if target_size is not None:
-            return self._compress_to_target(y, h, w, channels, float(target_size), ext)
-        return self._pack(y, q, h, w, channels, ext)
+        if effort == 1:
+            del pixels
+            pixels = None
+        if target_bpp is not None or target_size is not None:
+            budget = target_bpp * h * w / 8.0 if target_bpp is not None else float(target_size)
+            best, q = self._compress_to_target(y, h, w, channels, budget, ext)
+            if effort == 1:
+                return best
+            refined = self._pack(y, q, h, w, channels, ext, pixels, effort)
+            return refined if len(refined) <= budget or len(best) > budget else best
+        return self._pack(y, q, h, w, channels, ext, pixels, effort)
 
-    def _pack(self, y, q, h, w, channels, ext=()) -> bytes:
+    def _pack(self, y, q, h, w, channels, ext=(), pixels=None, effort: int = 1) -> bytes:
         m = self.model
-        r, bins, z_sym, z_groups = self._code(y, q)
+        r, bins, z_sym, z_groups = self._code(y, q, pixels, effort)
         zbytes = m.z_coders.encode(z_sym, z_groups)
         ranges = chunk_ranges(r.shape[1], chunk_count(r.shape[1], r.shape[2] * r.shape[3]))
         chunks = _map(lambda c: m.y_coders.encode(r[0, c[0]:c[1]].ravel(), bins[0, c[0]:c[1]].ravel()), ranges)
         return fmt.pack(w, h, channels, q, bytes.fromhex(m.id), zbytes, chunks, ext)
 
-    def _compress_to_target(self, y, h, w, channels, budget: float, ext=()) -> bytes:
+    def _compress_to_target(self, y, h, w, channels, budget: float, ext=()) -> tuple:
         """The file of the highest quality (to the file's 0.01 resolution) that fits the budget
-        (bytes), or quality 1 if none does. The analysis transform ran once; each try re-codes the latent.
+        (bytes), or quality 1 if none does, and that quality. The analysis transform ran once;
+        each try re-codes the latent.
 
         File size grows smoothly and monotonically with quality, nearly linearly in log size, so
         the search interpolates log(size) inside the bracket (regula falsi with the Illinois
@@ -409,10 +474,10 @@ class Codec:
         lo, hi = float(QUALITY_MIN), float(QUALITY_MAX)
         best = self._pack(y, lo, h, w, channels, ext)
         if len(best) > budget:
-            return best
+            return best, lo
         top = self._pack(y, hi, h, w, channels, ext)
         if len(top) <= budget:
-            return top
+            return top, hi
         goal = math.log(budget)
         f_lo, f_hi = math.log(len(best)) - goal, math.log(len(top)) - goal  # f_lo <= 0 < f_hi
         side = 0
@@ -435,11 +500,12 @@ class Codec:
                 hi, f_hi = mid, f
                 f_lo = f_lo / 2 if side == 1 else f_lo
                 side = 1
-        return best
+        return best, lo
 
     def compress_many(self, sources, quality: float = 75, target_bpp: float | None = None,
                       workers: int | None = None, return_exceptions: bool = False,
-                      target_size: int | None = None, keep_metadata: bool = True, exact: bool = False) -> list:
+                      target_size: int | None = None, keep_metadata: bool = True, exact: bool = False,
+                      effort: int = 1) -> list:
         """Compress many images concurrently with this codec; results in input order.
 
         With ``return_exceptions=True`` a failing input yields its exception object instead of
@@ -447,7 +513,7 @@ class Codec:
         without oversubscribing the cores.
         """
         return self._many(lambda s: self.compress(s, quality=quality, target_bpp=target_bpp, target_size=target_size,
-                                                  keep_metadata=keep_metadata, exact=exact),
+                                                  keep_metadata=keep_metadata, exact=exact, effort=effort),
                           sources, workers, return_exceptions)
 
     def decompress_many(self, files, workers: int | None = None, return_exceptions: bool = False) -> list:

@@ -58,9 +58,9 @@ class CompressBatch:
     """map_batches callable: rows with ``bytes`` (and ``path``) -> ``fcc`` bytes (or written files)."""
 
     def __init__(self, quality: float = 75, target_bpp: float | None = None, src_root: str | None = None,
-                 dst_root: str | None = None, overwrite: bool = False, threads: int = 1):
+                 dst_root: str | None = None, overwrite: bool = False, threads: int = 1, effort: int = 1):
         self.codec = Codec(threads=threads)
-        self.quality, self.target_bpp = quality, target_bpp
+        self.quality, self.target_bpp, self.effort = quality, target_bpp, effort
         self.src_root, self.dst_root, self.overwrite = src_root, dst_root, overwrite
 
     def __call__(self, batch: dict) -> dict:
@@ -69,7 +69,8 @@ class CompressBatch:
         for path, data in zip(paths, batch["bytes"]):
             dst, err, fcc = "", "", b""
             try:
-                fcc = self.codec.compress(bytes(data), quality=self.quality, target_bpp=self.target_bpp)
+                fcc = self.codec.compress(bytes(data), quality=self.quality, target_bpp=self.target_bpp,
+                                          effort=self.effort)
                 if self.dst_root is not None:
                     dst = _out_path(path, self.src_root, self.dst_root, ".fcc")
                     err = _save(dst, fcc, self.overwrite)
@@ -131,11 +132,13 @@ def _run(src, cls, exts, concurrency, batch_size, **kw):
 
 
 def compress_folder(src: str, dst: str, quality: float = 75, target_bpp: float | None = None,
-                    overwrite: bool = False, concurrency: int | None = None, batch_size: int = 8) -> dict:
+                    overwrite: bool = False, concurrency: int | None = None, batch_size: int = 8,
+                    effort: int = 1) -> dict:
     """Compress every image under ``src`` to ``dst`` (same relative paths, .fcc) on the Ray cluster
-    ``ray.init()`` connected to; returns counts, bytes written and per-file errors."""
+    ``ray.init()`` connected to; returns counts, bytes written and per-file errors. ``effort``
+    2 or 3 (see Codec.compress) suits batch jobs: smaller files for more encoder time."""
     return _run(src, CompressBatch, IMAGE_EXTS, concurrency, batch_size, quality=quality, target_bpp=target_bpp,
-                dst_root=dst, overwrite=overwrite)
+                dst_root=dst, overwrite=overwrite, effort=effort)
 
 
 def decompress_folder(src: str, dst: str, format: str = "png", overwrite: bool = False,

@@ -1,7 +1,8 @@
 """HTTP service: ``fastcodec serve`` (FastAPI on uvicorn).
 
 Endpoints
-    POST /v1/compress     body: an image file (any format Pillow reads); query: quality, target_bpp or target_size
+    POST /v1/compress     body: an image file (any format Pillow reads); query: quality, target_bpp or target_size,
+                          strip_metadata, effort (up to the server's max_effort, 1 unless configured)
                           -> application/x-fastcodec (.fcc bytes)
     POST /v1/decompress   body: .fcc bytes; query: format=png|webp|jpeg (else from Accept) -> image
     GET  /healthz         liveness
@@ -26,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from . import Codec, __version__
 from ._imageio import encode_image
-from .errors import FastcodecError, LimitError
+from .errors import ArgumentError, FastcodecError, LimitError
 
 FCC_MIME = "application/x-fastcodec"
 OUTPUT_MIME = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
@@ -56,10 +57,14 @@ class _Admission:
 
 
 def create_app(codec: Codec | None = None, concurrency: int | None = None, queue: int | None = None,
-               max_body: int = 50 * 2 ** 20, max_pixels: int = 50_000_000) -> FastAPI:
+               max_body: int = 50 * 2 ** 20, max_pixels: int = 50_000_000, max_effort: int = 1) -> FastAPI:
     concurrency = concurrency or max(1, os.cpu_count() or 1)
     queue = 2 * concurrency if queue is None else queue
     codec = codec or Codec(threads=1, max_pixels=max_pixels)
+    if isinstance(max_effort, bool) or not isinstance(max_effort, int) or not 1 <= max_effort <= 3:
+        raise ArgumentError(f"max_effort must be a whole number from 1 to 3, got {max_effort!r}")
+    if max_effort > 1:
+        codec.model.check_refine()  # the model must have the refinement graph
     admission = _Admission(concurrency, queue)
     reg = CollectorRegistry()
     requests = Counter("fastcodec_requests_total", "Requests by endpoint and status", ["endpoint", "status"],
@@ -118,13 +123,19 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
     async def compress(request: Request, quality: float = Query(75, ge=1, le=100),
                        target_bpp: float | None = Query(None, gt=0, lt=64),
                        target_size: int | None = Query(None, ge=1, le=1 << 40),
-                       strip_metadata: bool = Query(False, description="drop the image's EXIF and XMP")):
+                       strip_metadata: bool = Query(False, description="drop the image's EXIF and XMP"),
+                       effort: int = Query(1, ge=1, le=3, description="1, or 2-3 to refine the latents (slower "
+                                           "encoding, smaller files) where the server allows it (max_effort)")):
         """Compress the image in the request body (PNG, JPEG, WebP, ... any format Pillow reads).
         Transparency (alpha), EXIF and XMP are kept unless ``strip_metadata``."""
+        if effort > max_effort:
+            requests.labels("compress", "400").inc()
+            raise HTTPException(400, f"effort must be from 1 to {max_effort} on this server (its max_effort), "
+                                     f"got {effort}")
         body = await body_of(request, "compress")
         data = await guarded("compress", lambda: codec.compress(body, quality=quality, target_bpp=target_bpp,
                                                                 target_size=target_size,
-                                                                keep_metadata=not strip_metadata))
+                                                                keep_metadata=not strip_metadata, effort=effort))
         bytes_out.labels("compress").inc(len(data))
         inf = codec.info(data)
         return Response(data, media_type=FCC_MIME, headers={
@@ -163,8 +174,9 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
 
 
 def serve(host="127.0.0.1", port=8000, concurrency=None, queue=None, max_body=50 * 2 ** 20,
-          max_pixels=50_000_000, log_level="info"):
+          max_pixels=50_000_000, log_level="info", max_effort=1):
     import uvicorn
 
-    app = create_app(concurrency=concurrency, queue=queue, max_body=max_body, max_pixels=max_pixels)
+    app = create_app(concurrency=concurrency, queue=queue, max_body=max_body, max_pixels=max_pixels,
+                     max_effort=max_effort)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
