@@ -61,7 +61,10 @@ def test_padding_and_tiles(monkeypatch):
     refined = c.compress(img, quality=40, effort=2)
     assert c.decompress(refined).shape == img.shape
     assert rd_cost(c, img, refined) < rd_cost(c, img, base)
+    import fastcodec.codec as C
     tiny_tiles(monkeypatch, tile=4)
+    monkeypatch.setattr(C, "REFINE_TILE", 4)
+    monkeypatch.setattr(C, "REFINE_TILE_MAX", 4)
     tiled = c.compress(img, quality=40, effort=2)
     assert c.decompress(tiled).shape == img.shape
     assert rd_cost(c, img, tiled) < rd_cost(c, img, base)
