@@ -181,6 +181,41 @@ def _cell(name, q):
             "msssim": float(np.mean(ms)) if ms else None}
 
 
+def plot(results, names, bd, title, out):
+    """rd.png: PSNR (and MS-SSIM) against bpp for every codec."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, axes = plt.subplots(1, 2 if "msssim" in bd else 1, figsize=(13 if "msssim" in bd else 7, 5),
+                                 squeeze=False)
+        for n in names:
+            rs = results[n]
+            style = (dict(lw=2.5, color="k", ls="-") if n == "fastcodec" else
+                     dict(lw=1.8, color="k", ls="--") if n == "fastcodec-fast" else
+                     dict(lw=1.8, color="k", ls="-.") if n == "fastcodec-int8enc" else
+                     dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-float",
+                                                             "fastcodec-nofilter") else
+                     dict(lw=2.5, color="magenta", ls="-") if n == "fastcodec-e2" else
+                     dict(lw=2.0, color="magenta", ls="--") if n == "fastcodec-e3" else
+                     dict(lw=1.2, ls="-"))
+            axes[0][0].plot([r["bpp"] for r in rs], [r["psnr"] for r in rs], "o", ms=3, label=LABELS[n], **style)
+            if "msssim" in bd:
+                axes[0][1].plot([r["bpp"] for r in rs], [-10 * np.log10(1 - r["msssim"]) for r in rs], "o", ms=3,
+                                label=LABELS[n], **style)
+        for ax, yl in zip(axes[0], ["RGB PSNR (dB)", "MS-SSIM (dB, -10 log10(1 - x))"]):
+            ax.set_xlim(0, 2.0)
+            ax.set_xlabel("bits per pixel (whole file)")
+            ax.set_ylabel(yl)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"Rate-distortion on {title}")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "rd.png"), dpi=110)
+    except ImportError:
+        print("matplotlib not installed: no plot")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "data" / "kodak"))
@@ -194,7 +229,13 @@ def main(argv=None):
     ap.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (faster)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (each codec "
                     "point runs single-threaded in one of them)")
+    ap.add_argument("--replot", action="store_true", help="only redraw rd.png from --out's rd.json")
     args = ap.parse_args(argv)
+    if args.replot:
+        d = json.loads(Path(args.out, "rd.json").read_text())
+        plot(d["results"], list(d["results"]), d["bd_rate"],
+             f"{Path(d['meta']['folder']).name} ({d['meta']['images']} images)", args.out)
+        return
 
     import fastcodec
     files = sorted(p for p in Path(args.folder).iterdir()
@@ -280,37 +321,7 @@ def main(argv=None):
         f.write(md)
     print(md)
 
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, 2 if "msssim" in bd else 1, figsize=(13 if "msssim" in bd else 7, 5),
-                                 squeeze=False)
-        for n in names:
-            rs = results[n]
-            style = (dict(lw=2.5, color="k", ls="-") if n == "fastcodec" else
-                     dict(lw=1.8, color="k", ls="--") if n == "fastcodec-fast" else
-                     dict(lw=1.8, color="k", ls="-.") if n == "fastcodec-int8enc" else
-                     dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-float",
-                                                             "fastcodec-nofilter") else
-                     dict(lw=2.5, color="tab:red", ls="-") if n == "fastcodec-e2" else
-                     dict(lw=2.0, color="tab:red", ls="--") if n == "fastcodec-e3" else
-                     dict(lw=1.2, ls="-"))
-            axes[0][0].plot([r["bpp"] for r in rs], [r["psnr"] for r in rs], "o", ms=3, label=LABELS[n], **style)
-            if "msssim" in bd:
-                axes[0][1].plot([r["bpp"] for r in rs], [-10 * np.log10(1 - r["msssim"]) for r in rs], "o", ms=3,
-                                label=LABELS[n], **style)
-        for ax, yl in zip(axes[0], ["RGB PSNR (dB)", "MS-SSIM (dB, -10 log10(1 - x))"]):
-            ax.set_xlim(0, 2.0)
-            ax.set_xlabel("bits per pixel (whole file)")
-            ax.set_ylabel(yl)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"Rate-distortion on {Path(args.folder).name} ({len(images)} images)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.out, "rd.png"), dpi=110)
-    except ImportError:
-        print("matplotlib not installed: no plot")
+    plot(results, names, bd, f"{Path(args.folder).name} ({len(images)} images)", args.out)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def rd_section():
             if row == "fastcodec":
                 cells.append("—")
             out.append(f"| {row} | " + " | ".join(cells) + " |")
-        out += [""]
+        out += ["", "![rate-distortion at effort 3, every other Kodak image](benchmarks/results/effort3/rd.png)", ""]
     out += ["fastcodec against Pillow JPEG 4:2:0 at the same rates (mean over the images):", "",
             "| fastcodec quality | bpp | PSNR dB | MS-SSIM | JPEG quality at nearest bpp | JPEG bpp | JPEG PSNR dB |",
             "|---:|---:|---:|---:|---:|---:|---:|"]
