@@ -324,7 +324,7 @@ class Codec:
 
     def _code(self, y: np.ndarray, quality: float, pixels: np.ndarray | None = None, effort: int = 1):
         m = self.model
-        gain, _ = m.gain_vectors(quality)
+        gain, igain = m.gain_vectors(quality)
         y_g = np.ascontiguousarray(y * gain[None, :, None, None], dtype=np.float32)
         z = _hyper(m, "hyper_encoder", y_g)
         z_int = np.rint(z).astype(np.int32)  # rint: half to even; any fixed rule works, the decoder reads z
@@ -332,7 +332,7 @@ class Codec:
         bins = m.scale_bins(z_int)
         if effort > 1:
             # the hyper-latent (so the means and coding tables) stays; only the symbols change
-            u = self._refine(m, y_g, mu, bins, quality, pixels, effort)
+            u = self._refine(m, y_g, mu, bins, igain, quality, pixels, effort)
             r = _core.quantize_latent(u, np.ones_like(gain), mu)
         else:
             del y_g
@@ -341,7 +341,7 @@ class Codec:
         z_groups = np.repeat(m.z_group, z_int.shape[2] * z_int.shape[3])
         return r, bins, z_sym, z_groups
 
-    def _refine(self, m: Model, y_g, mu, bins, quality: float, pixels: np.ndarray, effort: int) -> np.ndarray:
+    def _refine(self, m: Model, y_g, mu, bins, igain, quality: float, pixels: np.ndarray, effort: int) -> np.ndarray:
         """Latent refinement (see _refine.py): gained latents whose rounding codes the image at a
         lower lambda * distortion + rate. Images beyond REFINE_TILE_MAX latents on a side refine
         tile by tile (REFINE_TILE latents with the synthesis's HALO), so memory stays bounded; a
@@ -350,7 +350,6 @@ class Codec:
         graph = m.check_refine()
         session = m.session(graph)
         sigma = m.bin_scales(bins)
-        _, igain = m.gain_vectors(quality)
         lam = m.lam(quality)
         steps, lr = _refine.EFFORT_STEPS[effort], _refine.LEARNING_RATE[effort]
         extra = {}
