@@ -164,10 +164,7 @@ class Model:
         None: a small network that the decoder runs on the synthesis output of files up to
         max_quality (docs/format.md, "Models"). Not part of the id: it changes the pixels a
         decoder makes, never the symbols."""
-        spec = self.meta.get("postfilter")
-        if isinstance(spec, dict) and spec.get("graph") == "postfilter" and isinstance(spec.get("sha256"), str):
-            return spec
-        return None
+        return self._graph_spec("postfilter", "postfilter")
 
     def postfilter_for(self, quality: float) -> bool:
         """Whether files of this quality get the post-filter (where the model has one)."""
@@ -183,10 +180,13 @@ class Model:
         """model.json's "refine" ({"graph": "synthesis_vjp", "sha256": ...}) or None: the gradient
         of the synthesis transform, which the encoder's latent refinement (effort 2 and 3) runs.
         Encoder-side only, so not part of the id."""
-        spec = self.meta.get("refine")
-        if isinstance(spec, dict) and spec.get("graph") == "synthesis_vjp" and isinstance(spec.get("sha256"), str):
-            return None if self.decode_only else spec
-        return None
+        return None if self.decode_only else self._graph_spec("refine", "synthesis_vjp")
+
+    def _graph_spec(self, key: str, graph: str) -> dict | None:
+        """model.json's entry ``key`` if it names ``graph`` and a SHA-256, else None."""
+        spec = self.meta.get(key)
+        ok = isinstance(spec, dict) and spec.get("graph") == graph and isinstance(spec.get("sha256"), str)
+        return spec if ok else None
 
     def check_refine(self) -> str:
         """The synthesis gradient graph, its file verified against model.json's SHA-256
@@ -309,16 +309,20 @@ class Model:
         lams = self.meta.get("lambdas")
         if not isinstance(lams, list) or len(lams) != self.levels:
             raise ModelError(f"model {self.path.name}: model.json lists no lambda per gain level")
+        lo, t = self._level(quality)
+        return float(np.exp((1 - t) * np.log(lams[lo]) + t * np.log(lams[lo + 1])))
+
+    def _level(self, quality: float):
+        """Where a quality in [1, 100] falls between the trained levels: (lower level, fraction
+        towards the next), quality spread linearly over the levels."""
         pos = (quality - 1.0) / 99.0 * (self.levels - 1)
         lo = min(int(np.floor(pos)), self.levels - 2)
-        t = pos - lo
-        return float(np.exp((1 - t) * np.log(lams[lo]) + t * np.log(lams[lo + 1])))
+        return lo, pos - lo
 
     def gain_vectors(self, quality: float):
         """Gain and inverse gain for a quality in [1, 100]: log-linear between trained levels."""
-        pos = (quality - 1.0) / 99.0 * (self.levels - 1)
-        lo = min(int(np.floor(pos)), self.levels - 2)
-        t = np.float32(pos - lo)
+        lo, t = self._level(quality)
+        t = np.float32(t)
         lg = np.log(self.gains[lo:lo + 2].astype(np.float64))
         lig = np.log(self.igains[lo:lo + 2].astype(np.float64))
         g = np.exp((1 - t) * lg[0] + t * lg[1]).astype(np.float32)
