@@ -120,11 +120,16 @@ def test_gradient_graph_matches_the_decoder(codec, pf):
         return 0.5 * float((mask * (xh.astype(np.float64) - x) ** 2).sum())
 
     assert sse[0] == pytest.approx(2 * loss(y), rel=1e-4)
-    for _ in range(3):
+    # compared as a vector over several directions: a single directional difference of a float32
+    # network with many ReLU kinks is noisy by a percent or two, while a gradient that left out
+    # the post-filter's branch is off by about 20 % here
+    gv, fd = [], []
+    for _ in range(4):
         v = rng.standard_normal(y.shape).astype(np.float32)
-        eps = 1e-2
-        fd = (loss(y + eps * v) - loss(y - eps * v)) / (2 * eps)
-        assert float((grad.astype(np.float64) * v).sum()) == pytest.approx(fd, rel=2e-2)
+        eps = 3e-3
+        fd.append((loss(y + eps * v) - loss(y - eps * v)) / (2 * eps))
+        gv.append(float((grad.astype(np.float64) * v).sum()))
+    assert np.linalg.norm(np.subtract(gv, fd)) <= 0.03 * np.linalg.norm(fd), (gv, fd)
 
 
 def test_rate_gradient_and_normal_cdf():

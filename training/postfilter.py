@@ -13,8 +13,12 @@ gain is measured there.
     python training/postfilter.py eval  --out /tmp/pf --half --ch 48 --layers 3   # Kodak dB gain per quality
     python training/postfilter.py export --out /tmp/pf --half --ch 48 --layers 3 --bundle hp2 --max-quality 85
 
+    # two scales (PostFilterUNet), started from a trained plain 3-layer half-resolution filter
+    python training/postfilter.py train --out /tmp/pfu --pairs ../pf/pairs_policy.npz --arch unet \
+        --ch 32 --ch2 64 --blocks 2 --init /tmp/pf/pf32x3h.pt --lr 5e-4 --seconds 2400
+
 Export writes models/BUNDLE/postfilter.onnx (inputs x: the synthesis output (1, 3, H, W), H and
-W even; q: quality / 100, shape (1,); output: the filtered image) and lists it in model.json
+W even (multiples of 4 for the unet); q: quality / 100, shape (1,); output: the filtered image) and lists it in model.json
 under "postfilter" with its SHA-256 and the highest quality it runs at.
 """
 from __future__ import annotations
@@ -62,6 +66,65 @@ class PostFilter(nn.Module):
         return x + (nn.functional.pixel_shuffle(h, 2) if self.half else h)
 
 
+class PostFilterUNet(nn.Module):
+    """A two-scale post-filter: the plain half-resolution filter (inc -> dec -> out, as
+    PostFilter(ch, 3, half=True)) with a quarter-resolution branch added between its first two
+    layers for a wider view (blocking and ringing at low rates span a latent's 16 pixels):
+
+        h0 = [unshuffle(x, 2), q]                        13 channels at 1/2 resolution
+        a1 = relu(inc(h0))                               ch
+        d  = relu(down(unshuffle(a1, 2)))                1x1, 4ch -> ch2 at 1/4 resolution
+        d  = relu(mid_k(d)) for each of the blocks       3x3, ch2 -> ch2
+        a2 = relu(dec(a1 + shuffle(up(d), 2)))           1x1 ch2 -> 4ch, then 3x3 ch -> ch
+        out = x + shuffle(out(a2), 2)
+
+    Every operation is a stride-1 convolution, a pixel (un)shuffle, a ReLU or a sum, so its
+    gradient is easy to write out by hand (training/refine_graph.py). `up` starts at zero: a
+    filter initialised from a plain one (init_from_plain) starts as exactly that filter.
+    H and W must be multiples of 4 (the synthesis output is a multiple of 16)."""
+
+    def __init__(self, ch=32, ch2=64, blocks=2):
+        super().__init__()
+        self.ch, self.ch2, self.blocks = ch, ch2, blocks
+        self.inc = nn.Conv2d(13, ch, 3, padding=1)
+        self.down = nn.Conv2d(4 * ch, ch2, 1)
+        self.mid = nn.ModuleList([nn.Conv2d(ch2, ch2, 3, padding=1) for _ in range(blocks)])
+        self.up = nn.Conv2d(ch2, 4 * ch, 1)
+        self.dec = nn.Conv2d(ch, ch, 3, padding=1)
+        self.out = nn.Conv2d(ch, 12, 3, padding=1)
+        for c in (self.up, self.out):
+            nn.init.zeros_(c.weight)
+            nn.init.zeros_(c.bias)
+
+    def init_from_plain(self, plain):
+        """Copy a trained PostFilter(ch, 3, half=True) into inc, dec and out."""
+        for dst, src in zip((self.inc, self.dec, self.out), plain.convs):
+            dst.weight.data.copy_(src.weight.data)
+            dst.bias.data.copy_(src.bias.data)
+
+    def forward(self, x, q):
+        z = nn.functional.pixel_unshuffle(x, 2)
+        h = torch.cat([z, q.view(-1, 1, 1, 1).expand(-1, 1, *z.shape[2:])], 1)
+        a1 = torch.relu(self.inc(h))
+        d = torch.relu(self.down(nn.functional.pixel_unshuffle(a1, 2)))
+        for c in self.mid:
+            d = torch.relu(c(d))
+        a2 = torch.relu(self.dec(a1 + nn.functional.pixel_shuffle(self.up(d), 2)))
+        return x + nn.functional.pixel_shuffle(self.out(a2), 2)
+
+
+def make_filter(args):
+    if args.arch == "unet":
+        return PostFilterUNet(args.ch, args.ch2, args.blocks)
+    return PostFilter(args.ch, args.layers, args.half)
+
+
+def filter_path(args):
+    if args.arch == "unet":
+        return os.path.join(args.out, f"pfu{args.ch}x{args.ch2}x{args.blocks}.pt")
+    return os.path.join(args.out, f"pf{args.ch}x{args.layers}{'h' if args.half else ''}.pt")
+
+
 def prep(args):
     import fastcodec
     codec = fastcodec.Codec(threads=2, decoder=args.decoder, postfilter=False)
@@ -92,10 +155,14 @@ def train(args):
     n = len(qs)
     held = np.arange(n) % 10 == 0
     tr = np.nonzero(~held)[0]
-    net = PostFilter(args.ch, args.layers, args.half)
-    path = os.path.join(args.out, f"pf{args.ch}x{args.layers}{'h' if args.half else ''}.pt")
+    net = make_filter(args)
+    path = filter_path(args)
     if os.path.exists(path) and args.resume:
         net.load_state_dict(torch.load(path))
+    elif args.init:
+        plain = PostFilter(args.ch, 3, half=True)
+        plain.load_state_dict(torch.load(args.init))
+        net.init_from_plain(plain)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     rng = np.random.default_rng(0)
     s = args.crop
@@ -146,8 +213,8 @@ def train(args):
 def evaluate(args):
     import fastcodec
     torch.set_num_threads(2)
-    net = PostFilter(args.ch, args.layers, args.half)
-    net.load_state_dict(torch.load(os.path.join(args.out, f"pf{args.ch}x{args.layers}{'h' if args.half else ''}.pt")))
+    net = make_filter(args)
+    net.load_state_dict(torch.load(filter_path(args)))
     codec = fastcodec.Codec(threads=2, decoder=args.decoder, postfilter=False)
     files = sorted(glob.glob(os.path.join(args.kodak, "kodim*.png")))[::args.every_nth]
     for q in (1, 10, 25, 45, 65, 85, 100):
@@ -168,8 +235,8 @@ def evaluate(args):
 def export(args):
     from qgraph import sha256_of, update_model_json
 
-    net = PostFilter(args.ch, args.layers, args.half).eval()
-    net.load_state_dict(torch.load(os.path.join(args.out, f"pf{args.ch}x{args.layers}{'h' if args.half else ''}.pt")))
+    net = make_filter(args).eval()
+    net.load_state_dict(torch.load(filter_path(args)))
     path = os.path.join(ROOT, "models", args.bundle, "postfilter.onnx")
     x, q = torch.rand(1, 3, 128, 192), torch.tensor([0.5])
     torch.onnx.export(net, (x, q), path + ".tmp", input_names=["x", "q"], output_names=["out"],
@@ -182,8 +249,12 @@ def export(args):
     params = sum(p.numel() for p in net.parameters())
     entry = {
         "graph": "postfilter", "sha256": sha256_of(path), "max_quality": args.max_quality,
-        "architecture": f"{args.layers} conv 3x3, {args.ch} channels, ReLU, "
-                        f"{'at half resolution (pixel unshuffle), ' if args.half else ''}quality as an input plane, residual",
+        "architecture": (f"two scales: 3x3 convolutions with {args.ch} channels at half resolution (pixel "
+                         f"unshuffle) and {args.blocks} with {args.ch2} at quarter resolution (1x1 down and up), "
+                         f"ReLU, quality as an input plane, residual" if args.arch == "unet" else
+                         f"{args.layers} conv 3x3, {args.ch} channels, ReLU, "
+                         f"{'at half resolution (pixel unshuffle), ' if args.half else ''}quality as an input plane, "
+                         f"residual"),
         "parameters": params, "training_steps": args.steps_note,
         "note": args.note}
     meta_path = update_model_json(args.bundle, lambda meta: meta.__setitem__("postfilter", entry))
@@ -209,6 +280,11 @@ def main():
                     "default policy (None), float or int8")
     ap.add_argument("--pairs", default="pairs.npz")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arch", choices=["plain", "unet"], default="plain",
+                    help="plain: --layers 3x3 convolutions; unet: PostFilterUNet(--ch, --ch2, --blocks)")
+    ap.add_argument("--ch2", type=int, default=64, help="unet: channels at 1/4 resolution")
+    ap.add_argument("--blocks", type=int, default=2, help="unet: 3x3 convolutions at 1/4 resolution")
+    ap.add_argument("--init", default=None, help="unet: start from this plain PostFilter(ch, 3, half) state dict")
     ap.add_argument("--half", action="store_true", help="convolutions at half resolution (pixel unshuffle)")
     ap.add_argument("--every-nth", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)

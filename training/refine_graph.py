@@ -49,13 +49,27 @@ class SynthesisVJP(torch.nn.Module):
 
     def __init__(self, g_s, postfilter=None):
         super().__init__()
-        self.pf_layers = 0
-        for k, (w, b) in enumerate(postfilter or ()):
-            w = torch.as_tensor(w).float()
-            self.register_buffer(f"pw{k}", w)
-            self.register_buffer(f"pb{k}", torch.as_tensor(b).float())
-            self.register_buffer(f"pwt{k}", w.transpose(0, 1).flip(2, 3).contiguous())
-            self.pf_layers += 1
+        # postfilter: a PostFilter(half=True) or PostFilterUNet module (training/postfilter.py)
+        self.pf_kind = None
+        if postfilter is not None:
+            from postfilter import PostFilterUNet
+
+            if isinstance(postfilter, PostFilterUNet):
+                self.pf_kind = "unet"
+                convs = {"inc": postfilter.inc, "down": postfilter.down, "up": postfilter.up,
+                         "dec": postfilter.dec, "out": postfilter.out}
+                convs.update({f"mid{k}": c for k, c in enumerate(postfilter.mid)})
+                self.pf_blocks = len(postfilter.mid)
+            else:
+                self.pf_kind = "plain"
+                convs = {str(k): c for k, c in enumerate(postfilter.convs)}
+                self.pf_layers = len(postfilter.convs)
+            for name, c in convs.items():
+                w = c.weight.detach().float()
+                self.register_buffer(f"pw_{name}", w)
+                self.register_buffer(f"pb_{name}", c.bias.detach().float())
+                # input gradient of a stride-1 'same' convolution: the transposed, flipped kernel
+                self.register_buffer(f"pwt_{name}", w.transpose(0, 1).flip(2, 3).contiguous())
         self.layers = []
         for i, mod in enumerate(g_s):
             if isinstance(mod, SubPixelUp):
@@ -75,6 +89,55 @@ class SynthesisVJP(torch.nn.Module):
             else:
                 raise ValueError(f"no hand-written gradient for {type(mod).__name__}")
 
+    def _conv(self, h, name):
+        w = getattr(self, f"pw_{name}")
+        return F.conv2d(h, w, getattr(self, f"pb_{name}"), padding=w.shape[-1] // 2)
+
+    def _conv_t(self, g, name):
+        w = getattr(self, f"pwt_{name}")
+        return F.conv2d(g, w, padding=w.shape[-1] // 2)
+
+    def _pf_forward(self, a, q):
+        """The post-filter's residual branch at half resolution (12 channels) and what its
+        gradient needs (the pre-activations of its ReLUs)."""
+        z = F.pixel_unshuffle(a, 2)
+        h = torch.cat([z, q.view(1, 1, 1, 1).expand(1, 1, z.shape[2], z.shape[3])], 1)
+        if self.pf_kind == "plain":
+            pre = []
+            for k in range(self.pf_layers):
+                h = self._conv(h, str(k))
+                if k < self.pf_layers - 1:
+                    pre.append(h)
+                    h = torch.relu(h)
+            return h, pre
+        p1 = self._conv(h, "inc")
+        a1 = torch.relu(p1)
+        pd = self._conv(F.pixel_unshuffle(a1, 2), "down")
+        d = torch.relu(pd)
+        pm = []
+        for k in range(self.pf_blocks):
+            pm.append(self._conv(d, f"mid{k}"))
+            d = torch.relu(pm[-1])
+        p2 = self._conv(a1 + F.pixel_shuffle(self._conv(d, "up"), 2), "dec")
+        return self._conv(torch.relu(p2), "out"), (p1, pd, pm, p2)
+
+    def _pf_backward(self, gr, saved):
+        """Gradient of the residual branch's input planes (13: the unshuffled image and q) from
+        the gradient gr of its output."""
+        if self.pf_kind == "plain":
+            for k in reversed(range(self.pf_layers)):
+                gr = self._conv_t(gr, str(k))
+                if k > 0:
+                    gr = gr * (saved[k - 1] > 0).to(gr.dtype)
+            return gr
+        p1, pd, pm, p2 = saved
+        gs = self._conv_t(self._conv_t(gr, "out") * (p2 > 0).to(gr.dtype), "dec")
+        gd = self._conv_t(F.pixel_unshuffle(gs, 2), "up")
+        for k in reversed(range(self.pf_blocks)):
+            gd = self._conv_t(gd * (pm[k] > 0).to(gd.dtype), f"mid{k}")
+        ga1 = gs + F.pixel_shuffle(self._conv_t(gd * (pd > 0).to(gd.dtype), "down"), 2)
+        return self._conv_t(ga1 * (p1 > 0).to(ga1.dtype), "inc")
+
     def forward(self, y, x, m, q=None, pf=None):
         saved = []
         a = y
@@ -86,28 +149,16 @@ class SynthesisVJP(torch.nn.Module):
                 n = F.conv2d(torch.abs(a), getattr(self, f"gamma{i}")) + getattr(self, f"beta{i}")
                 saved.append((a, n))
                 a = a * n
-        if self.pf_layers:
-            z = F.pixel_unshuffle(a, 2)
-            h = torch.cat([z, q.view(1, 1, 1, 1).expand(1, 1, z.shape[2], z.shape[3])], 1)
-            pre = []
-            for k in range(self.pf_layers):
-                h = F.conv2d(h, getattr(self, f"pw{k}"), getattr(self, f"pb{k}"), padding=1)
-                if k < self.pf_layers - 1:
-                    pre.append(h)
-                    h = torch.relu(h)
-            out = a + pf * F.pixel_shuffle(h, 2)
+        if self.pf_kind is not None:
+            r, saved_pf = self._pf_forward(a, q)
+            out = a + pf * F.pixel_shuffle(r, 2)
         else:
             out = a
         e = (out - x) * m
         sse = (e * e).sum().reshape(1)
         g = e
-        if self.pf_layers:
-            gh = F.pixel_unshuffle(g, 2)
-            for k in reversed(range(self.pf_layers)):
-                gh = F.conv2d(gh, getattr(self, f"pwt{k}"), padding=1)
-                if k > 0:
-                    gh = gh * (pre[k - 1] > 0).to(gh.dtype)
-            g = g + pf * F.pixel_shuffle(gh[:, :12], 2)
+        if self.pf_kind is not None:
+            g = g + pf * F.pixel_shuffle(self._pf_backward(F.pixel_unshuffle(g, 2), saved_pf)[:, :12], 2)
         for (kind, i, pad, r), s in zip(reversed(self.layers), reversed(saved)):
             if kind == "up":
                 g = F.conv2d(F.pixel_unshuffle(g, r), getattr(self, f"wt{i}"), padding=pad)
@@ -117,16 +168,29 @@ class SynthesisVJP(torch.nn.Module):
         return g, sse
 
 
-def postfilter_weights(path):
-    """(weight, bias) pairs of the convolutions of a shipped post-filter graph, in order."""
+def postfilter_module(path):
+    """The shipped post-filter graph as its torch module (PostFilter(half=True) or
+    PostFilterUNet), read back from the graph's initializers."""
     import onnx
+    import torch.nn as nn
     from onnx import numpy_helper
+    from postfilter import PostFilter, PostFilterUNet
 
-    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
-    out = []
-    for k in range(len(inits) // 2):
-        out.append((inits[f"convs.{k}.weight"], inits[f"convs.{k}.bias"]))
-    return out
+    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(path).graph.initializer}
+    if "inc.weight" in inits:
+        ch, ch2 = inits["inc.weight"].shape[0], inits["down.weight"].shape[0]
+        blocks = sum(1 for k in inits if k.startswith("mid.") and k.endswith(".weight"))
+        net = PostFilterUNet(ch, ch2, blocks)
+    else:
+        layers = sum(1 for k in inits if k.startswith("convs.") and k.endswith(".weight"))
+        net = PostFilter(inits["convs.0.weight"].shape[0], layers, half=True)
+    state = net.state_dict()
+    missing = set(state) - set(inits)
+    if missing:
+        raise ValueError(f"{path}: no initializers for {sorted(missing)}")
+    net.load_state_dict({k: inits[k] for k in state})
+    assert all(isinstance(c, nn.Module) for c in net.children())
+    return net.eval()
 
 
 def main():
@@ -135,7 +199,6 @@ def main():
     ap.add_argument("--weights", default=None, help="default: models/BUNDLE.weights.npz")
     ap.add_argument("--no-postfilter", action="store_true", help="leave the bundle's post-filter out")
     args = ap.parse_args()
-    from postfilter import PostFilter
     from qgraph import sha256_of, update_model_json
 
     bundle_dir = os.path.join(ROOT, "models", args.bundle)
@@ -146,7 +209,7 @@ def main():
     net.load_state_dict(sd)
     net.eval()
     pf_spec = None if args.no_postfilter else meta.get("postfilter")
-    pfw = postfilter_weights(os.path.join(bundle_dir, "postfilter.onnx")) if pf_spec else None
+    pfw = postfilter_module(os.path.join(bundle_dir, "postfilter.onnx")) if pf_spec else None
     vjp = SynthesisVJP(net.g_s, pfw).eval()
 
     torch.manual_seed(0)
@@ -156,22 +219,31 @@ def main():
     m[..., 80:, :] = 0
     m[..., 120:] = 0
     q, pf = torch.tensor([0.4]), torch.tensor([1.0])
-    decode = net.g_s
-    if pfw:
-        filt = PostFilter(pfw[0][0].shape[0], len(pfw), half=True).eval()
-        for k, (w, b) in enumerate(pfw):
-            filt.convs[k].weight.data.copy_(torch.from_numpy(w))
-            filt.convs[k].bias.data.copy_(torch.from_numpy(b))
-        decode = lambda yy: filt(net.g_s(yy), q)  # noqa: E731
-    # the hand-written gradient equals autograd's
-    yr = y.clone().requires_grad_(True)
-    (0.5 * (m * (decode(yr) - x) ** 2).sum()).backward()
-    args_in = (y, x, m, q, pf) if pfw else (y, x, m)
+    args_in = (y, x, m, q, pf) if pfw is not None else (y, x, m)
     names = ["y", "x", "m", "q", "pf"][:len(args_in)]
-    with torch.no_grad():
-        g, sse = vjp(*args_in)
-    err = (g - yr.grad).abs().max().item() / yr.grad.abs().max().item()
-    assert err < 1e-4, f"hand-written gradient differs from autograd by {err:.2e} (relative)"
+
+    def check(filt):
+        """The hand-written gradient of the synthesis (+ filt) equals autograd's."""
+        yr = y.clone().requires_grad_(True)
+        out = net.g_s(yr) if filt is None else filt(net.g_s(yr), q)
+        (0.5 * (m * (out - x) ** 2).sum()).backward()
+        with torch.no_grad():
+            g, sse = SynthesisVJP(net.g_s, filt).eval()(*args_in)
+        err = (g - yr.grad).abs().max().item() / yr.grad.abs().max().item()
+        assert err < 1e-4, f"hand-written gradient differs from autograd by {err:.2e} (relative)"
+        return g, sse, err
+
+    if pfw is not None:
+        # also with every weight perturbed, so that branches a trained filter barely uses (a
+        # zero-initialised layer) are checked too
+        import copy
+
+        noisy = copy.deepcopy(pfw)
+        gen = torch.Generator().manual_seed(1)
+        for p in noisy.parameters():
+            p.data.add_(torch.randn(p.shape, generator=gen) * 0.05 * (p.abs().mean() + 1e-2))
+        check(noisy)
+    g, sse, err = check(pfw)
 
     path = os.path.join(bundle_dir, "synthesis_vjp.onnx")
     with torch.no_grad():
@@ -188,17 +260,17 @@ def main():
     # its forward half is the shipped decoder (and post-filter)
     dec = ort.InferenceSession(os.path.join(bundle_dir, "decoder.onnx"), providers=["CPUExecutionProvider"])
     xh = dec.run(None, {"y": y.numpy()})[0]
-    if pfw:
+    if pfw is not None:
         post = ort.InferenceSession(os.path.join(bundle_dir, "postfilter.onnx"), providers=["CPUExecutionProvider"])
         xh = post.run(None, {"x": xh, "q": q.numpy()})[0]
     sse_dec = float((m.numpy() * (xh - x.numpy()) ** 2).sum())
     assert abs(sse_dec - float(got_sse[0])) <= 1e-3 * sse_dec, (sse_dec, float(got_sse[0]))
     os.replace(path + ".tmp", path)
-    entry = {"graph": "synthesis_vjp", "sha256": sha256_of(path), "postfilter": bool(pfw),
+    entry = {"graph": "synthesis_vjp", "sha256": sha256_of(path), "postfilter": pfw is not None,
              "note": "gradient of 0.5*|m*(decoded(y) - x)|^2 with respect to the synthesis input y, written out "
                      "by hand (training/refine_graph.py); decoded = the synthesis, plus pf * the post-filter "
                      "where 'postfilter' is true; used by the encoder's latent refinement (effort >= 2)"}
-    if pfw:
+    if pfw is not None:
         entry["postfilter_sha256"] = pf_spec["sha256"]
     meta_path = update_model_json(args.bundle, lambda mm: mm.__setitem__("refine", entry))
     print(f"wrote {path} ({os.path.getsize(path)} bytes; gradient error {err:.1e} vs autograd, "

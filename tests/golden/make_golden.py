@@ -5,11 +5,14 @@ exporting a new default model:
 
     python tests/golden/make_golden.py
     python tests/golden/make_golden.py --decoders   # only the pixels of the optional decoders
+    python tests/golden/make_golden.py --pixels     # the pixels of every decoder, for the same files
 
 Pixels are stored for every decoder the model offers: <name>.png from the float reference and
 <name>.<decoder>.png from each optional one (model.json "decoders", e.g. int8), so a change in
 any of them fails tests/test_golden.py. "--decoders" rewrites only the latter, for the existing
-golden files (after adding or retraining an optional decoder; the .fcc files stay).
+golden files (after adding or retraining an optional decoder; the .fcc files stay), "--pixels"
+all of them (after a new post-filter, which changes no symbol; the .fcc files and the manifest
+stay).
 
 The folders of earlier models stay: their files must keep decoding, so their bundles keep
 shipping (tests/test_golden.py fails when a golden folder's model is missing from models/).
@@ -78,8 +81,12 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     codec = fastcodec.Codec(threads=1, decoder="float")
     out = HERE / codec.model.id
-    if "--decoders" in argv:
+    if "--decoders" in argv or "--pixels" in argv:
         manifest = json.loads((out / "golden.json").read_text())
+        if "--pixels" in argv:
+            for name in manifest["files"]:
+                Image.fromarray(codec.decompress((out / f"{name}.fcc").read_bytes())).save(out / f"{name}.png")
+                print(f"wrote {out / f'{name}.png'}")
         decoder_pixels(codec.model.id, list(manifest["files"]))
         return
     manifest = {"model": codec.model.id, "files": {}}
