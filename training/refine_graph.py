@@ -172,15 +172,14 @@ def postfilter_module(path):
     """The shipped post-filter graph as its torch module (PostFilter(half=True) or
     PostFilterUNet), read back from the graph's initializers."""
     import onnx
-    import torch.nn as nn
     from onnx import numpy_helper
-    from postfilter import PostFilter, PostFilterUNet
+    from postfilter import PostFilter, PostFilterUNetExport
 
     inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(path).graph.initializer}
     if "inc.weight" in inits:
         ch, ch2 = inits["inc.weight"].shape[0], inits["down.weight"].shape[0]
         blocks = sum(1 for k in inits if k.startswith("mid.") and k.endswith(".weight"))
-        net = PostFilterUNet(ch, ch2, blocks)
+        net = PostFilterUNetExport(ch, ch2, blocks)
     else:
         layers = sum(1 for k in inits if k.startswith("convs.") and k.endswith(".weight"))
         net = PostFilter(inits["convs.0.weight"].shape[0], layers, half=True)
@@ -189,7 +188,8 @@ def postfilter_module(path):
     if missing:
         raise ValueError(f"{path}: no initializers for {sorted(missing)}")
     net.load_state_dict({k: inits[k] for k in state})
-    assert all(isinstance(c, nn.Module) for c in net.children())
+    if isinstance(net, PostFilterUNetExport):
+        net = net.to_unet()  # the form whose gradient SynthesisVJP writes out
     return net.eval()
 
 
