@@ -220,6 +220,8 @@ def train(args):
     if os.path.exists(path) and args.resume:
         net.load_state_dict(torch.load(path))
     elif args.init:
+        if args.arch != "unet":
+            raise SystemExit("--init starts a two-scale filter (--arch unet) from a plain one")
         plain = PostFilter(args.ch, 3, half=True)
         plain.load_state_dict(torch.load(args.init))
         net.init_from_plain(plain)

@@ -42,14 +42,15 @@ class SynthesisVJP(torch.nn.Module):
     """g_s forward (and the post-filter where given), then the vector-Jacobian product with the
     residual (decoded - x), by hand.
 
-    postfilter: None, or the post-filter's (weight, bias) pairs (training/postfilter.py's
+    postfilter: None, or the post-filter as its torch module (training/postfilter.py's
     PostFilter with half=True: pixel unshuffle, quality plane, 3x3 convolutions with ReLU
-    between, pixel shuffle, residual). The graph then has two more inputs, q (quality / 100) and
-    pf (1.0 where the decoder runs the post-filter at that quality, else 0.0)."""
+    between, pixel shuffle, residual; or PostFilterUNet, the same with a quarter-resolution
+    branch; postfilter_module() reads either back from a bundle). The graph then has two more
+    inputs, q (quality / 100) and pf (1.0 where the decoder runs the post-filter at that
+    quality, else 0.0)."""
 
     def __init__(self, g_s, postfilter=None):
         super().__init__()
-        # postfilter: a PostFilter(half=True) or PostFilterUNet module (training/postfilter.py)
         self.pf_kind = None
         if postfilter is not None:
             from postfilter import PostFilterUNet
