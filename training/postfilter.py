@@ -131,19 +131,27 @@ class PostFilterUNetExport(nn.Module):
         self.dec = nn.Conv2d(ch, ch, 3, padding=1)
         self.out = nn.Conv2d(ch, 12, 3, padding=1)
 
+    @staticmethod
+    def strided(w):
+        """3x3 kernel over the unshuffled planes (o, 4c, 3, 3) -> 6x6 kernel over the image (o, c, 6, 6):
+        w[o, 4c + 2i + j, kh, kw] = w6[o, c, 2kh + i, 2kw + j]."""
+        o = w.shape[0]
+        return w.reshape(o, -1, 2, 2, 3, 3).permute(0, 1, 4, 2, 5, 3).reshape(o, -1, 6, 6).contiguous()
+
+    @staticmethod
+    def unshuffled(w6):
+        """The inverse of strided()."""
+        o = w6.shape[0]
+        return w6.reshape(o, -1, 3, 2, 3, 2).permute(0, 1, 3, 5, 2, 4).reshape(o, -1, 3, 3).contiguous()
+
     @classmethod
     def from_unet(cls, net):
         ex = cls(net.ch, net.ch2, net.blocks)
         sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
         w = sd.pop("inc.weight")
-        w6 = torch.zeros(net.ch, 3, 6, 6)
-        for c in range(3):
-            for i in range(2):
-                for j in range(2):
-                    w6[:, c, i::2, j::2] = w[:, c * 4 + 2 * i + j]
-        sd["inc.weight"], sd["incq.weight"] = w6, w[:, 12:13].clone()
-        wd = sd.pop("down.weight")[:, :, 0, 0]
-        sd["down.weight"] = wd.view(wd.shape[0], net.ch, 2, 2).clone()  # c * 4 + 2 * i + j -> (c, i, j)
+        sd["inc.weight"], sd["incq.weight"] = cls.strided(w[:, :12]), w[:, 12:13].clone()
+        wd = sd.pop("down.weight")  # a 1x1 kernel over unshuffled planes is a 2x2 one of stride 2
+        sd["down.weight"] = wd.reshape(wd.shape[0], net.ch, 2, 2).clone()
         ex.load_state_dict(sd)
         return ex
 
@@ -151,14 +159,7 @@ class PostFilterUNetExport(nn.Module):
         ch, ch2 = self.dec.weight.shape[0], self.down.weight.shape[0]
         net = PostFilterUNet(ch, ch2, len(self.mid))
         sd = {k: v.detach().clone() for k, v in self.state_dict().items()}
-        w6, wq = sd.pop("inc.weight"), sd.pop("incq.weight")
-        w = torch.zeros(ch, 13, 3, 3)
-        for c in range(3):
-            for i in range(2):
-                for j in range(2):
-                    w[:, c * 4 + 2 * i + j] = w6[:, c, i::2, j::2]
-        w[:, 12:13] = wq
-        sd["inc.weight"] = w
+        sd["inc.weight"] = torch.cat([self.unshuffled(sd.pop("inc.weight")), sd.pop("incq.weight")], 1)
         sd["down.weight"] = sd["down.weight"].reshape(ch2, 4 * ch, 1, 1).clone()
         net.load_state_dict(sd)
         return net

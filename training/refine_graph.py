@@ -211,7 +211,6 @@ def main():
     net.eval()
     pf_spec = None if args.no_postfilter else meta.get("postfilter")
     pfw = postfilter_module(os.path.join(bundle_dir, "postfilter.onnx")) if pf_spec else None
-    vjp = SynthesisVJP(net.g_s, pfw).eval()
 
     torch.manual_seed(0)
     y = torch.randn(1, meta["M"], 6, 8) * 2
@@ -224,15 +223,17 @@ def main():
     names = ["y", "x", "m", "q", "pf"][:len(args_in)]
 
     def check(filt):
-        """The hand-written gradient of the synthesis (+ filt) equals autograd's."""
+        """The hand-written gradient of the synthesis (+ filt) equals autograd's; returns the
+        gradient module and its outputs."""
         yr = y.clone().requires_grad_(True)
         out = net.g_s(yr) if filt is None else filt(net.g_s(yr), q)
         (0.5 * (m * (out - x) ** 2).sum()).backward()
+        vjp = SynthesisVJP(net.g_s, filt).eval()
         with torch.no_grad():
-            g, sse = SynthesisVJP(net.g_s, filt).eval()(*args_in)
+            g, sse = vjp(*args_in)
         err = (g - yr.grad).abs().max().item() / yr.grad.abs().max().item()
         assert err < 1e-4, f"hand-written gradient differs from autograd by {err:.2e} (relative)"
-        return g, sse, err
+        return vjp, g, sse, err
 
     if pfw is not None:
         # also with every weight perturbed, so that branches a trained filter barely uses (a
@@ -244,7 +245,7 @@ def main():
         for p in noisy.parameters():
             p.data.add_(torch.randn(p.shape, generator=gen) * 0.05 * (p.abs().mean() + 1e-2))
         check(noisy)
-    g, sse, err = check(pfw)
+    vjp, g, sse, err = check(pfw)
 
     path = os.path.join(bundle_dir, "synthesis_vjp.onnx")
     with torch.no_grad():
