@@ -17,6 +17,12 @@ gain is measured there.
     python training/postfilter.py train --out /tmp/pfu --pairs ../pf/pairs_policy.npz --arch unet \
         --ch 32 --ch2 64 --blocks 2 --init /tmp/pf/pf32x3h.pt --lr 5e-4 --seconds 2400
 
+    # 0.6: the shipped filter trained on, on more pairs, with the per-crop PSNR loss (fp32, one core)
+    python training/postfilter.py prep  --out /tmp/pf --crops 12000 --pairs pairs12k.npz
+    python training/postfilter.py train --out /tmp/pfC --pairs ../pf/pairs12k.npz --arch unet \
+        --ch 32 --ch2 64 --blocks 2 --init models/hp2/postfilter.onnx --loss psnr --lr 2e-4 \
+        --threads 1 --eval-every 1000 --seconds 3900
+
 Export writes models/BUNDLE/postfilter.onnx (inputs x: the synthesis output (1, 3, H, W), H and
 W even (multiples of 4 for the unet); q: quality / 100, shape (1,); output: the filtered image) and lists it in model.json
 under "postfilter" with its SHA-256 and the highest quality it runs at.
