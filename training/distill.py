@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, HyperpriorCodec, load_weights  # noqa: E402
+from model import LAMBDAS, HyperpriorCodec, autocast_dtype, load_weights  # noqa: E402
 from train import ROOT, batch, batch_on_device, load_images, save_weights  # noqa: E402
 
 
@@ -35,6 +35,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "train"))
     ap.add_argument("--teacher", default=None, help="hp weights (default: the shipped default model's)")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: bf16 autocast on GPUs and on CPUs with native bf16 instructions, else fp32")
     ap.add_argument("--init", default=None, help="optional lite weights/checkpoint to start the new layers from")
     ap.add_argument("--out", required=True, help="lite weights (npz) written every --every seconds and at the end")
     ap.add_argument("--seconds", type=float, default=3600)
@@ -87,6 +89,7 @@ def main(argv=None):
     # conv, GDN, conv, GDN: N channels at 1/4 resolution in both
     t_an = torch.nn.Sequential(*list(teacher.g_a)[:4])
     s_an = torch.nn.Sequential(*list(student.g_a)[:4])
+    amp = autocast_dtype(args.precision, dev.type)
     t0 = last = time.time()
     step, acc = 0, [0.0, 0.0, 0.0]
     while time.time() - t0 < args.seconds:
@@ -97,7 +100,7 @@ def main(argv=None):
             batch(images, args.batch, args.size, rng)
         x = x.to(dev)
         level = torch.rand(args.batch, device=dev) * (len(LAMBDAS) - 1)
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             # teacher: activations at 1/4 resolution and the quantised latents of this level
             feat_t = t_an(x).float()
             gain, igain = teacher.gains(level)
@@ -106,7 +109,7 @@ def main(argv=None):
             mu, _ = teacher.hyper_params(z_hat)
             y_hat = (torch.round(y - mu) + mu) * igain
             x_t = teacher.g_s(y_hat).float()
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
             feat_s = s_an(x).float()
             x_s = student.g_s(y_hat).float()
         f_loss = F.mse_loss(feat_s, feat_t) / feat_t.pow(2).mean().clamp_min(1e-6)

@@ -1,6 +1,9 @@
-"""Train a faster analysis transform (encoder) for the shipped model, everything else frozen.
+"""Train an analysis transform (encoder) for the shipped model, everything else frozen.
 
     python training/encoder_finetune.py --seconds 3600 --out training/runs/fast-encoder.npz
+    # the full-size encoder trained on against the shipped synthesis *and post-filter*
+    python training/encoder_finetune.py --arch hp --postfilter models/hp2/postfilter.onnx \
+        --lr 2e-5 --ema 0.999 --seconds 3600 --out /tmp/enc/tuned.npz
 
 Only the analysis transform g_a changes: the hyper transforms, entropy model, gains, coding
 tables and synthesis stay the shipped model's, so the files a fast encoder writes carry the
@@ -10,6 +13,12 @@ encoder time), started from --init (a lite weights file, e.g. training/distill.p
 and trained with the rate-distortion loss of train.py through the frozen model (gradients
 flow through the synthesis and hyper transforms to the encoder only). The output is a weights
 npz of the shipped model with g_a replaced (arch 'hp+lite-encoder'). Never reads Kodak.
+
+--arch hp starts from the shipped analysis itself; --postfilter puts the shipped (frozen)
+post-filter between the synthesis and the distortion, so the encoder learns latents for the
+decoder as it ships. --eval-every measures a fixed held-out set of training crops (drawn with
+another seed) with hard rounding and the model's own likelihoods, at six levels, against the
+starting encoder.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, Analysis, HyperpriorCodec, image_bits, load_weights  # noqa: E402
+from model import LAMBDAS, Analysis, HyperpriorCodec, autocast_dtype, image_bits, load_weights  # noqa: E402
 from train import ROOT, batch, lambdas_for, load_images  # noqa: E402
 
 
@@ -41,6 +50,17 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--every", type=float, default=300)
+    ap.add_argument("--arch", choices=["lite", "hp"], default="lite",
+                    help="lite: the fast encoder from --init; hp: the shipped analysis itself")
+    ap.add_argument("--postfilter", default=None, help="a post-filter graph (postfilter.onnx) run, frozen, "
+                    "on the synthesis output before the distortion")
+    ap.add_argument("--max-level", type=float, default=11.0,
+                    help="levels drawn in [0, this]: the frozen model's trained ones (hp2: 12 levels)")
+    ap.add_argument("--ema", type=float, default=0.0, help="save a moving average of the encoder's parameters")
+    ap.add_argument("--eval-every", type=int, default=0, help="steps between held-out measurements (0: none)")
+    ap.add_argument("--eval-crops", type=int, default=24)
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="auto: bf16 autocast where the CPU has native bf16 instructions, else fp32")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model is None:
@@ -50,23 +70,79 @@ def main(argv=None):
     model = HyperpriorCodec(96, 192, arch="hp")
     model.load_state_dict(sd)
     model.requires_grad_(False)
-    enc = Analysis(96, 192, "lite")
-    with np.load(args.init) as w:
-        enc.load_state_dict({k[4:]: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k.startswith("g_a.")})
+    enc = Analysis(96, 192, args.arch)
+    if args.arch == "hp":
+        enc.load_state_dict(model.g_a.state_dict())
+    else:
+        with np.load(args.init) as w:
+            enc.load_state_dict({k[4:]: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k.startswith("g_a.")})
     model.g_a = enc.requires_grad_(True)
     model = model.to(memory_format=torch.channels_last)
+    model.eval()  # GDN clamps as exported; the frozen parts have no training-only behaviour
+    filt = None
+    if args.postfilter:
+        from refine_graph import postfilter_module
+        filt = postfilter_module(args.postfilter).requires_grad_(False)
     opt = torch.optim.Adam(enc.parameters(), lr=args.lr)
+    avg = [p.detach().clone() for p in enc.parameters()] if args.ema > 0 else None
     images = load_images(args.data)
     rng = random.Random(4321)
     torch.manual_seed(4321)
-    levels = len(LAMBDAS) - 1
+    levels = args.max_level
+    amp = autocast_dtype(args.precision)
+
+    def decoded(x_hat, level):
+        if filt is None:
+            return x_hat.float()
+        q = (1 + level / args.max_level * 99) / 100  # the quality a level stands for, as the codec maps it
+        with torch.autocast("cpu", enabled=False):
+            return filt(x_hat.float().clamp(0, 1), q.float())
+
+    held = batch(images, args.eval_crops, args.size, random.Random(97531)) if args.eval_every else None
+
+    def evaluate():
+        """Held-out rate-distortion loss with hard rounding (as the codec codes): mean over crops
+        and six levels, with its bpp and PSNR."""
+        from model import gaussian_likelihood
+        tot = [0.0, 0.0, 0.0]
+        with torch.no_grad():
+            for lv in np.linspace(0, args.max_level, 6):
+                level = torch.full((len(held),), float(lv))
+                gain, igain = model.gains(level)
+                y = model.g_a(held).float() * gain
+                z_hat = torch.round(model.h_a(y).float())
+                mu, sigma = model.hyper_params(z_hat)
+                r = torch.round(y - mu)
+                bits = image_bits(gaussian_likelihood(r, sigma), model.prior.likelihood(z_hat))
+                bpp = bits / (args.size * args.size)
+                x = decoded(model.g_s((r + mu) * igain), level)
+                mse = ((x.clamp(0, 1) - held) ** 2).mean((1, 2, 3))
+                loss = lambdas_for(level) * 255 ** 2 * mse + bpp
+                tot[0] += loss.mean().item() / 6
+                tot[1] += bpp.mean().item() / 6
+                tot[2] += (-10 * torch.log10(mse)).mean().item() / 6
+        return tot
+
+    def swap_avg():  # exchange the parameters with their moving average (for saving and measuring)
+        for p, a in zip(enc.parameters(), avg):
+            t = p.detach().clone()
+            p.data.copy_(a)
+            a.copy_(t)
+
+    ev0 = evaluate() if held is not None else None
+    if ev0:
+        print(f"held-out at start: loss {ev0[0]:.5f} bpp {ev0[1]:.4f} psnr {ev0[2]:.3f}", flush=True)
     t0 = last = time.time()
     step, acc = 0, [0.0, 0.0, 0.0, 0]
 
     def save():
+        if avg is not None:
+            swap_avg()
         w = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+        if avg is not None:
+            swap_avg()
         w["__total_steps__"] = np.array(steps)
-        w["__arch__"] = np.array("hp+lite-encoder")
+        w["__arch__"] = np.array("hp+lite-encoder" if args.arch == "lite" else "hp")
         w["__lambdas__"] = np.array(LAMBDAS, np.float64)
         tmp = args.out + ".tmp.npz"
         np.savez_compressed(tmp, **w)
@@ -75,10 +151,10 @@ def main(argv=None):
     while time.time() - t0 < args.seconds:
         x = batch(images, args.batch, args.size, rng).contiguous(memory_format=torch.channels_last)
         level = torch.rand(args.batch) * levels
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
             x_hat, lik_y, lik_z = model(x, level)
         bpp = image_bits(lik_y, lik_z) / (args.size * args.size)
-        mse = ((x_hat.float() - x) ** 2).mean((1, 2, 3))
+        mse = ((decoded(x_hat, level) - x) ** 2).mean((1, 2, 3))
         loss = (lambdas_for(level) * 255 ** 2 * mse + bpp).mean()
         if not math.isfinite(loss.item()):
             continue
@@ -86,8 +162,21 @@ def main(argv=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
         opt.step()
+        if avg is not None:
+            with torch.no_grad():
+                for p, a in zip(enc.parameters(), avg):
+                    a.mul_(args.ema).add_(p.detach(), alpha=1 - args.ema)
         step += 1
-        acc[0] += loss.detach().item(); acc[1] += float(mse.mean()); acc[2] += float(bpp.mean()); acc[3] += 1
+        if args.eval_every and step % args.eval_every == 0:
+            for tag in (["raw", "avg"] if avg is not None else ["raw"]):
+                if tag == "avg":
+                    swap_avg()
+                ev = evaluate()
+                if tag == "avg":
+                    swap_avg()
+                print(f"step {step} held-out ({tag}): loss {ev[0]:.5f} ({100 * (ev[0] / ev0[0] - 1):+.3f} %) "
+                      f"bpp {ev[1]:.4f} psnr {ev[2]:.3f}", flush=True)
+        acc[0] += loss.item(); acc[1] += float(mse.detach().mean()); acc[2] += float(bpp.detach().mean()); acc[3] += 1
         if step % 50 == 0:
             n = acc[3]
             print(f"step {step} loss {acc[0]/n:.4f} bpp {acc[2]/n:.4f} psnr~{10*math.log10(1/max(acc[1]/n, 1e-10)):.2f} "
