@@ -78,7 +78,8 @@ def main(argv=None):
             enc.load_state_dict({k[4:]: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k.startswith("g_a.")})
     model.g_a = enc.requires_grad_(True)
     model = model.to(memory_format=torch.channels_last)
-    model.eval()  # GDN clamps as exported; the frozen parts have no training-only behaviour
+    model.eval()  # the frozen parts' GDN clamps as exported
+    enc.train()  # the trained encoder's GDN bounds pass gradients (LowerBound)
     filt = None
     if args.postfilter:
         from refine_graph import postfilter_module
