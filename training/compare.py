@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from model import KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, gaussian_likelihood, load_weights, remap_levels  # noqa: E402
+from model import KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, load_weights, remap_levels  # noqa: E402
 from rd import bd_rate  # noqa: E402
 
 
@@ -52,14 +52,8 @@ def measure(m, images, levels):
         for im in images:
             h, w = im.shape[:2]
             x = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 255
-            g, ig = m.gains(torch.tensor([float(lv)]))
-            y = m.g_a(x) * g
-            z = torch.round(m.h_a(y))
-            mu, s = m.hyper_params(z)
-            r = torch.round(y - mu)
-            bits = (-torch.log2(gaussian_likelihood(r, s).clamp_min(1e-9)).sum()
-                    - torch.log2(m.prior.likelihood(z).clamp_min(1e-9)).sum())
-            xh = torch.round(m.g_s((r + mu) * ig).clamp(0, 1) * 255)[0].permute(1, 2, 0).numpy()
+            y_hat, bits = m.code_hard(m.g_a(x), torch.tensor([float(lv)]))
+            xh = torch.round(m.g_s(y_hat).clamp(0, 1) * 255)[0].permute(1, 2, 0).numpy()
             rs.append(float(bits) / (h * w))
             ds.append(10 * math.log10(255 ** 2 / float(((xh - im) ** 2).mean())))
         rates.append(np.mean(rs))

@@ -104,19 +104,13 @@ def main(argv=None):
     def evaluate():
         """Held-out rate-distortion loss with hard rounding (as the codec codes): mean over crops
         and six levels, with its bpp and PSNR."""
-        from model import gaussian_likelihood
         tot = [0.0, 0.0, 0.0]
         with torch.no_grad():
             for lv in np.linspace(0, args.max_level, 6):
                 level = torch.full((len(held),), float(lv))
-                gain, igain = model.gains(level)
-                y = model.g_a(held).float() * gain
-                z_hat = torch.round(model.h_a(y).float())
-                mu, sigma = model.hyper_params(z_hat)
-                r = torch.round(y - mu)
-                bits = image_bits(gaussian_likelihood(r, sigma), model.prior.likelihood(z_hat))
+                y_hat, bits = model.code_hard(model.g_a(held).float(), level)
                 bpp = bits / (args.size * args.size)
-                x = decoded(model.g_s((r + mu) * igain), level)
+                x = decoded(model.g_s(y_hat), level)
                 mse = ((x.clamp(0, 1) - held) ** 2).mean((1, 2, 3))
                 loss = lambdas_for(level) * 255 ** 2 * mse + bpp
                 tot[0] += loss.mean().item() / 6

@@ -68,12 +68,7 @@ def prep(args):
                 qs[i] = round(rng.uniform(1, 100), 2)
                 lv.append((qs[i] - 1) / 99 * (levels - 1))
             x = torch.from_numpy(orig[i0:i0 + len(idx)]).permute(0, 3, 1, 2).float() / 255
-            gain, igain = m.gains(torch.tensor(lv, dtype=torch.float32))
-            yg = m.g_a(x) * gain
-            z_hat = torch.round(m.h_a(yg))
-            mu, _ = m.hyper_params(z_hat)
-            y_hat = torch.round(yg - mu) + mu
-            f = y_hat * igain
+            f, _ = m.code_hard(m.g_a(x), torch.tensor(lv, dtype=torch.float32))
             for layer in list(m.g_s)[:-1]:
                 f = layer(f)
             xh = m.g_s[-1](f)
@@ -96,15 +91,7 @@ class FeatFilter(nn.Module):
         nn.init.zeros_(self.feat.weight)
 
     def forward(self, x, q, f):
-        b = self.base
-        z = nn.functional.pixel_unshuffle(x, 2)
-        h = torch.cat([z, q.view(-1, 1, 1, 1).expand(-1, 1, *z.shape[2:])], 1)
-        a1 = torch.relu(b.inc(h) + self.feat(f))
-        d = torch.relu(b.down(nn.functional.pixel_unshuffle(a1, 2)))
-        for c in b.mid:
-            d = torch.relu(c(d))
-        a2 = torch.relu(b.dec(a1 + nn.functional.pixel_shuffle(b.up(d), 2)))
-        return x + nn.functional.pixel_shuffle(b.out(a2), 2)
+        return self.base(x, q, extra=self.feat(f))
 
 
 def train(args):

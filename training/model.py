@@ -280,6 +280,18 @@ class HyperpriorCodec(nn.Module):
     def forward(self, x, level):
         return self.code(self.g_a(x).float(), level)
 
+    def code_hard(self, y, level):
+        """The codec's own quantisation of the latents y (B, M, h, w) at the given levels: the
+        hyper-latent and the residuals round(y * gain - mu) rounded (no noise, no straight-through
+        estimator). Returns the synthesis input (y_hat * inverse gain) and the bits per image by
+        the model's own likelihoods."""
+        gain, igain = self.gains(level)
+        y = y * gain
+        z_hat = torch.round(self.h_a(y).float())
+        mu, sigma = self.hyper_params(z_hat)
+        r = torch.round(y - mu)
+        return (r + mu) * igain, image_bits(gaussian_likelihood(r, sigma), self.prior.likelihood(z_hat))
+
     def code(self, y, level):
         """Everything after the analysis transform: the latents y (B, M, h, w) at the given
         levels through the hyperprior and the synthesis; returns x_hat and the likelihoods."""

@@ -124,10 +124,12 @@ class PostFilterUNet(nn.Module):
             own[f"mid.{i}.weight"], own[f"mid.{i}.bias"] = w, torch.zeros_like(own[f"mid.{i}.bias"])
         self.load_state_dict(own)
 
-    def forward(self, x, q):
+    def forward(self, x, q, extra=None):
+        """extra: an optional term added to the first layer's pre-activation (ch channels at half
+        resolution; training/featfilter_probe.py feeds the synthesis features through it)."""
         z = nn.functional.pixel_unshuffle(x, 2)
         h = torch.cat([z, q.view(-1, 1, 1, 1).expand(-1, 1, *z.shape[2:])], 1)
-        a1 = torch.relu(self.inc(h))
+        a1 = torch.relu(self.inc(h) if extra is None else self.inc(h) + extra)
         d = torch.relu(self.down(nn.functional.pixel_unshuffle(a1, 2)))
         for c in self.mid:
             d = torch.relu(c(d))
