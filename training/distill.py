@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, HyperpriorCodec, autocast_dtype, load_weights  # noqa: E402
+from model import LAMBDAS, HyperpriorCodec, autocast, autocast_dtype, load_weights  # noqa: E402
 from train import ROOT, batch, batch_on_device, load_images, save_weights  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def main(argv=None):
             batch(images, args.batch, args.size, rng)
         x = x.to(dev)
         level = torch.rand(args.batch, device=dev) * (len(LAMBDAS) - 1)
-        with torch.no_grad(), torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with torch.no_grad(), autocast(amp, dev.type):
             # teacher: activations at 1/4 resolution and the quantised latents of this level
             feat_t = t_an(x).float()
             gain, igain = teacher.gains(level)
@@ -109,7 +109,7 @@ def main(argv=None):
             mu, _ = teacher.hyper_params(z_hat)
             y_hat = (torch.round(y - mu) + mu) * igain
             x_t = teacher.g_s(y_hat).float()
-        with torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with autocast(amp, dev.type):
             feat_s = s_an(x).float()
             x_s = student.g_s(y_hat).float()
         f_loss = F.mse_loss(feat_s, feat_t) / feat_t.pow(2).mean().clamp_min(1e-6)

@@ -23,6 +23,7 @@ starting encoder.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import random
@@ -33,8 +34,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, Analysis, HyperpriorCodec, autocast_dtype, image_bits, load_weights  # noqa: E402
-from train import ROOT, batch, lambdas_for, load_images  # noqa: E402
+from model import LAMBDAS, Analysis, HyperpriorCodec, autocast, autocast_dtype, image_bits, load_weights  # noqa: E402
+from train import EMA, ROOT, batch, lambdas_for, load_images  # noqa: E402
 
 
 def main(argv=None):
@@ -75,7 +76,8 @@ def main(argv=None):
         enc.load_state_dict(model.g_a.state_dict())
     else:
         with np.load(args.init) as w:
-            enc.load_state_dict({k[4:]: torch.from_numpy(w[k].astype(np.float32)) for k in w.files if k.startswith("g_a.")})
+            enc.load_state_dict({k[4:]: torch.from_numpy(w[k].astype(np.float32))
+                                 for k in w.files if k.startswith("g_a.")})
     model.g_a = enc.requires_grad_(True)
     model = model.to(memory_format=torch.channels_last)
     model.eval()  # the frozen parts' GDN clamps as exported
@@ -85,7 +87,7 @@ def main(argv=None):
         from refine_graph import postfilter_module
         filt = postfilter_module(args.postfilter).requires_grad_(False)
     opt = torch.optim.Adam(enc.parameters(), lr=args.lr)
-    avg = [p.detach().clone() for p in enc.parameters()] if args.ema > 0 else None
+    ema = EMA(model, args.ema) if args.ema > 0 else None  # the frozen parameters average to themselves
     images = load_images(args.data)
     rng = random.Random(4321)
     torch.manual_seed(4321)
@@ -101,16 +103,16 @@ def main(argv=None):
 
     held = batch(images, args.eval_crops, args.size, random.Random(97531)) if args.eval_every else None
 
-    def evaluate():
-        """Held-out rate-distortion loss with hard rounding (as the codec codes): mean over crops
-        and six levels, with its bpp and PSNR."""
+    def evaluate(m):
+        """Held-out rate-distortion loss of model m with hard rounding (as the codec codes): mean
+        over crops and six levels, with its bpp and PSNR."""
         tot = [0.0, 0.0, 0.0]
         with torch.no_grad():
             for lv in np.linspace(0, args.max_level, 6):
                 level = torch.full((len(held),), float(lv))
-                y_hat, bits = model.code_hard(model.g_a(held).float(), level)
+                y_hat, bits = m.code_hard(m.g_a(held).float(), level)
                 bpp = bits / (args.size * args.size)
-                x = decoded(model.g_s(y_hat), level)
+                x = decoded(m.g_s(y_hat), level)
                 mse = ((x.clamp(0, 1) - held) ** 2).mean((1, 2, 3))
                 loss = lambdas_for(level) * 255 ** 2 * mse + bpp
                 tot[0] += loss.mean().item() / 6
@@ -118,24 +120,20 @@ def main(argv=None):
                 tot[2] += (-10 * torch.log10(mse)).mean().item() / 6
         return tot
 
-    def swap_avg():  # exchange the parameters with their moving average (for saving and measuring)
-        for p, a in zip(enc.parameters(), avg):
-            t = p.detach().clone()
-            p.data.copy_(a)
-            a.copy_(t)
+    def averaged():
+        m = copy.deepcopy(model)
+        m.load_state_dict(ema.state_dict(model))
+        return m
 
-    ev0 = evaluate() if held is not None else None
+    ev0 = evaluate(model) if held is not None else None
     if ev0:
         print(f"held-out at start: loss {ev0[0]:.5f} bpp {ev0[1]:.4f} psnr {ev0[2]:.3f}", flush=True)
     t0 = last = time.time()
     step, acc = 0, [0.0, 0.0, 0.0, 0]
 
     def save():
-        if avg is not None:
-            swap_avg()
-        w = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-        if avg is not None:
-            swap_avg()
+        sd = ema.state_dict(model) if ema is not None else model.state_dict()
+        w = {k: v.detach().float().numpy() for k, v in sd.items()}
         w["__total_steps__"] = np.array(steps)
         w["__arch__"] = np.array("hp+lite-encoder" if args.arch == "lite" else "hp")
         w["__lambdas__"] = np.array(LAMBDAS, np.float64)
@@ -146,7 +144,7 @@ def main(argv=None):
     while time.time() - t0 < args.seconds:
         x = batch(images, args.batch, args.size, rng).contiguous(memory_format=torch.channels_last)
         level = torch.rand(args.batch) * levels
-        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with autocast(amp):
             x_hat, lik_y, lik_z = model(x, level)
         bpp = image_bits(lik_y, lik_z) / (args.size * args.size)
         mse = ((decoded(x_hat, level) - x) ** 2).mean((1, 2, 3))
@@ -157,18 +155,12 @@ def main(argv=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
         opt.step()
-        if avg is not None:
-            with torch.no_grad():
-                for p, a in zip(enc.parameters(), avg):
-                    a.mul_(args.ema).add_(p.detach(), alpha=1 - args.ema)
+        if ema is not None:
+            ema.update(model)
         step += 1
         if args.eval_every and step % args.eval_every == 0:
-            for tag in (["raw", "avg"] if avg is not None else ["raw"]):
-                if tag == "avg":
-                    swap_avg()
-                ev = evaluate()
-                if tag == "avg":
-                    swap_avg()
+            for tag, m in [("raw", model)] + ([("avg", averaged())] if ema is not None else []):
+                ev = evaluate(m)
                 print(f"step {step} held-out ({tag}): loss {ev[0]:.5f} ({100 * (ev[0] / ev0[0] - 1):+.3f} %) "
                       f"bpp {ev[1]:.4f} psnr {ev[2]:.3f}", flush=True)
         acc[0] += loss.item(); acc[1] += float(mse.detach().mean()); acc[2] += float(bpp.detach().mean()); acc[3] += 1

@@ -59,7 +59,7 @@ def prep(args):
     with torch.no_grad():
         for i0 in range(0, n, 8):
             idx = range(i0, min(n, i0 + 8))
-            xs, lv = [], []
+            lv = []
             for i in idx:
                 im = imgs[rng.randrange(len(imgs))]
                 h, w, _ = im.shape

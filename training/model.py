@@ -58,6 +58,11 @@ def autocast_dtype(precision: str, device_type: str = "cpu"):
     return torch.bfloat16 if precision == "bf16" else None
 
 
+def autocast(dtype, device_type: str = "cpu"):
+    """The autocast context for autocast_dtype()'s answer (None: autocast off, plain fp32)."""
+    return torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def load_weights(path):
     """A weights npz (models/<name>.weights.npz or train.py --weights-out): float32 state dict,
     total training steps and architecture (files written before the key existed hold 'hp')."""

@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import (KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, autocast_dtype, image_bits, load_weights,  # noqa: E402
-                   remap_levels)
+from model import (KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, autocast, autocast_dtype, image_bits,  # noqa: E402
+                   load_weights, remap_levels)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -366,7 +366,7 @@ def main():
         x = x.contiguous(memory_format=torch.channels_last)
         level = torch.rand(args.batch, device=dev) * levels
         lam = lambdas_for(level)
-        with torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with autocast(amp, dev.type):
             try:
                 x_hat, lik_y, lik_z = fwd(x, level)
             except Exception as e:  # noqa: BLE001 - any compiler failure: train on, eagerly
