@@ -8,7 +8,9 @@ JPEG XL, WebP and JPEG, measured in the same run on this machine.
 quality 75, where the model has one). `fastcodec-fast` runs it with the fastest options it ships:
 the optional int8 encoder (or else the fast one; same file format, some compression traded for
 encode speed), the optional int8 decoder (same files, slightly different pixels) and no
-post-filter. The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
+post-filter. `fastcodec-float` decodes with the float synthesis in onnxruntime instead of the
+bit-exact executor that `fastcodec` uses at quality 75 (the same function; onnxruntime's pixels
+may differ by a level across machines). The `compressai` rows run CompressAI's mean-scale hyperprior (Minnen et al. 2018 without the
 context model, N=96, M=192 like the shipped model; ConvTranspose synthesis and GDN) with its own
 rANS coder, compress() and decompress() end to end, in the separate environment that
 benchmarks/compressai_env.sh creates (CompressAI pins numpy<2). Its weights are random (only
@@ -52,13 +54,15 @@ def make_image(name):
 
 
 def codec_fns(name, threads):
-    if name in ("fastcodec", "fastcodec-fast"):
+    if name in ("fastcodec", "fastcodec-fast", "fastcodec-float"):
         import fastcodec
         if name == "fastcodec-fast":
             m = fastcodec.Codec(threads=1).model
             enc = next((e for e in ("int8", "fast") if e in m.encoders), "default")
             c = fastcodec.Codec(threads=threads, encoder=enc,
                                 decoder="int8" if "int8" in m.decoders else None, postfilter=False)
+        elif name == "fastcodec-float":  # the float synthesis in onnxruntime instead of the bit-exact executor
+            c = fastcodec.Codec(threads=threads, decoder="float")
         else:
             c = fastcodec.Codec(threads=threads)
         return (lambda a: c.compress(a, quality=75)), c.decompress

@@ -19,6 +19,7 @@
 #include "hyper.hpp"
 #include "image.hpp"
 #include "latent.hpp"
+#include "net.hpp"
 #include "symbols.hpp"
 
 namespace py = pybind11;
@@ -214,6 +215,77 @@ PYBIND11_MODULE(_core, m) {
             std::copy(v.begin(), v.end(), out.mutable_data());
             return out;
         }, py::arg("z"), py::arg("threads") = 1);
+
+    py::class_<Net>(m, "Net")
+        .def(py::init([](py::list ops, int in_channels) {
+                 std::vector<NetOp> v;
+                 for (py::handle h : ops) {
+                     auto t = h.cast<py::tuple>();
+                     if (t.size() < 1) throw ArgumentError("a Net operation is a tuple that starts with its name");
+                     const std::string kind = t[0].cast<std::string>();
+                     NetOp op;
+                     if (kind == "conv" || kind == "igdn") {
+                         if (t.size() != (kind == "conv" ? 5u : 3u))
+                             throw ArgumentError("Net operations: ('conv', weight, bias, shuffle, relu) or "
+                                                 "('igdn', gamma, beta)");
+                         auto w = expect<float>(t[1].cast<py::array>(), "weight", 4);
+                         auto b = expect<float>(t[2].cast<py::array>(), "bias", 1);
+                         if (w.shape(2) != w.shape(3) || (w.shape(2) != 1 && w.shape(2) != 3))
+                             throw ArgumentError("Net convolutions must have 1x1 or 3x3 kernels");
+                         op.kind = kind == "conv" ? NetOp::conv : NetOp::igdn;
+                         op.layer.cout = int(w.shape(0));
+                         op.layer.cin = int(w.shape(1));
+                         op.layer.k = int(w.shape(2));
+                         op.layer.weight.assign(w.data(), w.data() + w.size());
+                         op.layer.bias.assign(b.data(), b.data() + b.size());
+                         if (kind == "conv") {
+                             op.layer.shuffle = t[3].cast<int>();
+                             op.layer.relu = t[4].cast<bool>();
+                         }
+                     } else if (kind == "unshuffle") {
+                         if (t.size() != 2) throw ArgumentError("Net operation ('unshuffle', r)");
+                         op.kind = NetOp::unshuffle;
+                         op.r = t[1].cast<int>();
+                     } else if (kind == "push" || kind == "add" || kind == "plane") {
+                         op.kind = kind == "push" ? NetOp::push : kind == "add" ? NetOp::add : NetOp::plane;
+                     } else {
+                         throw ArgumentError("unknown Net operation '" + kind +
+                                             "'; known: conv, igdn, unshuffle, push, add, plane");
+                     }
+                     v.push_back(std::move(op));
+                 }
+                 return std::make_unique<Net>(std::move(v), in_channels);
+             }),
+             py::arg("ops"), py::arg("in_channels"))
+        .def_property_readonly("in_channels", &Net::in_channels)
+        .def("trim", &Net::trim, "frees the buffers kept from earlier runs")
+        .def_property_readonly("cached_bytes", &Net::cached_bytes)
+        .def("out_shape",
+             [](const Net& n, int h, int w) {
+                 int c, oh, ow;
+                 n.out_shape(h, w, &c, &oh, &ow);
+                 return py::make_tuple(1, c, oh, ow);
+             })
+        .def("run",
+             [](const Net& n, py::array x, float param, int threads) {
+                 auto xa = expect<float>(x, "x", 4);
+                 if (xa.shape(0) != 1 || xa.shape(1) != n.in_channels())
+                     throw ArgumentError("x must have shape (1, " + std::to_string(n.in_channels()) + ", H, W)");
+                 const int h = int(xa.shape(2)), w = int(xa.shape(3));
+                 const float* xp = xa.data();
+                 Tensor t;
+                 {
+                     py::gil_scoped_release nogil;
+                     t = n.run(xp, h, w, param, threads);
+                 }
+                 py::array_t<float> out({ssize_t(1), ssize_t(t.c), ssize_t(t.h), ssize_t(t.w)});
+                 std::copy(t.v.begin(), t.v.end(), out.mutable_data());
+                 return out;
+             },
+             py::arg("x"), py::arg("param") = 0.f, py::arg("threads") = 1);
+
+    m.def("det_interp", &det_interp, py::arg("a"), py::arg("b"), py::arg("t"),
+          "exp((1 - t) log a + t log b) computed by a fixed IEEE-754 sequence (no libm), as float32");
 
     py::class_<CoderSet>(m, "CoderSet")
         .def(py::init([](py::list specs) {

@@ -1,4 +1,4 @@
-// Deterministic scale branch of the hyper-decoder.
+// Deterministic scale branch of the hyper-decoder (the convolutions: conv.hpp).
 //
 // The decoder must pick the same coding table (scale bin) for every latent element as the
 // encoder did, on any machine: a one-ulp difference in a predicted scale can move an element to
@@ -23,17 +23,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "conv.hpp"
 #include "latent.hpp"
 
 namespace fastcodec {
-
-struct ConvLayer {
-    int cin = 0, cout = 0;        // 3x3 kernel, stride 1, padding 1
-    std::vector<float> weight;    // cout x cin x 3 x 3
-    std::vector<float> bias;      // cout
-    int shuffle = 1;              // PixelShuffle factor applied after the conv (1 = none)
-    bool relu = false;            // ReLU after the (shuffled) output
-};
 
 class HyperScale {
 public:

@@ -62,10 +62,29 @@ def test_golden_file_decodes_exactly(mid, name):
     assert {k: v.hex() for k, v in codec.metadata(data).items()} == entry.get("metadata", {})
     for png in sorted((GOLDEN / mid).glob(f"{name}.*.png")):  # optional decoders, e.g. rgb_q50.int8.png
         dec = png.name[len(name) + 1:-len(".png")]
+        if dec == "bitexact":
+            continue  # test_golden_file_decodes_bit_exactly
         out = fastcodec.Codec(threads=1, decoder=dec).decompress(data)
         ref = np.asarray(Image.open(png))
         assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1, dec
         assert psnr(ref, out) > 50, dec
+
+
+@pytest.mark.parametrize("mid,name", cases())
+@pytest.mark.parametrize("threads", [1, 3])
+def test_golden_file_decodes_bit_exactly(mid, name, threads):
+    # the stored pixels were made on another machine (and CPU, instruction set and thread count):
+    # the bit-exact decoder must reproduce every value, with its post-filter and without
+    data = (GOLDEN / mid / f"{name}.fcc").read_bytes()
+    png = GOLDEN / mid / f"{name}.bitexact.png"
+    assert png.is_file(), "no bit-exact golden pixels: run tests/golden/make_golden.py --bitexact"
+    out = fastcodec.Codec(threads=threads, decoder="bitexact").decompress(data)
+    ref = np.asarray(Image.open(png))
+    assert out.shape == ref.shape
+    assert np.array_equal(out, ref), f"{int((out != ref).sum())} values differ"
+    # it is the float decoder's function: within a level of the float reference
+    flt = fastcodec.Codec(threads=1, decoder="float").decompress(data)
+    assert np.abs(flt.astype(int) - out.astype(int)).max() <= 1
 
 
 def test_optional_decoders_have_golden_pixels():
@@ -73,7 +92,7 @@ def test_optional_decoders_have_golden_pixels():
     codec = fastcodec.Codec(threads=1)
     folder = GOLDEN / codec.model.id
     for dec in codec.model.decoders:
-        if dec != "float":
+        if dec not in ("float", "bitexact"):  # bitexact: test_golden_file_decodes_bit_exactly
             for name in MANIFESTS[codec.model.id]["files"]:
                 assert (folder / f"{name}.{dec}.png").is_file(), \
                     f"no golden pixels of decoder {dec!r}: run tests/golden/make_golden.py --decoders"

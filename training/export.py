@@ -215,6 +215,9 @@ def main():
             "scale_bins": NBINS, "scale_min": SCALE_MIN, "scale_max": SCALE_MAX,
             "training_steps": int(st.get("total_steps", st.get("step", 0))),
             "table_calibration_images": args.calib_images,
+            # files decode with the deterministic executor unless a policy or the caller names
+            # another decoder (fastcodec/_bitexact.py; the same pixels on every machine)
+            "default_decoder": "bitexact",
             "exported": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(os.path.join(tmp, "model.json"), "w") as f:
         json.dump(meta, f, indent=1)

@@ -10,6 +10,7 @@
 #include "hyper.hpp"
 #include "image.hpp"
 #include "latent.hpp"
+#include "net.hpp"
 
 using namespace fastcodec;
 
@@ -206,7 +207,114 @@ static void test_hyper_scale_matches_scalar_reference() {
     }
 }
 
+// Scalar reference of a Net of convolutions (fused multiply-adds in the documented order: bias,
+// then input channel 0.., taps row-major), pixel shuffles, ReLUs and simplified IGDNs.
+static std::vector<float> reference_net(const std::vector<NetOp>& ops, std::vector<float> cur, int c, int h, int w) {
+    for (const NetOp& op : ops) {
+        const ConvLayer& L = op.layer;
+        const int k = L.k, pad = k / 2;
+        auto conv = [&](const std::vector<float>& in, bool absolute) {
+            std::vector<float> out(size_t(L.cout) * h * w);
+            for (int o = 0; o < L.cout; ++o)
+                for (int y = 0; y < h; ++y)
+                    for (int x = 0; x < w; ++x) {
+                        float acc = L.bias[o];
+                        for (int i = 0; i < L.cin; ++i)
+                            for (int t = 0; t < k * k; ++t) {
+                                const int yy = y + t / k - pad, xx = x + t % k - pad;
+                                float v = (yy < 0 || yy >= h || xx < 0 || xx >= w) ? 0.f : in[(size_t(i) * h + yy) * w + xx];
+                                if (absolute) v = std::fabs(v);
+                                acc = std::fma(L.weight[(size_t(o) * L.cin + i) * k * k + t], v, acc);
+                            }
+                        out[(size_t(o) * h + y) * w + x] = acc;
+                    }
+            return out;
+        };
+        if (op.kind == NetOp::igdn) {
+            const std::vector<float> norm = conv(cur, true);
+            for (size_t i = 0; i < cur.size(); ++i) cur[i] = cur[i] * norm[i];
+            continue;
+        }
+        const std::vector<float> pre = conv(cur, false);
+        const int r = L.shuffle, nc = L.cout / (r * r);
+        std::vector<float> next(pre.size());
+        for (int o = 0; o < nc; ++o)
+            for (int i = 0; i < r; ++i)
+                for (int j = 0; j < r; ++j)
+                    for (int y = 0; y < h; ++y)
+                        for (int x = 0; x < w; ++x) {
+                            float v = pre[(size_t(o * r * r + i * r + j) * h + y) * w + x];
+                            if (L.relu) v = v > 0.f ? v : 0.f;
+                            next[(size_t(o) * h * r + y * r + i) * w * r + x * r + j] = v;
+                        }
+        cur.swap(next);
+        c = nc;
+        h *= r;
+        w *= r;
+    }
+    (void)c;
+    return cur;
+}
+
+static void test_net_matches_scalar_fma_reference() {
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<float> wd(-0.3f, 0.3f);
+    auto op = [&](NetOp::Kind kind, int cin, int cout, int k, int shuffle, bool relu) {
+        NetOp o;
+        o.kind = kind;
+        o.layer.cin = cin, o.layer.cout = cout, o.layer.k = k, o.layer.shuffle = shuffle, o.layer.relu = relu;
+        for (int i = 0; i < cout * cin * k * k; ++i) o.layer.weight.push_back(kind == NetOp::igdn ? std::fabs(wd(rng)) : wd(rng));
+        for (int i = 0; i < cout; ++i) o.layer.bias.push_back(kind == NetOp::igdn ? 1.f : wd(rng));
+        return o;
+    };
+    // 20 output channels: a partial block; 1x1 and 3x3; an IGDN between
+    const std::vector<NetOp> ops = {op(NetOp::conv, 7, 20, 3, 2, false), op(NetOp::igdn, 5, 5, 1, 1, false),
+                                    op(NetOp::conv, 5, 12, 1, 1, true), op(NetOp::conv, 12, 3, 3, 1, false)};
+    const Net net(ops, 7);
+    const int sizes[][2] = {{1, 1}, {3, 5}, {9, 31}, {17, 40}};
+    for (const auto& sz : sizes) {
+        const int h = sz[0], w = sz[1];
+        std::vector<float> x(size_t(7) * h * w);
+        for (auto& v : x) v = wd(rng) * 4.f;
+        const std::vector<float> ref = reference_net(ops, x, 7, h, w);
+        for (int threads : {1, 2, 3}) {
+            const Tensor got = net.run(x.data(), h, w, 0.f, threads);
+            bool same = got.v.size() == ref.size() && got.c == 3 && got.h == 2 * h && got.w == 2 * w;
+            for (size_t i = 0; same && i < ref.size(); ++i) same = std::memcmp(&got.v[i], &ref[i], sizeof(float)) == 0;
+            CHECK(same);
+        }
+    }
+    // known answer: fma(1 + 2^-12, 1 + 2^-12, -1) = 2^-11 + 2^-24 (a multiply, then an add: 2^-11)
+    NetOp one;
+    one.kind = NetOp::conv;
+    one.layer.cin = one.layer.cout = 1;
+    one.layer.k = 1;
+    one.layer.weight = {1.f + 0x1p-12f};
+    one.layer.bias = {-1.f};
+    const Net n1({one}, 1);
+    const std::vector<float> xs(40, 1.f + 0x1p-12f);
+    const Tensor t = n1.run(xs.data(), 2, 20, 0.f, 1);
+    bool exact = true;
+    for (float v : t.v) exact = exact && v == 0x1p-11f + 0x1p-24f;
+    CHECK(exact);
+    // the gain interpolation: exact where it must be, and log-linear
+    CHECK(det_interp(2.f, 8.f, 0.5) == 4.f);
+    CHECK(det_interp(0.37f, 5.5f, 0.0) == 0.37f);
+    CHECK(det_interp(0.37f, 5.5f, 1.0) == 5.5f);
+    CHECK(std::fabs(det_interp(1.f, 10.f, 0.25) - std::pow(10.f, 0.25f)) < 1e-6f);
+    bool threw = false;
+    try {
+        NetOp bad = one;
+        bad.layer.cin = 2;
+        const Net nb({bad}, 1);
+    } catch (const ArgumentError&) {
+        threw = true;
+    }
+    CHECK(threw);
+}
+
 int main() {
+    test_net_matches_scalar_fma_reference();
     test_hyper_scale_matches_scalar_reference();
     test_pixels_to_tensor_padding_and_strides();
     test_tensor_to_pixels_rounding();

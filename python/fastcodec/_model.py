@@ -18,6 +18,8 @@ GRAPHS = ("encoder", "hyper_encoder", "hyper_decoder", "decoder")
 # graphs that only encoding needs: an archived (decode-only) bundle of an earlier default model
 # drops them and records their SHA-256 in model.json ("archived_graphs"), so its id still checks
 ENCODE_GRAPHS = ("encoder", "hyper_encoder")
+# the decoder name of the deterministic executor (every bundle whose graphs it can read)
+BITEXACT = "bitexact"
 
 
 def _optional_graphs(meta: dict, kind: str, base: str = "default") -> dict:
@@ -113,6 +115,7 @@ class Model:
     _sessions: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _verified: dict = field(default_factory=dict)  # (kind, name) -> graph whose SHA-256 checked
+    _bitexact: object = None
 
     @property
     def decode_only(self) -> bool:
@@ -126,8 +129,33 @@ class Model:
 
     @property
     def decoders(self) -> dict:
-        """name -> graph of each synthesis transform this bundle offers (see decoder_graphs)."""
-        return decoder_graphs(self.meta)
+        """name -> graph of each synthesis transform this bundle offers (see decoder_graphs), and
+        "bitexact": the float graphs run by the deterministic C++ executor (see bitexact)."""
+        return {**decoder_graphs(self.meta), BITEXACT: "decoder"}
+
+    def bitexact(self):
+        """The bit-exact decoder of this bundle (built once, on first use): the hyper-decoder's
+        mean branch, the synthesis and the post-filter, read from the bundle's own ONNX files
+        and run by _core.Net, so that every machine decodes a file to the same pixels
+        (_bitexact.py). ModelError where the graphs are not of a form it runs."""
+        ex = self._bitexact
+        if ex is None:
+            with self._lock:
+                ex = self._bitexact
+                if ex is None:
+                    from ._bitexact import BitExactDecoder
+                    if self.postfilter is not None:
+                        self.check_postfilter()
+                    ex = BitExactDecoder(self.path, self.gains.shape[1], self.postfilter is not None)
+                    self._bitexact = ex
+        return ex
+
+    def igain_bitexact(self, quality: float) -> np.ndarray:
+        """The inverse gain of a quality as gain_vectors computes it, but with a fixed sequence of
+        IEEE-754 operations (_core.det_interp, no libm), so every machine gets the same bits."""
+        lo, t = self._level(quality)
+        a, b = self.igains[lo], self.igains[lo + 1]
+        return np.array([_core.det_interp(float(u), float(v), float(t)) for u, v in zip(a, b)], np.float32)
 
     @property
     def default_decoder(self) -> str:

@@ -115,8 +115,8 @@ def build_parser():
     d.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
     d.add_argument("--format", default=None, help="output format for folders: png (default), webp, jpg, bmp, tif")
     d.add_argument("--decoder", default=None, help="synthesis transform: float, or another the model offers "
-                   "(see 'fastcodec models'; 'int8' is faster and a little less accurate); default: the "
-                   "model's own choice")
+                   "(see 'fastcodec models'; 'int8' is faster and a little less accurate; 'bitexact' gives "
+                   "the same pixels on every machine); default: the model's own choice")
     _batch_options(d)
 
     sv = sub.add_parser("serve", help="run the HTTP service (needs the 'server' extra)",
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
 
 
 def _models(args) -> int:
-    from ._model import available_models, decoder_graphs, default_model_name, encoder_graphs, is_decode_only
+    from ._model import BITEXACT, available_models, decoder_graphs, default_model_name, encoder_graphs, is_decode_only
 
     default = default_model_name()
     rows = []
@@ -188,7 +188,7 @@ def _models(args) -> int:
                      "levels": meta.get("levels"), "training_steps": meta.get("training_steps"),
                      "architecture": meta.get("arch", "hp"),
                      "encoders": [] if archived else list(encoder_graphs(meta)),
-                     "decoders": list(decoder_graphs(meta)),
+                     "decoders": [*decoder_graphs(meta), BITEXACT],
                      "default_decoder": meta.get("default_decoder", "float"),
                      "default_decoder_by_quality": meta.get("default_decoder_by_quality", []),
                      "postfilter_max_quality": (meta["postfilter"].get("max_quality", 100)

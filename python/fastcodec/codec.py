@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core, _refine, format as fmt
 from ._imageio import fill_transparent, load_image, to_image, to_output
-from ._model import Model, _release_options, available_models, default_model_name, load_model
+from ._model import BITEXACT, Model, _release_options, available_models, default_model_name, load_model
 from .errors import ArgumentError, FastcodecError, FormatError, ModelError
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
@@ -20,6 +20,10 @@ EFFORT_MIN, EFFORT_MAX = 1, 3
 # Tiling of the analysis/synthesis transforms, in latent pixels (x16 image pixels): images whose
 # latent exceeds TILE_MAX on a side are processed in TILE x TILE tiles with HALO overlap.
 TILE, HALO, TILE_MAX = 64, 2, 80
+# The synthesis tiles need a wider halo: its receptive field reaches 30 image pixels and the
+# post-filter's 17 more, past HALO's 32; with 3 latent pixels (48) tiles decode exactly as the
+# whole image would (tests/test_bitexact.py), for about 6 % more work per tile.
+SYNTHESIS_HALO = 3
 # The hyper-transforms run in tiles of the hyper-latent grid (x4 latent, x64 image pixels) once it
 # exceeds HYPER_TILE_MAX on a side; the halo (2 hyper-latent pixels) covers their receptive fields
 # (hyper-analysis: 7 latent pixels; hyper-synthesis: 1.75 hyper-latent pixels).
@@ -73,7 +77,7 @@ def _small(hy: int, wy: int) -> bool:
     return hy <= TILE_MAX and wy <= TILE_MAX
 
 
-def _tiles(n: int, tile: int | None = None):
+def _tiles(n: int, tile: int | None = None, halo: int | None = None):
     """(start, end, window start, window end) of each tile along an axis of n latent pixels.
 
     The axis splits into equal tiles of at most TILE; each tile's window adds HALO on both
@@ -81,41 +85,53 @@ def _tiles(n: int, tile: int | None = None):
     an image has the same shape. onnxruntime then plans its memory once and the arena reuses one
     block for all tiles (see _tile_grid)."""
     tile = tile or TILE
+    halo = HALO if halo is None else halo
     count = -(-n // tile)
     size = -(-n // count)
-    win = min(n, size + 2 * HALO)
+    win = min(n, size + 2 * halo)
     out = []
     for t0 in range(0, n, size):
-        a0 = min(max(0, t0 - HALO), n - win)
+        a0 = min(max(0, t0 - halo), n - win)
         out.append((t0, min(t0 + size, n), a0, a0 + win))
     return out
 
 
-def _tile_grid(hy: int, wy: int, tile: int | None = None):
+def _tile_grid(hy: int, wy: int, tile: int | None = None, halo: int | None = None):
     """Every (row tile, column tile, is-last) of a latent of hy x wy. Tiles of one image share
     the onnxruntime arena, which is handed back after the last one: measured at 24 MP (2
     threads, 2026-11-27), releasing it after every tile page-faults each tile's buffers anew
     (12.9 s encode, 18.2 s decode against 10.6 s and 15.6 s), keeping it for good holds about
     1 GiB after the call."""
-    rows, cols = _tiles(hy, tile), _tiles(wy, tile)
+    rows, cols = _tiles(hy, tile, halo), _tiles(wy, tile, halo)
     n = len(rows) * len(cols)
     return [(r, c, i * len(cols) + j == n - 1) for i, r in enumerate(rows) for j, c in enumerate(cols)]
 
 
-def _hyper(m: Model, name: str, x: np.ndarray) -> np.ndarray:
+def _hyper(m: Model, name: str, x: np.ndarray, net=None, threads: int = 1) -> np.ndarray:
     """Runs a hyper-transform: "hyper_encoder" (latent y to z, 4x down) or "hyper_decoder" (z to
     the means, 4x up), in tiles of the hyper-latent grid for very large images, so that their
-    memory stays bounded too (measured at 50 MP: the untiled hyper-decoder set the peak, 1846 MiB)."""
+    memory stays bounded too (measured at 50 MP: the untiled hyper-decoder set the peak, 1846 MiB).
+    net: a _core.Net that computes the same function (the bit-exact decoder's mean branch)
+    instead of the onnxruntime graph."""
     down = name == "hyper_encoder"
     k = 4  # resolution ratio between the latent and the hyper-latent
     zh, zw = (x.shape[2] // k, x.shape[3] // k) if down else x.shape[2:]
     key = "y" if down else "z"
+
+    def run(t, release):
+        if net is None:
+            return m.run(name, {key: t}, release=release)[0]
+        out = net.run(np.ascontiguousarray(t, dtype=np.float32), 0.0, threads)
+        if release:
+            net.trim()
+        return out
+
     if zh <= HYPER_TILE_MAX and zw <= HYPER_TILE_MAX:
-        return m.run(name, {key: x}, release=not _small(zh * k, zw * k))[0]
+        return run(x, not _small(zh * k, zw * k))
     i, o = (k, 1) if down else (1, k)  # input and output pixels per hyper-latent pixel
     out = None
     for (t0, t1, a0, a1), (u0, u1, b0, b1), last in _tile_grid(zh, zw, HYPER_TILE):
-        (res,) = m.run(name, {key: np.ascontiguousarray(x[:, :, a0 * i:a1 * i, b0 * i:b1 * i])}, release=last)
+        res = run(x[:, :, a0 * i:a1 * i, b0 * i:b1 * i], last)
         if out is None:
             out = np.empty((x.shape[0], res.shape[1], zh * o, zw * o), np.float32)
         out[:, :, t0 * o:t1 * o, u0 * o:u1 * o] = res[:, :, (t0 - a0) * o:(t1 - a0) * o, (u0 - b0) * o:(u1 - b0) * o]
@@ -284,33 +300,51 @@ class Codec:
             y[:, :, ty0:ty1, tx0:tx1] = yt[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
         return y
 
-    def _decoder_graph(self, m: Model, quality: float) -> str:
+    def _decoder_name(self, m: Model, quality: float) -> str:
+        """The decoder for a file of this quality and model: the one the caller named, if the
+        model has it (files of older models decode with their float decoder otherwise), else the
+        model's choice for the quality."""
         name = self.decoder if self.decoder is not None else m.decoder_for(quality)
-        return m.check_decoder(name) if name in m.decoders else "decoder"
+        return name if name in m.decoders else "float"
+
+    def _net_threads(self) -> int:
+        return self.threads or max(1, min(os.cpu_count() or 1, 8))
 
     def _synthesise(self, m: Model, y_hat: np.ndarray, h: int, w: int, quality: float) -> np.ndarray:
         """Synthesis transform (and the model's post-filter) to uint8 RGB (h, w, 3), in
         overlapping tiles for large images: the post-filter runs on each tile's synthesis output
         before the halo is cut (its reach, a few pixels, is well inside the 32-pixel halo)."""
         f = m.stride // 4
-        graph = self._decoder_graph(m, quality)
+        name = self._decoder_name(m, quality)
         filt = self.postfilter and m.postfilter_for(quality)
         if filt:
             m.check_postfilter()
             qv = np.array([quality / 100.0], np.float32)
+        if name == BITEXACT:
+            ex, threads = m.bitexact(), self._net_threads()
 
-        def run(feed, release=False):
-            (x,) = m.run(graph, feed, release=release)
-            if filt:
-                (x,) = m.run("postfilter", {"x": x, "q": qv})
-            return x
+            def run(feed, release=False):
+                x = ex.synthesis.run(feed["y"], 0.0, threads)
+                if filt:
+                    x = ex.postfilter.run(x, np.float32(quality / 100.0), threads)
+                if release:
+                    ex.trim()
+                return x
+        else:
+            graph = m.check_decoder(name)
+
+            def run(feed, release=False):
+                (x,) = m.run(graph, feed, release=release)
+                if filt:
+                    (x,) = m.run("postfilter", {"x": x, "q": qv})
+                return x
 
         hy, wy = y_hat.shape[2:]
         if _small(hy, wy):
             x = run({"y": y_hat})
             return _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), h, w)
         out = np.empty((h, w, 3), np.uint8)
-        for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy):
+        for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy, halo=SYNTHESIS_HALO):
             yt = np.ascontiguousarray(y_hat[:, :, a0:a1, b0:b1])
             x = run({"y": yt}, release=last)
             # keep the tile's own pixels (inside the image) and drop the halo
@@ -570,7 +604,11 @@ class Codec:
         z_groups = np.repeat(m.z_group, zh * zw)
         z_sym = m.z_coders.decode(zdata, z_groups)
         z_int = np.ascontiguousarray(z_sym.reshape(1, zc, zh, zw) + m.z_offset[None, :, None, None])
-        mu = _hyper(m, "hyper_decoder", z_int.astype(np.float32))
+        if self._decoder_name(m, hdr.quality) == BITEXACT:
+            mu = _hyper(m, "hyper_decoder", z_int.astype(np.float32), net=m.bitexact().mean,
+                        threads=self._net_threads())
+        else:
+            mu = _hyper(m, "hyper_decoder", z_int.astype(np.float32))
         bins = m.scale_bins(z_int)
         M = bins.shape[1]
         if len(chunks) > M:
@@ -596,7 +634,10 @@ class Codec:
         hdr, m, _, _, r, _, mu = self._decode_symbols(data, ext)
         # the alpha plane first: a damaged one fails before the costly synthesis
         alpha = fmt.decode_alpha(ext[fmt.EXT_ALPHA], hdr.width, hdr.height) if fmt.EXT_ALPHA in ext else None
-        _, igain = m.gain_vectors(hdr.quality)
+        if self._decoder_name(m, hdr.quality) == BITEXACT:
+            igain = m.igain_bitexact(hdr.quality)
+        else:
+            _, igain = m.gain_vectors(hdr.quality)
         y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), igain)
         del r, mu
         return to_output(self._synthesise(m, y_hat, hdr.height, hdr.width, hdr.quality), hdr.channels, alpha)

@@ -6,13 +6,15 @@ exporting a new default model:
     python tests/golden/make_golden.py
     python tests/golden/make_golden.py --decoders   # only the pixels of the optional decoders
     python tests/golden/make_golden.py --pixels     # the pixels of every decoder, for the same files
+    python tests/golden/make_golden.py --bitexact   # the bit-exact decoder's pixels, every model's folder
 
 Pixels are stored for every decoder the model offers: <name>.png from the float reference and
 <name>.<decoder>.png from each optional one (model.json "decoders", e.g. int8), so a change in
 any of them fails tests/test_golden.py. "--decoders" rewrites only the latter, for the existing
 golden files (after adding or retraining an optional decoder; the .fcc files stay), "--pixels"
 all of them (after a new post-filter, which changes no symbol; the .fcc files and the manifest
-stay).
+stay). The bit-exact decoder's pixels (<name>.bitexact.png) must come out identical on every
+machine; "--bitexact" writes them for the golden files of every model (older ones included).
 
 The folders of earlier models stay: their files must keep decoding, so their bundles keep
 shipping (tests/test_golden.py fails when a golden folder's model is missing from models/).
@@ -71,14 +73,29 @@ def decoder_pixels(model_id, names):
     for dec in fastcodec.Codec(threads=1).model.decoders:
         if dec == "float":
             continue
+        if dec == "bitexact":
+            continue  # bitexact_pixels(), for every model's folder
         codec = fastcodec.Codec(threads=1, decoder=dec)
         for name in names:
             Image.fromarray(codec.decompress((out / f"{name}.fcc").read_bytes())).save(out / f"{name}.{dec}.png")
             print(f"wrote {out / f'{name}.{dec}.png'}")
 
 
+def bitexact_pixels():
+    """Writes <name>.bitexact.png for the golden files of every model folder."""
+    codec = fastcodec.Codec(threads=1, decoder="bitexact")
+    for manifest in sorted(HERE.glob("*/golden.json")):
+        for name in json.loads(manifest.read_text())["files"]:
+            px = codec.decompress((manifest.parent / f"{name}.fcc").read_bytes())
+            Image.fromarray(px).save(manifest.parent / f"{name}.bitexact.png")
+            print(f"wrote {manifest.parent / f'{name}.bitexact.png'}")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if "--bitexact" in argv:
+        bitexact_pixels()
+        return
     codec = fastcodec.Codec(threads=1, decoder="float")
     out = HERE / codec.model.id
     if "--decoders" in argv or "--pixels" in argv:
@@ -88,6 +105,7 @@ def main(argv=None):
                 Image.fromarray(codec.decompress((out / f"{name}.fcc").read_bytes())).save(out / f"{name}.png")
                 print(f"wrote {out / f'{name}.png'}")
         decoder_pixels(codec.model.id, list(manifest["files"]))
+        bitexact_pixels()
         return
     manifest = {"model": codec.model.id, "files": {}}
     out.mkdir(exist_ok=True)
@@ -114,6 +132,7 @@ def main(argv=None):
     (out / "golden.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(json.dumps(manifest, indent=1))
     decoder_pixels(codec.model.id, list(manifest["files"]))
+    bitexact_pixels()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,308 @@
+"""The bit-exact decoder (``decoder="bitexact"``): the model's own float graphs, run by the
+deterministic C++ executor.
+
+onnxruntime's float kernels sum in different orders on different CPUs, instruction sets,
+thread counts and versions, so the float synthesis may round a pixel differently here and there
+between machines (measured: 136 of 14.2 million values moved by one level between two of
+onnxruntime's own optimisation levels). The bit-exact decoder reads the weights of
+``decoder.onnx``, ``postfilter.onnx`` and the mean branch of ``hyper_decoder.onnx`` (the very
+files that the model id hashes) and runs them through ``_core.Net``, whose convolutions add
+their products in one fixed order of IEEE-754 fused multiply-adds (cpp/conv.hpp), so a file
+decodes to the same pixels, bit for bit, on every machine (docs/format.md, "Bit-exact
+decoding").
+
+The ONNX files are read by the small protobuf reader below (the ``onnx`` package is not a
+dependency); it accepts the graphs that ``training/export.py`` and ``training/postfilter.py``
+write and refuses anything else with a ModelError.
+"""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from . import _core
+from .errors import ModelError
+
+# -- a minimal ONNX (protobuf) reader ------------------------------------------------------------
+
+
+def _varint(buf, i):
+    v = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        if b < 0x80:
+            return v, i
+        shift += 7
+
+
+def _fields(buf):
+    """(field number, wire type, value) of a protobuf message: ints for varint and fixed fields,
+    memoryviews for length-delimited ones."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _varint(buf, i)
+        elif wt == 1:
+            v, i = struct.unpack_from("<Q", buf, i)[0], i + 8
+        elif wt == 2:
+            ln, i = _varint(buf, i)
+            if i + ln > n:
+                raise ValueError("truncated field")
+            v, i = buf[i:i + ln], i + ln
+        elif wt == 5:
+            v, i = struct.unpack_from("<I", buf, i)[0], i + 4
+        else:
+            raise ValueError(f"unsupported wire type {wt}")
+        yield num, wt, v
+
+
+def _int64(v):
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _ints(wt, v):
+    """A repeated int64 field's values: one varint, or a packed run of them."""
+    if wt == 0:
+        return [_int64(v)]
+    out, i = [], 0
+    while i < len(v):
+        x, i = _varint(v, i)
+        out.append(_int64(x))
+    return out
+
+
+def _tensor(buf):
+    dims, dtype, name, raw, floats, int64s = [], 1, "", None, [], []
+    for num, wt, v in _fields(buf):
+        if num == 1:
+            dims += _ints(wt, v)
+        elif num == 2:
+            dtype = v
+        elif num == 4:
+            floats += (list(np.frombuffer(v, "<f4")) if wt == 2 else [struct.unpack("<f", struct.pack("<I", v))[0]])
+        elif num == 7:
+            int64s += _ints(wt, v)
+        elif num == 8:
+            name = bytes(v).decode()
+        elif num == 9:
+            raw = bytes(v)
+    np_type = {1: "<f4", 7: "<i8"}.get(dtype)
+    if np_type is None:
+        raise ValueError(f"tensor {name!r} has unsupported data type {dtype}")
+    if raw is not None:
+        arr = np.frombuffer(raw, np_type).copy()
+    else:
+        arr = np.array(floats if dtype == 1 else int64s, np_type)
+    return name, arr.reshape(dims) if dims else arr.reshape(())
+
+
+def _node(buf):
+    node = {"input": [], "output": [], "op": "", "attr": {}}
+    for num, wt, v in _fields(buf):
+        if num == 1:
+            node["input"].append(bytes(v).decode())
+        elif num == 2:
+            node["output"].append(bytes(v).decode())
+        elif num == 4:
+            node["op"] = bytes(v).decode()
+        elif num == 5:
+            name, val, ints = "", None, []
+            for anum, awt, av in _fields(v):
+                if anum == 1:
+                    name = bytes(av).decode()
+                elif anum == 2:
+                    val = struct.unpack("<f", struct.pack("<I", av))[0]
+                elif anum == 3:
+                    val = _int64(av)
+                elif anum == 4:
+                    val = bytes(av)
+                elif anum == 5:
+                    val = _tensor(av)[1]
+                elif anum == 8:
+                    ints += _ints(awt, av)
+            node["attr"][name] = ints if val is None else val
+    return node
+
+
+def read_onnx(path: Path):
+    """(nodes, initializers) of an ONNX file: nodes as dicts (op, input, output, attr), the
+    initializers and Constant outputs as numpy arrays."""
+    buf = memoryview(Path(path).read_bytes())
+    graph = next((v for num, wt, v in _fields(buf) if num == 7 and wt == 2), None)
+    if graph is None:
+        raise ValueError("no graph")
+    nodes, consts = [], {}
+    for num, wt, v in _fields(graph):
+        if num == 1:
+            nodes.append(_node(v))
+        elif num == 5:
+            name, arr = _tensor(v)
+            consts[name] = arr
+    for n in nodes:
+        if n["op"] == "Constant" and isinstance(n["attr"].get("value"), np.ndarray):
+            consts[n["output"][0]] = n["attr"]["value"]
+    return nodes, consts
+
+
+# -- graphs to Net operations ---------------------------------------------------------------------
+
+
+class _Graph:
+    """Constant folding of the weight-side nodes (Clip, Cast) and lookup of a node's consumers."""
+
+    def __init__(self, path: Path):
+        self.nodes, self.c = read_onnx(path)
+        for n in self.nodes:
+            if n["op"] == "Clip" and all(i in self.c for i in n["input"] if i):
+                lo = self.c[n["input"][1]] if len(n["input"]) > 1 and n["input"][1] else -np.inf
+                hi = self.c[n["input"][2]] if len(n["input"]) > 2 and n["input"][2] else np.inf
+                self.c[n["output"][0]] = np.clip(self.c[n["input"][0]], lo, hi).astype(np.float32)
+            elif n["op"] == "Cast" and n["input"][0] in self.c:
+                self.c[n["output"][0]] = self.c[n["input"][0]].astype(np.float32)
+
+    def consumers(self, name):
+        return [n for n in self.nodes if name in n["input"]]
+
+    def conv(self, n):
+        """Weight and bias of a Conv node with constant weights (bias zero when absent)."""
+        w = self.c[n["input"][1]].astype(np.float32)
+        b = (self.c[n["input"][2]] if len(n["input"]) > 2 and n["input"][2] else np.zeros(w.shape[0]))
+        a = n["attr"]
+        if a.get("group", 1) != 1 or any(d != 1 for d in a.get("dilations", [1, 1])):
+            raise ValueError("grouped or dilated convolution")
+        return np.ascontiguousarray(w), np.ascontiguousarray(b, np.float32), a.get("strides", [1, 1]), a.get("pads", [0] * 4)
+
+
+def _plain(w, strides, pads):
+    k = w.shape[2]
+    if w.shape[2] != w.shape[3] or k not in (1, 3) or list(strides) != [1, 1] or list(pads) != [k // 2] * 4:
+        raise ValueError(f"unsupported convolution (kernel {w.shape[2:]}, strides {strides}, pads {pads})")
+
+
+def _chain_ops(g: _Graph, start: str, end: str, slice_first: int | None = None):
+    """Net operations for a chain of 3x3 / 1x1 convolutions, each optionally followed by a
+    DepthToSpace (CRD) and a ReLU, and simplified IGDNs (Abs -> Conv -> Mul), from the graph
+    input ``start`` to the output ``end``. slice_first: keep only the first output channels of
+    the last convolution (the hyper-decoder's mean branch)."""
+    ops, cur = [], start
+    while cur != end:
+        users = [n for n in g.consumers(cur) if n["op"] not in ("Shape",)]
+        if not users:
+            raise ValueError(f"{cur} leads nowhere")
+        ops_of = {n["op"] for n in users}
+        if ops_of == {"Conv"} and len(users) == 1:
+            w, b, s, p = g.conv(users[0])
+            _plain(w, s, p)
+            ops.append(["conv", w, b, 1, False])
+            cur = users[0]["output"][0]
+        elif ops_of == {"DepthToSpace"} and ops and ops[-1][0] == "conv" and ops[-1][3] == 1 and not ops[-1][4]:
+            n = users[0]
+            if n["attr"].get("mode", b"DCR") != b"CRD":
+                raise ValueError("DepthToSpace must use CRD order")
+            ops[-1][3] = int(n["attr"]["blocksize"])
+            cur = n["output"][0]
+        elif ops_of == {"Relu"} and ops and ops[-1][0] == "conv" and not ops[-1][4]:
+            ops[-1][4] = True
+            cur = users[0]["output"][0]
+        elif ops_of == {"Abs", "Mul"} and len(users) == 2:
+            ab = next(n for n in users if n["op"] == "Abs")
+            mul = next(n for n in users if n["op"] == "Mul")
+            (cv,) = g.consumers(ab["output"][0])
+            if cv["op"] != "Conv" or cv["output"][0] not in mul["input"]:
+                raise ValueError("unrecognised IGDN")
+            w, b, s, p = g.conv(cv)
+            _plain(w, s, p)
+            if w.shape[2] != 1:
+                raise ValueError("IGDN must be a 1x1 convolution")
+            ops.append(("igdn", w, b))
+            cur = mul["output"][0]
+        elif ops_of == {"Cast"} and len(users) == 1:
+            cur = users[0]["output"][0]
+        elif ops_of == {"Slice"} and slice_first and ops and ops[-1][0] == "conv":
+            w, b = ops[-1][1], ops[-1][2]
+            if w.shape[0] != 2 * slice_first or ops[-1][3] != 1 or ops[-1][4]:
+                raise ValueError("unexpected mean/scale head")
+            ops[-1][1], ops[-1][2] = np.ascontiguousarray(w[:slice_first]), np.ascontiguousarray(b[:slice_first])
+            cur = users[0]["output"][0]
+        else:
+            raise ValueError(f"unsupported operations {sorted(ops_of)} after {cur}")
+    return [tuple(o) for o in ops]
+
+
+def _postfilter_ops(g: _Graph):
+    """Net operations of the two-scale post-filter as training/postfilter.py exports it
+    (PostFilterUNetExport): strided convolutions back into their pixel-unshuffle form."""
+    by_w = {n["input"][1]: n for n in g.nodes if n["op"] == "Conv"}
+    need = ["inc.weight", "incq.weight", "down.weight", "up.weight", "dec.weight", "out.weight"]
+    if any(k not in by_w for k in need):
+        raise ValueError("not a two-scale post-filter")
+    mids = sorted((k for k in by_w if k.startswith("mid.")), key=lambda k: int(k.split(".")[1]))
+    w, b, s, p = g.conv(by_w["inc.weight"])  # 6x6 stride 2 padding 2 on x = unshuffle(2) + 3x3
+    if w.shape[2:] != (6, 6) or list(s) != [2, 2] or list(p) != [2] * 4:
+        raise ValueError("unexpected first convolution")
+    co, ci = w.shape[:2]
+    w3 = w.reshape(co, ci, 3, 2, 3, 2).transpose(0, 1, 3, 5, 2, 4).reshape(co, ci * 4, 3, 3)
+    wq, _, sq, pq = g.conv(by_w["incq.weight"])
+    _plain(wq, sq, pq)
+    if wq.shape != (co, 1, 3, 3):
+        raise ValueError("unexpected quality convolution")
+    inc = np.ascontiguousarray(np.concatenate([w3, wq], axis=1))
+    wd, bd, sd, pd = g.conv(by_w["down.weight"])  # 2x2 stride 2 = unshuffle(2) + 1x1
+    if wd.shape[2:] != (2, 2) or list(sd) != [2, 2] or any(pd):
+        raise ValueError("unexpected down convolution")
+    down = np.ascontiguousarray(wd.reshape(wd.shape[0], -1, 1, 1))
+    ops = [("push",), ("unshuffle", 2), ("plane",), ("conv", inc, b, 1, True), ("push",), ("unshuffle", 2),
+           ("conv", down, bd, 1, True)]
+    for k in mids:
+        wm, bm, sm, pm = g.conv(by_w[k])
+        _plain(wm, sm, pm)
+        ops.append(("conv", wm, bm, 1, True))
+    wu, bu, su, pu = g.conv(by_w["up.weight"])
+    _plain(wu, su, pu)
+    ops += [("conv", wu, bu, 2, False), ("add",)]
+    for key, shuffle, relu in (("dec.weight", 1, True), ("out.weight", 2, False)):
+        wk, bk, sk, pk = g.conv(by_w[key])
+        _plain(wk, sk, pk)
+        ops.append(("conv", wk, bk, shuffle, relu))
+    ops.append(("add",))
+    # the graph's own wiring, checked: ReLU after inc (+ incq) and down and each mid block, the
+    # up branch added to inc's output before dec, the output added to x
+    kinds = [n["op"] for n in g.nodes if n["op"] in ("Conv", "Relu", "Add", "DepthToSpace")]
+    want = (["Conv", "Conv", "Add", "Relu", "Conv", "Relu"] + ["Conv", "Relu"] * len(mids)
+            + ["Conv", "DepthToSpace", "Add", "Conv", "Relu", "Conv", "DepthToSpace", "Add"])
+    if kinds != want:
+        raise ValueError("the post-filter's wiring is not the exported two-scale form")
+    return ops
+
+
+class BitExactDecoder:
+    """The deterministic mean branch, synthesis and post-filter of one model bundle."""
+
+    def __init__(self, path: Path, latent_channels: int, postfilter: bool):
+        try:
+            self.mean = self._net(_chain_ops(_Graph(path / "hyper_decoder.onnx"), "z", "mu",
+                                             slice_first=latent_channels))
+            self.synthesis = self._net(_chain_ops(_Graph(path / "decoder.onnx"), "y", "x"))
+            self.postfilter = (self._net(_postfilter_ops(_Graph(path / "postfilter.onnx")), channels=3)
+                               if postfilter else None)
+        except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
+            raise ModelError(f"model {path.name}: the bit-exact decoder cannot run its graphs ({e})") from None
+
+    def trim(self):
+        """Frees the buffers the networks keep between runs (after a large image)."""
+        for net in (self.mean, self.synthesis, self.postfilter):
+            if net is not None:
+                net.trim()
+
+    @staticmethod
+    def _net(ops, channels=None):
+        first = next(o for o in ops if o[0] == "conv")
+        return _core.Net(list(ops), int(channels if channels is not None else first[1].shape[1]))
