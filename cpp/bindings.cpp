@@ -260,6 +260,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("in_channels", &Net::in_channels)
         .def("trim", &Net::trim, "frees the buffers kept from earlier runs")
         .def_property_readonly("cached_bytes", &Net::cached_bytes)
+        .def_property("cache_limit", &Net::cache_limit, &Net::set_cache_limit,
+                      "the most memory (bytes) kept idle for reuse between runs")
         .def("out_shape",
              [](const Net& n, int h, int w) {
                  int c, oh, ow;

@@ -270,7 +270,7 @@ void conv_avx2(const ConvLayer& L, const float* packed, const float* in_pad, int
     if (ic0 == 0) {                                                                    \
         a##o = _mm256_set1_ps(bias[o]);                                                \
     } else if (m == 8) {                                                               \
-        a##o = _mm256_loadu_ps(dst + o * plane);                                       \
+        a##o = o < nb ? _mm256_loadu_ps(dst + o * plane) : _mm256_setzero_ps();        \
     } else {                                                                           \
         std::fill(tmp, tmp + 8, 0.f);                                                  \
         if (o < nb) std::copy(dst + o * plane, dst + o * plane + m, tmp);              \

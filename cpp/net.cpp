@@ -45,8 +45,18 @@ void BufferPool::give_back(Buffer&& b) {
     std::lock_guard<std::mutex> lock(mu_);
     size_t held = 0;
     for (const Buffer& i : idle_) held += i.size;
-    if ((held + b.size) * sizeof(float) > kMaxIdleBytes) return;  // freed: b goes out of scope
+    if ((held + b.size) * sizeof(float) > limit_) return;  // freed: b goes out of scope
     idle_.push_back(std::move(b));
+}
+
+void BufferPool::set_limit(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    limit_ = bytes;
+}
+
+size_t BufferPool::limit() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return limit_;
 }
 
 void BufferPool::trim() {

@@ -51,13 +51,18 @@ public:
         size_t size = 0;
     };
     Buffer acquire(size_t n);      // a buffer of at least n floats (contents undefined)
-    void give_back(Buffer&& b);    // returns a buffer for reuse
+    void give_back(Buffer&& b);    // returns a buffer for reuse (or frees it beyond the limit)
     void trim();                   // frees every idle buffer
     size_t idle_bytes() const;
+    // the most idle memory kept; a caller that runs many tiles of one large image raises it for
+    // the duration (and trims afterwards), so that every tile reuses the first one's buffers
+    void set_limit(size_t bytes);
+    size_t limit() const;
 
 private:
     mutable std::mutex mu_;
     std::vector<Buffer> idle_;
+    size_t limit_ = kMaxIdleBytes;
 };
 
 class Net {
@@ -75,6 +80,8 @@ public:
     // Frees the buffers kept from earlier runs (after a large image, say).
     void trim() const { pool_.trim(); }
     size_t cached_bytes() const { return pool_.idle_bytes(); }
+    void set_cache_limit(size_t bytes) const { pool_.set_limit(bytes); }
+    size_t cache_limit() const { return pool_.limit(); }
 
 private:
     mutable BufferPool pool_;

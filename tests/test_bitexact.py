@@ -198,8 +198,12 @@ def test_bitexact_tiles_and_threads_give_the_same_pixels(monkeypatch):
     tiny_tiles(monkeypatch, 4)
     monkeypatch.setattr(C, "HYPER_TILE", 1)
     monkeypatch.setattr(C, "HYPER_TILE_MAX", 1)
-    tiled = fastcodec.Codec(threads=2, decoder="bitexact").decompress(data)
+    codec = fastcodec.Codec(threads=2, decoder="bitexact")
+    tiled = codec.decompress(data)
     assert np.array_equal(whole, tiled)
+    # the tiles shared their buffers, which were handed back after the last one
+    ex = codec.model.bitexact()
+    assert ex.synthesis.cached_bytes == 0 and ex.synthesis.cache_limit == 256 << 20
 
 
 def test_bitexact_is_offered_by_every_model_and_the_cli(tmp_path):

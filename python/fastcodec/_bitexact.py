@@ -293,14 +293,26 @@ class BitExactDecoder:
             self.synthesis = self._net(_chain_ops(_Graph(path / "decoder.onnx"), "y", "x"))
             self.postfilter = (self._net(_postfilter_ops(_Graph(path / "postfilter.onnx")), channels=3)
                                if postfilter else None)
+            self._limit = self.synthesis.cache_limit
         except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
             raise ModelError(f"model {path.name}: the bit-exact decoder cannot run its graphs ({e})") from None
 
     def trim(self):
-        """Frees the buffers the networks keep between runs (after a large image)."""
-        for net in (self.mean, self.synthesis, self.postfilter):
-            if net is not None:
-                net.trim()
+        """Frees the buffers the networks keep between runs (after a large image) and sets their
+        cache limit back to the default."""
+        for net in self._nets():
+            net.trim()
+            net.cache_limit = self._limit
+
+    def hold(self):
+        """Keeps every buffer between runs until the next trim(): the tiles of one large image
+        then reuse the first tile's memory instead of page-faulting fresh memory for each
+        (measured at 4 MP: 6.1 s decoding with the 256 MiB limit)."""
+        for net in self._nets():
+            net.cache_limit = 1 << 62
+
+    def _nets(self):
+        return [n for n in (self.mean, self.synthesis, self.postfilter) if n is not None]
 
     @staticmethod
     def _net(ops, channels=None):

@@ -344,16 +344,22 @@ class Codec:
             x = run({"y": y_hat})
             return _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), h, w)
         out = np.empty((h, w, 3), np.uint8)
-        for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy, halo=SYNTHESIS_HALO):
-            yt = np.ascontiguousarray(y_hat[:, :, a0:a1, b0:b1])
-            x = run({"y": yt}, release=last)
-            # keep the tile's own pixels (inside the image) and drop the halo
-            r0, r1 = ty0 * f, min(ty1 * f, h)
-            c0, c1 = tx0 * f, min(tx1 * f, w)
-            if r1 <= r0 or c1 <= c0:
-                continue
-            px = _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), r1 - a0 * f, c1 - b0 * f)
-            out[r0:r1, c0:c1] = px[r0 - a0 * f:, c0 - b0 * f:]
+        if name == BITEXACT:
+            ex.hold()  # every tile reuses the first one's buffers; trimmed after the last
+        try:
+            for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy, halo=SYNTHESIS_HALO):
+                yt = np.ascontiguousarray(y_hat[:, :, a0:a1, b0:b1])
+                x = run({"y": yt}, release=last)
+                # keep the tile's own pixels (inside the image) and drop the halo
+                r0, r1 = ty0 * f, min(ty1 * f, h)
+                c0, c1 = tx0 * f, min(tx1 * f, w)
+                if r1 <= r0 or c1 <= c0:
+                    continue
+                px = _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), r1 - a0 * f, c1 - b0 * f)
+                out[r0:r1, c0:c1] = px[r0 - a0 * f:, c0 - b0 * f:]
+        finally:
+            if name == BITEXACT:
+                ex.trim()
         return out
 
     def _code(self, y: np.ndarray, quality: float, pixels: np.ndarray | None = None, effort: int = 1):
