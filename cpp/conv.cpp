@@ -113,34 +113,51 @@ void conv_generic(const ConvLayer& L, const float* in_pad, int h, int w, float* 
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define FASTCODEC_X86_KERNELS 1
+
+// What the vector kernels share: the plane geometry, the NT tap offsets as constants of the
+// loop, the number of output blocks and each block's biases (0 for missing channels).
+template <int NT>
+struct Blocking {
+    size_t in_plane, plane, tap[NT];
+    int blocks;
+    Blocking(const ConvLayer& L, int h, int w) {
+        const PaddedPlanes g(h, w, L.k);
+        in_plane = g.in_plane;
+        plane = g.plane;
+        for (int k = 0; k < NT; ++k) tap[k] = g.tap[k];
+        blocks = (L.cout + kOcBlock - 1) / kOcBlock;
+    }
+    void block_bias(const ConvLayer& L, int ob, float* bias) const {
+        for (int o = 0; o < kOcBlock; ++o) bias[o] = ob + o < L.cout ? L.bias[ob + o] : 0.f;
+    }
+};
 // The accumulators are named variables, not an array: GCC otherwise writes an array of vectors
 // back to the stack after every add (measured: 11 GMAC/s on one AVX2 core instead of about 30).
 #define FC_REP8(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
 
 // The same convolution with AVX-512 intrinsics: 8 output channels x 32 consecutive elements
 // (two vectors) live in 16 registers, and every element still gets the bias followed by one
-// _mm512_mul_ps and one _mm512_add_ps per (input channel, tap) in the order ic = 0.., tap = 0..:
-// exactly the operations of conv_generic, so the results are bit-identical to it (tests compare
-// them). NT: taps per kernel (9 or 1), a constant so that the tap loop unrolls.
+// _mm512_mul_ps and one _mm512_add_ps (FUSED: one _mm512_fmadd_ps) per (input channel, tap) in
+// the order ic = 0.., tap = 0..: exactly the operations of conv_generic, so the results are
+// bit-identical to it (tests compare them). NT: taps per kernel (9 or 1), a constant so that the
+// tap loop unrolls.
 template <int NT, bool FUSED>
 __attribute__((target("avx512f")))
 void conv_avx512(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
                  size_t p0, size_t p1) {
     constexpr int kB = kOcBlock;
     static_assert(kChunk % 32 == 0 && kStep % 32 == 0, "whole 32-element steps");
-    const PaddedPlanes g(h, w, L.k);
+    const Blocking<NT> g(L, h, w);
     const size_t in_plane = g.in_plane, plane = g.plane;
-    size_t tap[NT];
-    for (int k = 0; k < NT; ++k) tap[k] = g.tap[k];
-    const int cin = L.cin, cout = L.cout;
-    const int blocks = (cout + kB - 1) / kB;
+    const size_t* tap = g.tap;
+    const int cin = L.cin;
     for (size_t c0 = p0; c0 < p1; c0 += kChunk) {
         const size_t c1 = std::min(c0 + kChunk, p1);
-        for (int bi = 0; bi < blocks; ++bi) {
-            const int ob = bi * kB, nb = std::min(kB, cout - ob);
+        for (int bi = 0; bi < g.blocks; ++bi) {
+            const int ob = bi * kB, nb = std::min(kB, L.cout - ob);
             const float* wblk = packed + size_t(bi) * cin * NT * kB;
             float bias[kB];
-            for (int o = 0; o < kB; ++o) bias[o] = o < nb ? L.bias[ob + o] : 0.f;
+            g.block_bias(L, ob, bias);
             for (size_t i0 = c0; i0 < c1; i0 += 32) {
 #define FC_INIT(o) __m512 a##o = _mm512_set1_ps(bias[o]), b##o = a##o;
                 FC_REP8(FC_INIT)
@@ -184,28 +201,27 @@ void conv_avx512(const ConvLayer& L, const float* packed, const float* in_pad, i
     }
 }
 
-// The same with AVX2 (no FMA): 8 output channels x 8 consecutive elements in 8 registers; per
-// (input channel, tap) one load, eight broadcasts, eight _mm256_mul_ps and eight _mm256_add_ps,
-// in the same order as conv_generic, so again the same bits.
+// The same with AVX2: 8 output channels x 8 consecutive elements in 8 registers; per (input
+// channel, tap) one load, eight broadcasts and eight _mm256_mul_ps + _mm256_add_ps (FUSED: eight
+// _mm256_fmadd_ps, and 4 channels x 24 elements at a time, whose 12 accumulators cover the
+// latency of the fused operation), in the same order as conv_generic, so again the same bits.
 template <int NT, bool FUSED>
 __attribute__((target("avx2,fma")))
 void conv_avx2(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
                size_t p0, size_t p1) {
     constexpr int kB = kOcBlock;
     static_assert(kChunk % 8 == 0 && kStep % 8 == 0, "whole 8-element steps");
-    const PaddedPlanes g(h, w, L.k);
+    const Blocking<NT> g(L, h, w);
     const size_t in_plane = g.in_plane, plane = g.plane;
-    size_t tap[NT];
-    for (int k = 0; k < NT; ++k) tap[k] = g.tap[k];
-    const int cin = L.cin, cout = L.cout;
-    const int blocks = (cout + kB - 1) / kB;
+    const size_t* tap = g.tap;
+    const int cin = L.cin;
     for (size_t c0 = p0; c0 < p1; c0 += kChunk) {
         const size_t c1 = std::min(c0 + kChunk, p1);
-        for (int bi = 0; bi < blocks; ++bi) {
-            const int ob = bi * kB, nb = std::min(kB, cout - ob);
+        for (int bi = 0; bi < g.blocks; ++bi) {
+            const int ob = bi * kB, nb = std::min(kB, L.cout - ob);
             const float* wblk = packed + size_t(bi) * cin * NT * kB;
             float bias[kB];
-            for (int o = 0; o < kB; ++o) bias[o] = o < nb ? L.bias[ob + o] : 0.f;
+            g.block_bias(L, ob, bias);
             // input channels in blocks of kIcBlock, whose weights stay in L1 while the chunk's
             // elements pass; between blocks the partial sums wait in `out` (an exact store and
             // load), so each element still sees ic = 0, 1, ... in order

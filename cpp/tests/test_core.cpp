@@ -137,43 +137,61 @@ static void test_grouped_roundtrip() {
     CHECK(threw);
 }
 
-// Scalar reference of the scale branch: bias, then w * x for ic = 0.., taps row-major, separate
-// float multiply and add (this file is built with -ffp-contract=off too), zero padding, then
+// Scalar reference convolution (zero padding, stride 1): bias, then for ic = 0.., taps row-major
+// either one fused multiply-add or a separate multiply and add (this file is built with
+// -ffp-contract=off too); absolute: of |x|.
+static std::vector<float> reference_conv(const ConvLayer& L, const std::vector<float>& in, int h, int w, bool fused,
+                                         bool absolute) {
+    const int k = L.k, pad = k / 2;
+    std::vector<float> out(size_t(L.cout) * h * w);
+    for (int o = 0; o < L.cout; ++o)
+        for (int y = 0; y < h; ++y)
+            for (int x = 0; x < w; ++x) {
+                float acc = L.bias[o];
+                for (int i = 0; i < L.cin; ++i)
+                    for (int t = 0; t < k * k; ++t) {
+                        const int yy = y + t / k - pad, xx = x + t % k - pad;
+                        float v = (yy < 0 || yy >= h || xx < 0 || xx >= w) ? 0.f : in[(size_t(i) * h + yy) * w + xx];
+                        if (absolute) v = std::fabs(v);
+                        const float wv = L.weight[(size_t(o) * L.cin + i) * k * k + t];
+                        if (fused) {
+                            acc = std::fma(wv, v, acc);
+                        } else {
+                            const float p = wv * v;
+                            acc = acc + p;
+                        }
+                    }
+                out[(size_t(o) * h + y) * w + x] = acc;
+            }
+    return out;
+}
+
+// A layer's conv output (cout x h x w) through its PixelShuffle and ReLU.
+static std::vector<float> shuffle_relu(const std::vector<float>& pre, const ConvLayer& L, int h, int w) {
+    const int r = L.shuffle, oc = L.cout / (r * r);
+    std::vector<float> next(pre.size());
+    for (int c = 0; c < oc; ++c)
+        for (int i = 0; i < r; ++i)
+            for (int j = 0; j < r; ++j)
+                for (int y = 0; y < h; ++y)
+                    for (int x = 0; x < w; ++x) {
+                        float v = pre[(size_t(c * r * r + i * r + j) * h + y) * w + x];
+                        if (L.relu) v = v > 0.f ? v : 0.f;
+                        next[(size_t(c) * h * r + size_t(y) * r + i) * w * r + size_t(x) * r + j] = v;
+                    }
+    return next;
+}
+
+// Scalar reference of the scale branch: reference_conv with separate multiply and add, then
 // PixelShuffle and ReLU; the library's blocked, chunked, vectorised and threaded kernels must give
 // exactly these bits.
 static std::vector<float> reference_scales(const std::vector<ConvLayer>& layers, const std::vector<int32_t>& z,
                                            int h, int w, float lo, float hi) {
     std::vector<float> cur(z.begin(), z.end());
     for (const ConvLayer& L : layers) {
-        std::vector<float> pre(size_t(L.cout) * h * w);
-        for (int o = 0; o < L.cout; ++o)
-            for (int y = 0; y < h; ++y)
-                for (int x = 0; x < w; ++x) {
-                    float acc = L.bias[o];
-                    for (int ic = 0; ic < L.cin; ++ic)
-                        for (int k = 0; k < 9; ++k) {
-                            const int yy = y + k / 3 - 1, xx = x + k % 3 - 1;
-                            const float v = (yy < 0 || yy >= h || xx < 0 || xx >= w)
-                                                ? 0.f : cur[(size_t(ic) * h + yy) * w + xx];
-                            const float p = L.weight[(size_t(o) * L.cin + ic) * 9 + k] * v;
-                            acc = acc + p;
-                        }
-                    pre[(size_t(o) * h + y) * w + x] = acc;
-                }
-        const int r = L.shuffle, oc = L.cout / (r * r);
-        std::vector<float> next(size_t(oc) * h * r * w * r);
-        for (int c = 0; c < oc; ++c)
-            for (int i = 0; i < r; ++i)
-                for (int j = 0; j < r; ++j)
-                    for (int y = 0; y < h; ++y)
-                        for (int x = 0; x < w; ++x) {
-                            float v = pre[(size_t(c * r * r + i * r + j) * h + y) * w + x];
-                            if (L.relu) v = v > 0.f ? v : 0.f;
-                            next[(size_t(c) * h * r + size_t(y) * r + i) * w * r + size_t(x) * r + j] = v;
-                        }
-        cur.swap(next);
-        h *= r;
-        w *= r;
+        cur = shuffle_relu(reference_conv(L, cur, h, w, false, false), L, h, w);
+        h *= L.shuffle;
+        w *= L.shuffle;
     }
     for (float& v : cur) v = v > lo ? (v < hi ? v : hi) : lo;
     return cur;
@@ -212,45 +230,15 @@ static void test_hyper_scale_matches_scalar_reference() {
 static std::vector<float> reference_net(const std::vector<NetOp>& ops, std::vector<float> cur, int c, int h, int w) {
     for (const NetOp& op : ops) {
         const ConvLayer& L = op.layer;
-        const int k = L.k, pad = k / 2;
-        auto conv = [&](const std::vector<float>& in, bool absolute) {
-            std::vector<float> out(size_t(L.cout) * h * w);
-            for (int o = 0; o < L.cout; ++o)
-                for (int y = 0; y < h; ++y)
-                    for (int x = 0; x < w; ++x) {
-                        float acc = L.bias[o];
-                        for (int i = 0; i < L.cin; ++i)
-                            for (int t = 0; t < k * k; ++t) {
-                                const int yy = y + t / k - pad, xx = x + t % k - pad;
-                                float v = (yy < 0 || yy >= h || xx < 0 || xx >= w) ? 0.f : in[(size_t(i) * h + yy) * w + xx];
-                                if (absolute) v = std::fabs(v);
-                                acc = std::fma(L.weight[(size_t(o) * L.cin + i) * k * k + t], v, acc);
-                            }
-                        out[(size_t(o) * h + y) * w + x] = acc;
-                    }
-            return out;
-        };
         if (op.kind == NetOp::igdn) {
-            const std::vector<float> norm = conv(cur, true);
+            const std::vector<float> norm = reference_conv(L, cur, h, w, true, true);
             for (size_t i = 0; i < cur.size(); ++i) cur[i] = cur[i] * norm[i];
             continue;
         }
-        const std::vector<float> pre = conv(cur, false);
-        const int r = L.shuffle, nc = L.cout / (r * r);
-        std::vector<float> next(pre.size());
-        for (int o = 0; o < nc; ++o)
-            for (int i = 0; i < r; ++i)
-                for (int j = 0; j < r; ++j)
-                    for (int y = 0; y < h; ++y)
-                        for (int x = 0; x < w; ++x) {
-                            float v = pre[(size_t(o * r * r + i * r + j) * h + y) * w + x];
-                            if (L.relu) v = v > 0.f ? v : 0.f;
-                            next[(size_t(o) * h * r + y * r + i) * w * r + x * r + j] = v;
-                        }
-        cur.swap(next);
-        c = nc;
-        h *= r;
-        w *= r;
+        cur = shuffle_relu(reference_conv(L, cur, h, w, true, false), L, h, w);
+        c = L.cout / (L.shuffle * L.shuffle);
+        h *= L.shuffle;
+        w *= L.shuffle;
     }
     (void)c;
     return cur;
