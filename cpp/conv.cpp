@@ -73,9 +73,10 @@ struct PaddedPlanes {
 // Every output channel for the plane elements [p0, p1) (p0 a multiple of kStep): the reference
 // kernel, portable C++ (accumulators in memory, about a fifth of the vector units' throughput).
 FASTCODEC_CLONES
-void conv_generic(const ConvLayer& L, const float* in_pad, int h, int w, float* out, size_t p0, size_t p1) {
+void conv_generic(const ConvLayer& L, const float* in_pad, int h, int w, float* out, size_t ostride, size_t p0,
+                  size_t p1) {
     const PaddedPlanes g(h, w, L.k);
-    const size_t in_plane = g.in_plane, plane = g.plane;
+    const size_t in_plane = g.in_plane, plane = ostride;
     const size_t* tap = g.tap;
     const int cin = L.cin, oc1 = L.cout, nt = g.ntaps;
     for (size_t c0 = p0; c0 < p1; c0 += kChunk)
@@ -120,10 +121,10 @@ template <int NT>
 struct Blocking {
     size_t in_plane, plane, tap[NT];
     int blocks;
-    Blocking(const ConvLayer& L, int h, int w) {
+    Blocking(const ConvLayer& L, int h, int w, size_t ostride) {
         const PaddedPlanes g(h, w, L.k);
         in_plane = g.in_plane;
-        plane = g.plane;
+        plane = ostride;  // between output channels
         for (int k = 0; k < NT; ++k) tap[k] = g.tap[k];
         blocks = (L.cout + kOcBlock - 1) / kOcBlock;
     }
@@ -144,10 +145,10 @@ struct Blocking {
 template <int NT, bool FUSED>
 __attribute__((target("avx512f")))
 void conv_avx512(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
-                 size_t p0, size_t p1) {
+                 size_t ostride, size_t p0, size_t p1) {
     constexpr int kB = kOcBlock;
     static_assert(kChunk % 32 == 0 && kStep % 32 == 0, "whole 32-element steps");
-    const Blocking<NT> g(L, h, w);
+    const Blocking<NT> g(L, h, w, ostride);
     const size_t in_plane = g.in_plane, plane = g.plane;
     const size_t* tap = g.tap;
     const int cin = L.cin;
@@ -208,10 +209,10 @@ void conv_avx512(const ConvLayer& L, const float* packed, const float* in_pad, i
 template <int NT, bool FUSED>
 __attribute__((target("avx2,fma")))
 void conv_avx2(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
-               size_t p0, size_t p1) {
+               size_t ostride, size_t p0, size_t p1) {
     constexpr int kB = kOcBlock;
     static_assert(kChunk % 8 == 0 && kStep % 8 == 0, "whole 8-element steps");
-    const Blocking<NT> g(L, h, w);
+    const Blocking<NT> g(L, h, w, ostride);
     const size_t in_plane = g.in_plane, plane = g.plane;
     const size_t* tap = g.tap;
     const int cin = L.cin;
@@ -364,11 +365,13 @@ std::vector<float> pack_conv_weights(const ConvLayer& L) {
 }
 
 void conv_padded(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
-                 int threads) {
+                 int threads, size_t out_stride) {
     if (L.k != 1 && L.k != 3) throw ArgumentError("convolution kernels must be 1x1 or 3x3");
     static const Kernel kernel = best_kernel();
     FlushDenormals fd;  // the calling thread computes too when threads == 1
     const size_t plane = size_t(h) * (size_t(w) + 2);
+    const size_t ostride = out_stride ? out_stride : plane;
+    if (ostride < plane) throw ArgumentError("convolution output planes overlap");
     const int steps = int((plane + kStep - 1) / kStep);
     parallel_for(steps, threads, [&](int a, int b) {
         const size_t p0 = size_t(a) * kStep, p1 = std::min(plane, size_t(b) * kStep);
@@ -376,18 +379,18 @@ void conv_padded(const ConvLayer& L, const float* packed, const float* in_pad, i
 #ifdef FASTCODEC_X86_KERNELS
             case Kernel::avx512:
                 if (L.fused)
-                    return L.k == 1 ? conv_avx512<1, true>(L, packed, in_pad, h, w, out, p0, p1)
-                                    : conv_avx512<9, true>(L, packed, in_pad, h, w, out, p0, p1);
-                return L.k == 1 ? conv_avx512<1, false>(L, packed, in_pad, h, w, out, p0, p1)
-                                : conv_avx512<9, false>(L, packed, in_pad, h, w, out, p0, p1);
+                    return L.k == 1 ? conv_avx512<1, true>(L, packed, in_pad, h, w, out, ostride, p0, p1)
+                                    : conv_avx512<9, true>(L, packed, in_pad, h, w, out, ostride, p0, p1);
+                return L.k == 1 ? conv_avx512<1, false>(L, packed, in_pad, h, w, out, ostride, p0, p1)
+                                : conv_avx512<9, false>(L, packed, in_pad, h, w, out, ostride, p0, p1);
             case Kernel::avx2:
                 if (L.fused)
-                    return L.k == 1 ? conv_avx2<1, true>(L, packed, in_pad, h, w, out, p0, p1)
-                                    : conv_avx2<9, true>(L, packed, in_pad, h, w, out, p0, p1);
-                return L.k == 1 ? conv_avx2<1, false>(L, packed, in_pad, h, w, out, p0, p1)
-                                : conv_avx2<9, false>(L, packed, in_pad, h, w, out, p0, p1);
+                    return L.k == 1 ? conv_avx2<1, true>(L, packed, in_pad, h, w, out, ostride, p0, p1)
+                                    : conv_avx2<9, true>(L, packed, in_pad, h, w, out, ostride, p0, p1);
+                return L.k == 1 ? conv_avx2<1, false>(L, packed, in_pad, h, w, out, ostride, p0, p1)
+                                : conv_avx2<9, false>(L, packed, in_pad, h, w, out, ostride, p0, p1);
 #endif
-            default: return conv_generic(L, in_pad, h, w, out, p0, p1);
+            default: return conv_generic(L, in_pad, h, w, out, ostride, p0, p1);
         }
     });
 }

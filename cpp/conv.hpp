@@ -62,10 +62,11 @@ std::vector<float> pack_conv_weights(const ConvLayer& L);
 
 // One convolution over zero-bordered planes. in_pad: L.cin planes of (h+2) x (w+2) floats (the
 // image in the interior, zeros around it), followed by kConvSlack zero floats. out: L.cout planes
-// of h x (w+2) floats; element (y, x) of a plane lands at y*(w+2) + x (the last two columns of
-// each row are scratch). packed: pack_conv_weights(L). Runs on up to `threads` threads.
+// of h x (w+2) floats, out_stride floats apart (0: h*(w+2)); element (y, x) of a plane lands at
+// y*(w+2) + x (the last two columns of each row are scratch). packed: pack_conv_weights(L). Runs
+// on up to `threads` threads.
 void conv_padded(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
-                 int threads);
+                 int threads, size_t out_stride = 0);
 
 // f(a, b) over [0, n) split into up to `threads` contiguous ranges, each on its own thread
 // (with denormals flushed); the calling thread waits.

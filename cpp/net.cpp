@@ -217,6 +217,27 @@ Tensor Net::run(const float* x, int h, int w, float param, int threads) const {
                 const ConvLayer& L = op.layer;
                 const size_t ws = cur.ws();
                 const int ch = cur.h, cw = cur.w;
+                if (L.shuffle == 1) {
+                    // straight into the next tensor's padded planes: output element (y, x) at
+                    // y*ws + x lands on padded (y + 1, x + 1); the two scratch columns of each row
+                    // land on border cells (and the last one on the next plane's first cell or the
+                    // slack), which zero_border clears again afterwards
+                    Padded next(pool_, L.cout, ch, cw);
+                    conv_padded(L, packed_[oi].data(), cur.data(), ch, cw, next.data() + ws + 1, threads,
+                                next.plane());
+                    next.zero_border(threads);
+                    if (L.relu) {
+                        parallel_for(next.c, threads, [&](int a, int b) {
+                            for (int c = a; c < b; ++c)
+                                for (int y = 0; y < ch; ++y) {
+                                    float* v = next.row(c, y);
+                                    for (int xx = 0; xx < cw; ++xx) v[xx] = v[xx] > 0.f ? v[xx] : 0.f;  // NaN -> 0
+                                }
+                        });
+                    }
+                    cur = std::move(next);
+                    break;
+                }
                 BufferPool::Buffer pre = pool_.acquire(size_t(L.cout) * ch * ws);
                 conv_padded(L, packed_[oi].data(), cur.data(), ch, cw, pre.data.get(), threads);
                 const int r = L.shuffle;
