@@ -313,7 +313,9 @@ class Codec:
     def _synthesise(self, m: Model, y_hat: np.ndarray, h: int, w: int, quality: float) -> np.ndarray:
         """Synthesis transform (and the model's post-filter) to uint8 RGB (h, w, 3), in
         overlapping tiles for large images: the post-filter runs on each tile's synthesis output
-        before the halo is cut (its reach, a few pixels, is well inside the 32-pixel halo)."""
+        before the halo is cut (SYNTHESIS_HALO covers the reach of both, so tiles change nothing).
+        The bit-exact decoder (m.bitexact()) runs the same graphs in the deterministic C++
+        executor instead of onnxruntime."""
         f = m.stride // 4
         name = self._decoder_name(m, quality)
         filt = self.postfilter and m.postfilter_for(quality)
