@@ -87,6 +87,27 @@ def test_golden_file_decodes_bit_exactly(mid, name, threads):
     assert np.abs(flt.astype(int) - out.astype(int)).max() <= 1
 
 
+LARGE = {p.parent.name: json.loads(p.read_text()) for p in sorted(GOLDEN.glob("*/bitexact.json"))}
+
+
+@pytest.mark.parametrize("mid,name", [(mid, n) for mid, m in LARGE.items() for n in sorted(m["files"])])
+def test_large_golden_file_decodes_bit_exactly(mid, name):
+    # Kodak-size files: whole vector steps, several chunks per thread, two threads; the pixels
+    # made on another machine must come out to the bit (their SHA-256)
+    entry = LARGE[mid]["files"][name]
+    data = (GOLDEN / mid / f"{name}.fcc").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    px = fastcodec.Codec(threads=2, decoder="bitexact").decompress(data)
+    assert list(px.shape) == entry["shape"]
+    assert hashlib.sha256(px.tobytes()).hexdigest() == entry["pixels_sha256"]
+    if fastcodec.Codec(threads=1).model.decoder_for(fastcodec.info(data).quality) == "bitexact":
+        assert np.array_equal(fastcodec.decompress(data), px)  # the default decoder there
+
+
+def test_default_model_has_large_bit_exact_files():
+    assert fastcodec.Codec(threads=1).model.id in LARGE, "run tests/golden/make_golden.py --bitexact"
+
+
 def test_optional_decoders_have_golden_pixels():
     # an optional decoder without stored pixels could change its output without any test noticing
     codec = fastcodec.Codec(threads=1)

@@ -81,14 +81,31 @@ def decoder_pixels(model_id, names):
             print(f"wrote {out / f'{name}.{dec}.png'}")
 
 
+# Kodak-size files whose bit-exact pixels are kept as a SHA-256 (bitexact.json): the vector
+# kernels' whole-chunk paths and several threads at work, on every machine that runs the tests
+LARGE = [("large_q75", 512, 768, 75), ("large_q20", 512, 768, 20)]
+
+
 def bitexact_pixels():
-    """Writes <name>.bitexact.png for the golden files of every model folder."""
+    """Writes <name>.bitexact.png for the golden files of every model folder, and the default
+    model's large files with the SHA-256 of their bit-exact pixels (bitexact.json)."""
     codec = fastcodec.Codec(threads=1, decoder="bitexact")
     for manifest in sorted(HERE.glob("*/golden.json")):
         for name in json.loads(manifest.read_text())["files"]:
             px = codec.decompress((manifest.parent / f"{name}.fcc").read_bytes())
             Image.fromarray(px).save(manifest.parent / f"{name}.bitexact.png")
             print(f"wrote {manifest.parent / f'{name}.bitexact.png'}")
+    out = HERE / codec.model.id
+    large = {}
+    for name, h, w, q in LARGE:
+        path = out / f"{name}.fcc"
+        if not path.is_file():  # the files stay once written; only their pixels are recomputed
+            path.write_bytes(codec.compress(synthetic(h, w, seed=h + w + q), quality=q))
+        px = fastcodec.Codec(threads=2, decoder="bitexact").decompress(path.read_bytes())
+        large[name] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "shape": list(px.shape),
+                       "pixels_sha256": hashlib.sha256(px.tobytes()).hexdigest()}
+    (out / "bitexact.json").write_text(json.dumps({"model": codec.model.id, "files": large}, indent=1) + "\n")
+    print(f"wrote {out / 'bitexact.json'}")
 
 
 def main(argv=None):
