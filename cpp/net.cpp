@@ -131,7 +131,6 @@ struct Padded {
 Net::Net(std::vector<NetOp> ops, int in_channels) : ops_(std::move(ops)), in_channels_(in_channels) {
     if (in_channels <= 0) throw ArgumentError("Net: the input needs at least one channel");
     int c = in_channels;
-    size_t depth = 0;
     std::vector<int> stack;
     for (const NetOp& op : ops_) {
         switch (op.kind) {
@@ -151,7 +150,6 @@ Net::Net(std::vector<NetOp> ops, int in_channels) : ops_(std::move(ops)), in_cha
                 break;
             case NetOp::push:
                 stack.push_back(c);
-                ++depth;
                 break;
             case NetOp::add:
                 if (stack.empty()) throw ArgumentError("Net: add without a pushed tensor");
@@ -166,7 +164,6 @@ Net::Net(std::vector<NetOp> ops, int in_channels) : ops_(std::move(ops)), in_cha
         }
     }
     if (!stack.empty()) throw ArgumentError("Net: a pushed tensor is never added");
-    (void)depth;
     for (NetOp& op : ops_) op.layer.fused = true;  // every product-sum of the Net is a fused multiply-add
     for (const NetOp& op : ops_)
         packed_.push_back(op.kind == NetOp::conv || op.kind == NetOp::igdn ? pack_conv_weights(op.layer)
@@ -178,6 +175,11 @@ void Net::out_shape(int h, int w, int* c, int* oh, int* ow) const {
     for (const NetOp& op : ops_) {
         if (op.kind == NetOp::conv) {
             const int r = op.layer.shuffle;
+            // every tensor of a run stays below 2^32 values (and its sides below 2^31)
+            if (int64_t(op.layer.cout) * h * w > (int64_t(1) << 32) || int64_t(h) * r > (int64_t(1) << 30) ||
+                int64_t(w) * r > (int64_t(1) << 30))
+                throw ArgumentError("Net: an input of " + std::to_string(h) + "x" + std::to_string(w) +
+                                    " makes tensors of more than 2^32 values; run it in tiles");
             cc = op.layer.cout / (r * r);
             h *= r;
             w *= r;

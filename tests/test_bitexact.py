@@ -150,6 +150,9 @@ def test_net_rejects_bad_inputs():
     with pytest.raises(ArgumentError, match="C-contiguous float32"):
         net.run(np.zeros((1, 3, 8, 8), np.float64))
     assert net.out_shape(8, 6) == (1, 12, 4, 3)
+    up = _core.Net([("conv", np.zeros((64, 1, 1, 1), np.float32), np.zeros(64, np.float32), 8, False)], 1)
+    with pytest.raises(ArgumentError, match="more than 2"):
+        up.out_shape(9000, 9000)  # refused before anything is allocated
 
 
 def test_buffers_are_kept_between_runs_until_trimmed():
