@@ -248,7 +248,25 @@ Tensor Net::run(const float* x, int h, int w, float param, int threads) const {
                 const bool relu = L.relu;
                 const float* pp = pre.data.get();
                 parallel_for(next.c, threads, [&](int a, int b) {
-                    for (int c = a; c < b; ++c)
+                    for (int c = a; c < b; ++c) {
+                        if (r == 2 && !relu) {
+                            // the common case (the synthesis): output row 2y + i interleaves the
+                            // rows y of sub-channels (i, 0) and (i, 1), written in order
+                            for (int i = 0; i < 2; ++i) {
+                                const float* s0 = pp + size_t(c * 4 + i * 2) * ch * ws;
+                                const float* s1 = s0 + size_t(ch) * ws;
+                                for (int y = 0; y < ch; ++y) {
+                                    float* dst = next.row(c, y * 2 + i);
+                                    const float* a0 = s0 + size_t(y) * ws;
+                                    const float* a1 = s1 + size_t(y) * ws;
+                                    for (int xx = 0; xx < cw; ++xx) {
+                                        dst[2 * size_t(xx)] = a0[xx];
+                                        dst[2 * size_t(xx) + 1] = a1[xx];
+                                    }
+                                }
+                            }
+                            continue;
+                        }
                         for (int i = 0; i < r; ++i)
                             for (int j = 0; j < r; ++j) {
                                 const float* src = pp + size_t(c * r * r + i * r + j) * ch * ws;
@@ -262,6 +280,7 @@ Tensor Net::run(const float* x, int h, int w, float param, int threads) const {
                                     }
                                 }
                             }
+                    }
                 });
                 pool_.give_back(std::move(pre));
                 cur = std::move(next);
