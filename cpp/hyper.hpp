@@ -4,20 +4,11 @@
 // encoder did, on any machine: a one-ulp difference in a predicted scale can move an element to
 // another bin and derail the rest of the stream. onnxruntime's kernels differ in summation order
 // across CPUs, instruction sets, thread counts and versions, so the scales that select tables are
-// computed here instead, with a fixed order of IEEE-754 float32 operations:
-//
-//   * every output element starts from its bias and adds w * x for input channel 0, 1, ..., and
-//     within a channel for kernel taps (ky, kx) in row-major order; taps that fall outside the
-//     input read 0 (zero padding);
-//   * multiplication and addition are separate, correctly rounded operations (the core is built
-//     with -ffp-contract=off and without -ffast-math, so no FMA contraction or reassociation);
-//     loops are vectorised only across independent output elements, which keeps each element's
-//     operation sequence unchanged;
-//   * subnormal inputs and results are flushed to zero explicitly (FTZ/DAZ set for the duration
-//     of the call on x86 and AArch64), so the caller's floating-point mode does not matter;
-//   * no transcendental functions are used: bins come from log(sigma) by multiply, add, floor.
-//
-// IEEE-754 guarantees identical results for this sequence on every conforming machine.
+// computed here instead, with the fixed order of IEEE-754 float32 operations that conv.hpp
+// specifies, in its unfused form (a separately rounded multiply and add: the format was defined
+// that way), then a clamp and binning of log(sigma) by multiply, add and floor (no
+// transcendental functions). IEEE-754 guarantees identical results for this sequence on every
+// conforming machine.
 #pragma once
 #include <cstddef>
 #include <cstdint>

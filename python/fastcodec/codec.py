@@ -325,12 +325,10 @@ class Codec:
         if name == BITEXACT:
             ex, threads = m.bitexact(), self._net_threads()
 
-            def run(feed, release=False):
+            def run(feed, release=False):  # release: the tile loop's finally trims the buffers
                 x = ex.synthesis.run(feed["y"], 0.0, threads)
                 if filt:
                     x = ex.postfilter.run(x, np.float32(quality / 100.0), threads)
-                if release:
-                    ex.trim()
                 return x
         else:
             graph = m.check_decoder(name)
