@@ -20,6 +20,8 @@
 #include "image.hpp"
 #include "latent.hpp"
 #include "net.hpp"
+#include "qconv.hpp"
+#include "qnet.hpp"
 #include "symbols.hpp"
 
 namespace py = pybind11;
@@ -285,6 +287,138 @@ PYBIND11_MODULE(_core, m) {
                  return out;
              },
              py::arg("x"), py::arg("param") = 0.f, py::arg("threads") = 1);
+
+    py::class_<QSynthesis>(m, "QSynthesis")
+        .def(py::init([](py::tuple head, py::list ops, py::tuple tail) {
+                 auto float_layer = [](py::handle w_, py::handle b_, const char* what) {
+                     auto w = expect<float>(w_.cast<py::array>(), what, 4);
+                     auto b = expect<float>(b_.cast<py::array>(), what, 1);
+                     if (w.shape(2) != 3 || w.shape(3) != 3)
+                         throw ArgumentError(std::string(what) + ": a 3x3 convolution is needed");
+                     ConvLayer L;
+                     L.cout = int(w.shape(0));
+                     L.cin = int(w.shape(1));
+                     L.k = 3;
+                     L.shuffle = 2;
+                     L.weight.assign(w.data(), w.data() + w.size());
+                     L.bias.assign(b.data(), b.data() + b.size());
+                     return L;
+                 };
+                 auto qlayer = [](py::handle w_, py::handle b_, py::handle s_, int in_zp, int out_zp, int shuffle) {
+                     auto w = expect<int8_t>(w_.cast<py::array>(), "int8 weight", 4);
+                     auto b = expect<int32_t>(b_.cast<py::array>(), "int32 bias", 1);
+                     auto sc = expect<float>(s_.cast<py::array>(), "scale", 1);
+                     if (w.shape(2) != w.shape(3)) throw ArgumentError("int8 convolutions need square kernels");
+                     QConvLayer L;
+                     L.cout = int(w.shape(0));
+                     L.cin = int(w.shape(1));
+                     L.k = int(w.shape(2));
+                     L.weight.assign(w.data(), w.data() + w.size());
+                     L.bias.assign(b.data(), b.data() + b.size());
+                     L.scale.assign(sc.data(), sc.data() + sc.size());
+                     L.in_zp = in_zp;
+                     L.out_zp = out_zp;
+                     L.shuffle = shuffle;
+                     return L;
+                 };
+                 auto table = [](py::handle t_, const char* what) {
+                     auto t = expect<uint8_t>(t_.cast<py::array>(), what, -1);
+                     return std::vector<uint8_t>(t.data(), t.data() + t.size());
+                 };
+                 auto ftable = [](py::handle t_, const char* what) {
+                     auto t = expect<float>(t_.cast<py::array>(), what, 1);
+                     return std::vector<float>(t.data(), t.data() + t.size());
+                 };
+                 if (head.size() != 4) throw ArgumentError("QSynthesis head: (weight, bias, scale, zero_point)");
+                 QHead H;
+                 H.conv = float_layer(head[0], head[1], "head weight/bias");
+                 H.scale = head[2].cast<float>();
+                 H.zp = head[3].cast<int>();
+                 std::vector<QOp> v;
+                 for (py::handle h : ops) {
+                     auto t = h.cast<py::tuple>();
+                     if (t.size() < 1) throw ArgumentError("a QSynthesis operation is a tuple that starts with its name");
+                     const std::string kind = t[0].cast<std::string>();
+                     QOp op;
+                     if (kind == "igdn") {
+                         if (t.size() != 7 && t.size() != 8)
+                             throw ArgumentError("QSynthesis operation ('igdn', abs_table, gamma, bias, scale, "
+                                                 "norm_zero_point, mul_table[, (za, sa, zb, sb, sc, zc)])");
+                         op.kind = QOp::igdn;
+                         op.abs_table = table(t[1], "abs_table");
+                         op.layer = qlayer(t[2], t[3], t[4], 0, t[5].cast<int>(), 1);
+                         op.mul_table = table(t[6], "mul_table");
+                         if (t.size() == 8 && !t[7].is_none()) {
+                             auto p = t[7].cast<py::tuple>();
+                             if (p.size() != 6) throw ArgumentError("igdn mul parameters: (za, sa, zb, sb, sc, zc)");
+                             op.has_mul_params = true;
+                             op.za = p[0].cast<int>();
+                             op.sa = p[1].cast<float>();
+                             op.zb = p[2].cast<int>();
+                             op.sb = p[3].cast<float>();
+                             op.sc = p[4].cast<float>();
+                             op.zc = p[5].cast<int>();
+                         }
+                     } else if (kind == "qconv") {
+                         if (t.size() != 7)
+                             throw ArgumentError("QSynthesis operation ('qconv', weight, bias, scale, in_zero_point, "
+                                                 "out_zero_point, shuffle)");
+                         op.kind = QOp::qconv;
+                         op.layer = qlayer(t[1], t[2], t[3], t[4].cast<int>(), t[5].cast<int>(), t[6].cast<int>());
+                     } else {
+                         throw ArgumentError("unknown QSynthesis operation '" + kind + "'; known: igdn, qconv");
+                     }
+                     v.push_back(std::move(op));
+                 }
+                 if (tail.size() != 6)
+                     throw ArgumentError("QSynthesis tail: (weight, mult, add, in_zero_point, out_zero_point, out_dequant)");
+                 QTail T;
+                 {
+                     auto w = expect<int16_t>(tail[0].cast<py::array>(), "tail weight", 4);
+                     if (w.shape(2) != 3 || w.shape(3) != 3) throw ArgumentError("QSynthesis tail: a 3x3 convolution is needed");
+                     T.cout = int(w.shape(0));
+                     T.cin = int(w.shape(1));
+                     T.weight.assign(w.data(), w.data() + w.size());
+                 }
+                 T.mult = ftable(tail[1], "mult");
+                 T.add = ftable(tail[2], "add");
+                 T.in_zp = tail[3].cast<int>();
+                 T.out_zp = tail[4].cast<int>();
+                 T.out_dequant = ftable(tail[5], "out_dequant");
+                 return std::make_unique<QSynthesis>(std::move(H), std::move(v), std::move(T));
+             }),
+             py::arg("head"), py::arg("ops"), py::arg("tail"))
+        .def_property_readonly("in_channels", &QSynthesis::in_channels)
+        .def_property_readonly("arithmetic", &QSynthesis::arithmetic,
+                               "per igdn: whether its |x| and its product are computed instead of looked up")
+        .def("trim", &QSynthesis::trim, "frees the buffers kept from earlier runs")
+        .def_property_readonly("cached_bytes", &QSynthesis::cached_bytes)
+        .def_property("cache_limit", &QSynthesis::cache_limit, &QSynthesis::set_cache_limit,
+                      "the most memory (bytes) kept idle for reuse between runs")
+        .def("out_shape",
+             [](const QSynthesis& n, int h, int w) {
+                 int c, oh, ow;
+                 n.out_shape(h, w, &c, &oh, &ow);
+                 return py::make_tuple(1, c, oh, ow);
+             })
+        .def("run",
+             [](const QSynthesis& n, py::array x, float /*param*/, int threads) {
+                 auto xa = expect<float>(x, "x", 4);
+                 if (xa.shape(0) != 1 || xa.shape(1) != n.in_channels())
+                     throw ArgumentError("x must have shape (1, " + std::to_string(n.in_channels()) + ", H, W)");
+                 const int h = int(xa.shape(2)), w = int(xa.shape(3));
+                 const float* xp = xa.data();
+                 Tensor t;
+                 {
+                     py::gil_scoped_release nogil;
+                     t = n.run(xp, h, w, threads);
+                 }
+                 py::array_t<float> out({ssize_t(1), ssize_t(t.c), ssize_t(t.h), ssize_t(t.w)});
+                 std::copy(t.v.begin(), t.v.end(), out.mutable_data());
+                 return out;
+             },
+             py::arg("x"), py::arg("param") = 0.f, py::arg("threads") = 1);
+    m.def("qconv_kernel", &qconv_kernel_name, "the int8 convolution kernel this machine runs");
 
     m.def("det_interp", &det_interp, py::arg("a"), py::arg("b"), py::arg("t"),
           "exp((1 - t) log a + t log b) computed by a fixed IEEE-754 sequence (no libm), as float32");

@@ -16,12 +16,13 @@ namespace fastcodec {
 FlushDenormals::FlushDenormals() {
 #if defined(__x86_64__) || defined(_M_X64)
     saved_ = _mm_getcsr();
-    _mm_setcsr(static_cast<unsigned>(saved_) | 0x8040u);  // FTZ (bit 15) | DAZ (bit 6)
+    // FTZ (bit 15) | DAZ (bit 6), and rounding control (bits 13-14) to round to nearest even
+    _mm_setcsr((static_cast<unsigned>(saved_) & ~0x6000u) | 0x8040u);
 #elif defined(__aarch64__)
     uint64_t fpcr;
     __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
     saved_ = fpcr;
-    fpcr |= (1ull << 24);  // FZ
+    fpcr = (fpcr | (1ull << 24)) & ~(3ull << 22);  // FZ, and RMode (bits 22-23) to round to nearest
     __asm__ __volatile__("msr fpcr, %0" : : "r"(fpcr));
 #endif
 }

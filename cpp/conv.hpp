@@ -13,8 +13,9 @@
 //     the kernels are vectorised only across independent output elements, which keeps each
 //     element's operation sequence unchanged, so the AVX-512, AVX2 and generic kernels give the
 //     same bits;
-//   * subnormal inputs and results are flushed to zero (FTZ/DAZ set for the duration of a call on
-//     x86 and AArch64, see FlushDenormals), so the caller's floating-point mode does not matter.
+//   * subnormal inputs and results are flushed to zero and every operation rounds to nearest even
+//     (FTZ/DAZ and the rounding mode set for the duration of a call on x86 and AArch64, see
+//     FlushDenormals), so the caller's floating-point mode does not matter.
 //
 // IEEE-754 guarantees identical results for this sequence on every conforming machine.
 #pragma once
@@ -40,8 +41,8 @@ struct ConvLayer {
     bool fused = false;
 };
 
-// Sets flush-to-zero / denormals-are-zero for the lifetime of the object, restoring the
-// caller's mode afterwards.
+// Sets flush-to-zero / denormals-are-zero and round-to-nearest-even for the lifetime of the
+// object, restoring the caller's mode afterwards.
 class FlushDenormals {
 public:
     FlushDenormals();

@@ -228,11 +228,14 @@ def test_a_graph_it_cannot_read_is_a_model_error(tmp_path):
     bad = tmp_path / "m"
     shutil.copytree(src, bad)
     m = load_model(bad)
-    # damage the post-filter's graph after the bundle loaded (its SHA-256 is checked first)
+    # damage the post-filter's graph after the bundle loaded: its SHA-256 check refuses it, and the
+    # reader (built on first use, so that postfilter=False still decodes) cannot parse it either
     data = (bad / "postfilter.onnx").read_bytes()
     (bad / "postfilter.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="postfilter"):
-        m.bitexact()
+        m.check_postfilter()
+    with pytest.raises(ModelError, match="cannot run its postfilter graph"):
+        m.bitexact().postfilter
     # a graph of a form the reader does not know: the mean branch's graph in place of the synthesis
     shutil.copy(src / "postfilter.onnx", bad / "postfilter.onnx")
     m2 = load_model(bad, verify=False)

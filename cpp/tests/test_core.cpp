@@ -11,6 +11,8 @@
 #include "image.hpp"
 #include "latent.hpp"
 #include "net.hpp"
+#include "qconv.hpp"
+#include "qnet.hpp"
 
 using namespace fastcodec;
 
@@ -304,8 +306,88 @@ static void test_net_matches_scalar_fma_reference() {
     CHECK(threw);
 }
 
+// The int8 convolution against a direct scalar computation of its definition (qconv.hpp): every
+// shape path of the kernels (16, 32, 48 and 64 output channels, 1x1 and 3x3, the shuffle, raw
+// sums), widths that leave partial pixel blocks, 1-3 threads. Under AddressSanitizer this also
+// checks that the kernels stay inside the slack they are given.
+static void test_qconv_matches_scalar_reference() {
+    std::mt19937 rng(5);
+    std::uniform_int_distribution<int> wd(-64, 64), xd(0, 255), bd(-30000, 30000);
+    struct Case { int cin, cout, k, shuffle; bool raw; };
+    const Case cases[] = {{8, 16, 3, 1, false}, {12, 32, 1, 1, false}, {4, 64, 3, 2, false},
+                          {16, 48, 3, 1, false}, {8, 128, 3, 2, false}, {20, 48, 3, 1, true}};
+    for (const Case& c : cases) {
+        QConvLayer L;
+        L.cin = c.cin, L.cout = c.cout, L.k = c.k, L.shuffle = c.shuffle, L.raw = c.raw;
+        L.in_zp = xd(rng), L.out_zp = xd(rng);
+        const int nt = c.k * c.k;
+        for (int i = 0; i < c.cout * c.cin * nt; ++i) L.weight.push_back(int8_t(wd(rng)));
+        for (int i = 0; i < c.cout; ++i) L.bias.push_back(bd(rng)), L.scale.push_back(std::ldexp(1.f + xd(rng) / 256.f, -12));
+        const QConvPacked P = pack_qconv(L);
+        for (int w : {1, 5, 9, 17}) {
+            const int h = 3, r = c.shuffle, C4 = c.cout / (r * r);
+            std::vector<uint8_t> in((size_t(h) + 2) * (w + 2) * c.cin + qconv_slack(c.cin), uint8_t(L.in_zp));
+            for (int y = 0; y < h; ++y)
+                for (int x = 0; x < w; ++x)
+                    for (int i = 0; i < c.cin; ++i) in[((size_t(y) + 1) * (w + 2) + x + 1) * c.cin + i] = uint8_t(xd(rng));
+            // the reference: sums of (x - in_zp) * w with the padding at in_zp, then requantised
+            std::vector<int32_t> sums(size_t(h) * w * c.cout);
+            for (int y = 0; y < h; ++y)
+                for (int x = 0; x < w; ++x)
+                    for (int o = 0; o < c.cout; ++o) {
+                        int64_t acc = L.bias[o];
+                        for (int i = 0; i < c.cin; ++i)
+                            for (int t = 0; t < nt; ++t) {
+                                const int yy = c.k == 3 ? y + t / 3 : y + 1, xx = c.k == 3 ? x + t % 3 : x + 1;
+                                acc += int64_t(int(in[(size_t(yy) * (w + 2) + xx) * c.cin + i]) - L.in_zp) *
+                                       L.weight[(size_t(o) * c.cin + i) * nt + t];
+                            }
+                        sums[(size_t(y) * w + x) * c.cout + o] = int32_t(acc);
+                    }
+            for (int threads : {1, 2, 3}) {
+                bool same = true;
+                if (c.raw) {
+                    std::vector<int32_t> out(sums.size(), 7);
+                    qconv_nhwc(L, P, in.data(), h, w, reinterpret_cast<uint8_t*>(out.data()), threads);
+                    same = out == sums;
+                } else {
+                    const int oh = h * r, ow = w * r;
+                    std::vector<uint8_t> out((size_t(oh) + 2) * (ow + 2) * C4, 0);
+                    qconv_nhwc(L, P, in.data(), h, w, out.data(), threads);
+                    for (int y = 0; y < h; ++y)
+                        for (int x = 0; x < w; ++x)
+                            for (int o = 0; o < c.cout; ++o) {
+                                const float v = float(sums[(size_t(y) * w + x) * c.cout + o]) * L.scale[o];
+                                long q = std::lrint(double(v)) + L.out_zp;  // v is a float: exact in double
+                                q = q < 0 ? 0 : (q > 255 ? 255 : q);
+                                const int s = o / C4, ch = o % C4;
+                                const int oy = r == 2 ? 2 * y + s / 2 : y, ox = r == 2 ? 2 * x + s % 2 : x;
+                                same = same && out[((size_t(oy) + 1) * (ow + 2) + ox + 1) * C4 + ch] == uint8_t(q);
+                            }
+                }
+                CHECK(same);
+            }
+        }
+    }
+    // weights beyond [-64, 64] would saturate the AVX2 kernel's int16 pairs: refused
+    QConvLayer bad;
+    bad.cin = 4, bad.cout = 16, bad.k = 1;
+    bad.weight.assign(64, 65);
+    bad.bias.assign(16, 0);
+    bad.scale.assign(16, 1.f);
+    bool threw = false;
+    try {
+        pack_qconv(bad);
+    } catch (const ArgumentError&) {
+        threw = true;
+    }
+    CHECK(threw);
+    std::printf("int8 kernel: %s\n", qconv_kernel_name());
+}
+
 int main() {
     test_net_matches_scalar_fma_reference();
+    test_qconv_matches_scalar_reference();
     test_hyper_scale_matches_scalar_reference();
     test_pixels_to_tensor_padding_and_strides();
     test_tensor_to_pixels_rounding();

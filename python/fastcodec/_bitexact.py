@@ -18,6 +18,7 @@ write and refuses anything else with a ModelError.
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def _ints(wt, v):
 
 
 def _tensor(buf):
-    dims, dtype, name, raw, floats, int64s = [], 1, "", None, [], []
+    dims, dtype, name, raw, floats, int64s, int32s = [], 1, "", None, [], [], []
     for num, wt, v in _fields(buf):
         if num == 1:
             dims += _ints(wt, v)
@@ -88,19 +89,22 @@ def _tensor(buf):
             dtype = v
         elif num == 4:
             floats += (list(np.frombuffer(v, "<f4")) if wt == 2 else [struct.unpack("<f", struct.pack("<I", v))[0]])
+        elif num == 5:  # int32_data: int32, int8 and uint8 values that are not in raw_data
+            int32s += _ints(wt, v)
         elif num == 7:
             int64s += _ints(wt, v)
         elif num == 8:
             name = bytes(v).decode()
         elif num == 9:
             raw = bytes(v)
-    np_type = {1: "<f4", 7: "<i8"}.get(dtype)
+    np_type = {1: "<f4", 2: "u1", 3: "i1", 6: "<i4", 7: "<i8"}.get(dtype)
     if np_type is None:
         raise ValueError(f"tensor {name!r} has unsupported data type {dtype}")
     if raw is not None:
         arr = np.frombuffer(raw, np_type).copy()
     else:
-        arr = np.array(floats if dtype == 1 else int64s, np_type)
+        vals = floats if dtype == 1 else int64s if dtype == 7 else [(x + (1 << 31)) % (1 << 32) - (1 << 31) for x in int32s]
+        arr = np.array(vals, np.int64 if dtype in (2, 3, 6) else np_type).astype(np_type)
     return name, arr.reshape(dims) if dims else arr.reshape(())
 
 
@@ -283,23 +287,232 @@ def _postfilter_ops(g: _Graph):
     return ops
 
 
+# -- the int8 synthesis ---------------------------------------------------------------------------
+#
+# The tables below are computed with float32 operations in a fixed order (numpy's float32 multiply
+# and divide are single correctly rounded IEEE-754 operations, np.rint rounds half to even), as
+# docs/format.md ("Bit-exact decoding") specifies, so every machine builds the same ones.
+
+F32 = np.float32
+
+
+def _q8(t, zp):
+    """float32 values to uint8: round half to even, plus the zero point, clamped to 0..255."""
+    return np.clip(np.rint(t).astype(np.int64) + int(zp), 0, 255).astype(np.uint8)
+
+
+def abs_table(s_x, zp_x, s_y, zp_y):
+    """QLinearLeakyRelu with alpha -1 (|x|) on every byte: |(v - zp_x) * s_x| / s_y."""
+    v = (np.arange(256) - int(zp_x)).astype(F32) * F32(s_x)
+    return _q8(np.abs(v) / F32(s_y), zp_y)
+
+
+def mul_table(s_a, zp_a, s_b, zp_b, s_c, zp_c):
+    """QLinearMul on every pair of bytes, [a * 256 + b]: ((a - zp_a) s_a) ((b - zp_b) s_b) / s_c."""
+    va = (np.arange(256) - int(zp_a)).astype(F32) * F32(s_a)
+    vb = (np.arange(256) - int(zp_b)).astype(F32) * F32(s_b)
+    return _q8((va[:, None] * vb[None, :]) / F32(s_c), zp_c).ravel()
+
+
+def dequant_table(s, zp):
+    """The float value of every byte: (v - zp) * s."""
+    return (np.arange(256) - int(zp)).astype(F32) * F32(s)
+
+
+def requant_scales(s_x, w_s, s_y):
+    """A QLinearConv's requantisation multipliers: (s_x * w_s[c]) / s_y, in float32."""
+    return np.ascontiguousarray((F32(s_x) * np.asarray(w_s, F32)) / F32(s_y), F32)
+
+
+TAIL_WEIGHT_MAX = 8191  # the tail's weights: 14-bit integers, per output channel
+
+
+def tail_weights(w, b, s_in, s_out):
+    """The last convolution as the exact int8 decoder runs it: weights quantised per output channel
+    to integers in [-8191, 8191] (w / sw rounded, sw = max |w| / 8191), and the multipliers that
+    take the integer sum to the output grid: mult = (s_in * sw) / s_out, add = b / s_out."""
+    w = np.asarray(w, F32)
+    m = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+    sw = np.where(m > 0, m / F32(TAIL_WEIGHT_MAX), F32(1)).astype(F32)
+    wq = np.clip(np.rint(w / sw[:, None, None, None]), -TAIL_WEIGHT_MAX, TAIL_WEIGHT_MAX).astype(np.int16)
+    mult = ((F32(s_in) * sw) / F32(s_out)).astype(F32)
+    add = (np.asarray(b, F32) / F32(s_out)).astype(F32)
+    return np.ascontiguousarray(wq), mult, add
+
+
+def _scalar(g, name, kind):
+    v = g.c[name]
+    if v.size != 1:
+        raise ValueError(f"{name} must be a scalar")
+    return float(v.reshape(())) if kind == "f" else int(v.reshape(()))
+
+
+def _single(g, name, op):
+    users = [n for n in g.consumers(name) if n["op"] != "Shape"]
+    if len(users) != 1 or users[0]["op"] != op:
+        raise ValueError(f"expected one {op} after {name}, found {sorted(n['op'] for n in users)}")
+    return users[0]
+
+
+def _nhwc_shuffle(g, name):
+    """The int8 graphs' pixel shuffle of an NHWC tensor with DCR channels (qat_decoder.py's
+    shuffle_nhwc): Reshape to (N, H, W, 2, 2, C), Transpose (0, 1, 3, 2, 4, 5), Reshape to
+    (N, 2H, 2W, C). Returns (output name, C)."""
+    r = _single(g, name, "Reshape")
+    shape = [int(v) for v in g.c[r["input"][1]]]
+    if shape[:5] != [0, 0, 0, 2, 2] or len(shape) != 6:
+        raise ValueError("unrecognised int8 pixel shuffle")
+    t = _single(g, r["output"][0], "Transpose")
+    if list(t["attr"].get("perm", [])) != [0, 1, 3, 2, 4, 5]:
+        raise ValueError("unrecognised int8 pixel shuffle")
+    r2 = _single(g, t["output"][0], "Reshape")
+    # its target shape: Shape(input) * (1, 2, 2, 0) + (0, 0, 0, C)
+    add = next(n for n in g.nodes if n["output"][0] == r2["input"][1])
+    mul = next(n for n in g.nodes if n["output"][0] in add["input"])
+    kmul = next(g.c[i] for i in mul["input"] if i in g.c)
+    kadd = next(g.c[i] for i in add["input"] if i in g.c)
+    src = next(n for n in g.nodes if n["output"][0] in mul["input"])
+    if (add["op"], mul["op"], src["op"]) != ("Add", "Mul", "Shape") or src["input"][0] != name \
+            or list(kmul) != [1, 2, 2, 0] or list(kadd) != [0, 0, 0, shape[5]]:
+        raise ValueError("unrecognised int8 pixel shuffle")
+    return r2["output"][0], shape[5]
+
+
+def _qconv_args(g, n, in_zp_expected=None):
+    """(int8 weight, int32 bias, scales, in_zp, out_zp, s_y) of a QLinearConv (NHWC, stride 1)."""
+    x, s_x, zp_x, w, w_s, w_zp, s_y, zp_y, b = n["input"]
+    a = n["attr"]
+    wq = g.c[w]
+    if a.get("channels_last") != 1 or any(v != 1 for v in a.get("strides", [1, 1])) or a.get("group", 1) != 1:
+        raise ValueError("int8 convolutions must be NHWC, stride 1, ungrouped")
+    if wq.dtype != np.int8 or np.any(g.c[w_zp] != 0) or wq.shape[2] != wq.shape[3]:
+        raise ValueError("int8 convolution weights must be int8, symmetric, square")
+    k = wq.shape[2]
+    if list(a.get("pads", [0] * 4)) != [k // 2] * 4:
+        raise ValueError("int8 convolutions must pad by half the kernel")
+    scale = requant_scales(_scalar(g, s_x, "f"), g.c[w_s], _scalar(g, s_y, "f"))
+    return (np.ascontiguousarray(wq), np.ascontiguousarray(g.c[b].astype(np.int32)), scale,
+            _scalar(g, zp_x, "i"), _scalar(g, zp_y, "i"), _scalar(g, s_y, "f"))
+
+
+def int8_synthesis_args(g: _Graph):
+    """The head, operations and tail of _core.QSynthesis for an int8 synthesis graph of the form
+    training/qat_decoder.py exports (first and last convolutions in float)."""
+    conv = _single(g, "y", "Conv")
+    w0, b0, s0, p0 = g.conv(conv)
+    if w0.shape[2:] != (3, 3) or list(s0) != [1, 1] or list(p0) != [1] * 4:
+        raise ValueError("unexpected first convolution")
+    q = _single(g, conv["output"][0], "QuantizeLinear")
+    head = (w0, b0, _scalar(g, q["input"][1], "f"), _scalar(g, q["input"][2], "i"))
+    t = _single(g, q["output"][0], "Transpose")
+    if list(t["attr"].get("perm", [])) != [0, 2, 3, 1]:
+        raise ValueError("unexpected layout change after the first convolution")
+    cur, _ = _nhwc_shuffle(g, t["output"][0])
+    ops = []
+    while True:
+        users = {n["op"]: n for n in g.consumers(cur) if n["op"] != "Shape"}
+        if set(users) != {"QLinearLeakyRelu", "QLinearMul"}:
+            raise ValueError(f"expected an int8 inverse GDN, found {sorted(users)}")
+        lr, mul = users["QLinearLeakyRelu"], users["QLinearMul"]
+        if lr["attr"].get("alpha") != -1.0:
+            raise ValueError("the inverse GDN's |x| must be LeakyRelu with alpha -1")
+        table = abs_table(*(_scalar(g, lr["input"][i], "f" if i % 2 else "i") for i in range(1, 5)))
+        gamma = _single(g, lr["output"][0], "QLinearConv")
+        wg, bg, sg, zin, zn, s_n = _qconv_args(g, gamma)
+        if zin != _scalar(g, lr["input"][4], "i") or gamma["output"][0] != mul["input"][3] or mul["input"][0] != cur:
+            raise ValueError("unrecognised int8 inverse GDN wiring")
+        m = mul["input"]
+        mp = (_scalar(g, m[2], "i"), _scalar(g, m[1], "f"), _scalar(g, m[5], "i"), _scalar(g, m[4], "f"),
+              _scalar(g, m[6], "f"), _scalar(g, m[7], "i"))
+        mt = mul_table(mp[1], mp[0], mp[3], mp[2], mp[4], mp[5])
+        ops.append(("igdn", table, wg, bg, sg, zn, mt, mp))
+        cur = mul["output"][0]
+        nxt = [n for n in g.consumers(cur) if n["op"] != "Shape"]
+        if len(nxt) == 1 and nxt[0]["op"] == "QLinearConv":
+            w, b, sc, zi, zo, _ = _qconv_args(g, nxt[0])
+            out, _ = _nhwc_shuffle(g, nxt[0]["output"][0])
+            ops.append(("qconv", w, b, sc, zi, zo, 2))
+            cur = out
+            continue
+        t = _single(g, cur, "Transpose")
+        if list(t["attr"].get("perm", [])) != [0, 3, 1, 2]:
+            raise ValueError("unexpected layout change before the last convolution")
+        dq = _single(g, t["output"][0], "DequantizeLinear")
+        conv = _single(g, dq["output"][0], "Conv")
+        w3, b3, s3, p3 = g.conv(conv)
+        if w3.shape[2:] != (3, 3) or list(s3) != [1, 1] or list(p3) != [1] * 4:
+            raise ValueError("unexpected last convolution")
+        q = _single(g, conv["output"][0], "QuantizeLinear")
+        d2s = _single(g, q["output"][0], "DepthToSpace")
+        if d2s["attr"].get("mode", b"DCR") != b"CRD" or int(d2s["attr"]["blocksize"]) != 2:
+            raise ValueError("the last pixel shuffle must be DepthToSpace CRD by 2")
+        dq2 = _single(g, d2s["output"][0], "DequantizeLinear")
+        if dq2["output"][0] != "x":
+            raise ValueError("the graph must end in x")
+        wq, mult, add = tail_weights(w3, b3, _scalar(g, dq["input"][1], "f"), _scalar(g, q["input"][1], "f"))
+        tail = (wq, mult, add, _scalar(g, dq["input"][2], "i"), _scalar(g, q["input"][2], "i"),
+                dequant_table(_scalar(g, dq2["input"][1], "f"), _scalar(g, dq2["input"][2], "i")))
+        return head, ops, tail
+
+
 class BitExactDecoder:
     """The deterministic mean branch, synthesis and post-filter of one model bundle."""
 
-    def __init__(self, path: Path, latent_channels: int, postfilter: bool):
+    def __init__(self, path: Path, latent_channels: int):
+        self._path = path
         try:
             self.mean = self._net(_chain_ops(_Graph(path / "hyper_decoder.onnx"), "z", "mu",
                                              slice_first=latent_channels))
             self.synthesis = self._net(_chain_ops(_Graph(path / "decoder.onnx"), "y", "x"))
-            self.postfilter = (self._net(_postfilter_ops(_Graph(path / "postfilter.onnx")), channels=3)
-                               if postfilter else None)
             self._limit = self.synthesis.cache_limit
         except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
             raise ModelError(f"model {path.name}: the bit-exact decoder cannot run its graphs ({e})") from None
+        self._postfilter = None
+        self._int8 = {}
+        self._lock = threading.Lock()
+        self._held = False
+
+    @property
+    def postfilter(self):
+        """The post-filter's Net, built on first use (the caller verified postfilter.onnx): a
+        bundle whose filter is damaged still decodes with postfilter=False."""
+        net = self._postfilter
+        if net is None:
+            with self._lock:
+                net = self._postfilter
+                if net is None:
+                    try:
+                        net = self._net(_postfilter_ops(_Graph(self._path / "postfilter.onnx")), channels=3)
+                    except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
+                        raise ModelError(f"model {self._path.name}: the bit-exact decoder cannot run its "
+                                         f"postfilter graph ({e})") from None
+                    if self._held:
+                        net.cache_limit = 1 << 62
+                    self._postfilter = net
+        return net
+
+    def int8(self, name: str, graph: Path):
+        """The exact int8 synthesis of the bundle's int8 decoder ``name`` (graph: its ONNX file,
+        verified by the caller), built on first use."""
+        net = self._int8.get(name)
+        if net is None:
+            with self._lock:
+                net = self._int8.get(name)
+                if net is None:
+                    try:
+                        net = _core.QSynthesis(*int8_synthesis_args(_Graph(graph)))
+                    except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
+                        raise ModelError(f"model {graph.parent.name}: the exact int8 decoder cannot run "
+                                         f"{graph.name} ({e})") from None
+                    if self._held:
+                        net.cache_limit = 1 << 62
+                    self._int8[name] = net
+        return net
 
     def trim(self):
         """Frees the buffers the networks keep between runs (after a large image) and sets their
         cache limit back to the default."""
+        self._held = False
         for net in self._nets():
             net.trim()
             net.cache_limit = self._limit
@@ -308,11 +521,12 @@ class BitExactDecoder:
         """Keeps every buffer between runs until the next trim(): the tiles of one large image
         then reuse the first tile's memory instead of page-faulting fresh memory for each
         (measured at 4 MP: 6.1 s decoding with the 256 MiB limit)."""
+        self._held = True
         for net in self._nets():
             net.cache_limit = 1 << 62
 
     def _nets(self):
-        return [n for n in (self.mean, self.synthesis, self.postfilter) if n is not None]
+        return [n for n in (self.mean, self.synthesis, self._postfilter, *self._int8.values()) if n is not None]
 
     @staticmethod
     def _net(ops, channels=None):

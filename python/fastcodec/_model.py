@@ -130,25 +130,37 @@ class Model:
     @property
     def decoders(self) -> dict:
         """name -> graph of each synthesis transform this bundle offers (see decoder_graphs), and
-        "bitexact": the float graphs run by the deterministic C++ executor (see bitexact)."""
+        "bitexact": the float graphs run by the deterministic C++ executor (see bitexact). Every
+        decoder but "float" (onnxruntime's float kernels) decodes to the same pixels on every
+        machine: the int8 ones run in the C++ executor too (exact_synthesis)."""
         return {**decoder_graphs(self.meta), BITEXACT: "decoder"}
 
     def bitexact(self):
         """The bit-exact decoder of this bundle (built once, on first use): the hyper-decoder's
-        mean branch, the synthesis and the post-filter, read from the bundle's own ONNX files
-        and run by _core.Net, so that every machine decodes a file to the same pixels
-        (_bitexact.py). ModelError where the graphs are not of a form it runs."""
+        mean branch, the synthesis and (on first use, once the caller has verified its graph)
+        the post-filter, read from the bundle's own ONNX files and run by _core.Net, so that
+        every machine decodes a file to the same pixels (_bitexact.py). ModelError where the
+        graphs are not of a form it runs."""
         ex = self._bitexact
         if ex is None:
             with self._lock:
                 ex = self._bitexact
                 if ex is None:
                     from ._bitexact import BitExactDecoder
-                    if self.postfilter is not None:
-                        self.check_postfilter()
-                    ex = BitExactDecoder(self.path, self.gains.shape[1], self.postfilter is not None)
+                    ex = BitExactDecoder(self.path, self.gains.shape[1])
                     self._bitexact = ex
         return ex
+
+    def exact_synthesis(self, name: str):
+        """The synthesis of decoder ``name`` as the deterministic C++ executor runs it: the float
+        graphs ("bitexact") or an int8 graph (every other decoder but "float": _core.QSynthesis,
+        integer convolutions, the same pixels on every machine). ModelError where the graph is not
+        of a form it runs."""
+        ex = self.bitexact()
+        if name == BITEXACT:
+            return ex.synthesis
+        graph = self.check_decoder(name)
+        return ex.int8(name, self.path / f"{graph}.onnx")
 
     def igain_bitexact(self, quality: float) -> np.ndarray:
         """The inverse gain of a quality as gain_vectors computes it, but with a fixed sequence of

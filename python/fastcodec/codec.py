@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core, _refine, format as fmt
 from ._imageio import fill_transparent, load_image, to_image, to_output
-from ._model import BITEXACT, Model, _release_options, available_models, default_model_name, load_model
+from ._model import Model, _release_options, available_models, default_model_name, load_model
 from .errors import ArgumentError, FastcodecError, FormatError, ModelError
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
@@ -314,19 +314,22 @@ class Codec:
         """Synthesis transform (and the model's post-filter) to uint8 RGB (h, w, 3), in
         overlapping tiles for large images: the post-filter runs on each tile's synthesis output
         before the halo is cut (SYNTHESIS_HALO covers the reach of both, so tiles change nothing).
-        The bit-exact decoder (m.bitexact()) runs the same graphs in the deterministic C++
-        executor instead of onnxruntime."""
+        Every decoder but "float" runs in the deterministic C++ executor (m.exact_synthesis:
+        the float graphs for "bitexact", integer convolutions for the int8 ones) instead of
+        onnxruntime, and so does the post-filter."""
         f = m.stride // 4
         name = self._decoder_name(m, quality)
         filt = self.postfilter and m.postfilter_for(quality)
         if filt:
             m.check_postfilter()
             qv = np.array([quality / 100.0], np.float32)
-        if name == BITEXACT:
+        exact = name != "float"
+        if exact:
             ex, threads = m.bitexact(), self._net_threads()
+            synthesis = m.exact_synthesis(name)
 
             def run(feed, release=False):  # release: the tile loop's finally trims the buffers
-                x = ex.synthesis.run(feed["y"], 0.0, threads)
+                x = synthesis.run(feed["y"], 0.0, threads)
                 if filt:
                     x = ex.postfilter.run(x, np.float32(quality / 100.0), threads)
                 return x
@@ -344,7 +347,7 @@ class Codec:
             x = run({"y": y_hat})
             return _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), h, w)
         out = np.empty((h, w, 3), np.uint8)
-        if name == BITEXACT:
+        if exact:
             ex.hold()  # every tile reuses the first one's buffers; trimmed after the last
         try:
             for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy, halo=SYNTHESIS_HALO):
@@ -358,7 +361,7 @@ class Codec:
                 px = _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), r1 - a0 * f, c1 - b0 * f)
                 out[r0:r1, c0:c1] = px[r0 - a0 * f:, c0 - b0 * f:]
         finally:
-            if name == BITEXACT:
+            if exact:
                 ex.trim()
         return out
 
@@ -610,7 +613,7 @@ class Codec:
         z_groups = np.repeat(m.z_group, zh * zw)
         z_sym = m.z_coders.decode(zdata, z_groups)
         z_int = np.ascontiguousarray(z_sym.reshape(1, zc, zh, zw) + m.z_offset[None, :, None, None])
-        if self._decoder_name(m, hdr.quality) == BITEXACT:
+        if self._decoder_name(m, hdr.quality) != "float":  # an exact decoder: the exact mean too
             mu = _hyper(m, "hyper_decoder", z_int.astype(np.float32), net=m.bitexact().mean,
                         threads=self._net_threads())
         else:
@@ -640,7 +643,7 @@ class Codec:
         hdr, m, _, _, r, _, mu = self._decode_symbols(data, ext)
         # the alpha plane first: a damaged one fails before the costly synthesis
         alpha = fmt.decode_alpha(ext[fmt.EXT_ALPHA], hdr.width, hdr.height) if fmt.EXT_ALPHA in ext else None
-        if self._decoder_name(m, hdr.quality) == BITEXACT:
+        if self._decoder_name(m, hdr.quality) != "float":
             igain = m.igain_bitexact(hdr.quality)
         else:
             _, igain = m.gain_vectors(hdr.quality)

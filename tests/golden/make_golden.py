@@ -6,15 +6,16 @@ exporting a new default model:
     python tests/golden/make_golden.py
     python tests/golden/make_golden.py --decoders   # only the pixels of the optional decoders
     python tests/golden/make_golden.py --pixels     # the pixels of every decoder, for the same files
-    python tests/golden/make_golden.py --bitexact   # the bit-exact decoder's pixels, every model's folder
+    python tests/golden/make_golden.py --bitexact   # the exact decoders' pixels, every model's folder
 
 Pixels are stored for every decoder the model offers: <name>.png from the float reference and
-<name>.<decoder>.png from each optional one (model.json "decoders", e.g. int8), so a change in
-any of them fails tests/test_golden.py. "--decoders" rewrites only the latter, for the existing
-golden files (after adding or retraining an optional decoder; the .fcc files stay), "--pixels"
-all of them (after a new post-filter, which changes no symbol; the .fcc files and the manifest
-stay). The bit-exact decoder's pixels (<name>.bitexact.png) must come out identical on every
-machine; "--bitexact" writes them for the golden files of every model (older ones included).
+<name>.<decoder>.png from each other one ("bitexact", and the optional ones of model.json
+"decoders", e.g. int8), so a change in any of them fails tests/test_golden.py. Every decoder
+but "float" is exact (the C++ executor): its pixels must come out identical on every machine.
+"--decoders" and "--bitexact" rewrite them, for the existing golden files of every model folder
+(after adding or retraining an optional decoder, or a change to the executor; the .fcc files
+stay), "--pixels" the float ones too (after a new post-filter, which changes no symbol; the .fcc
+files and the manifest stay).
 
 The folders of earlier models stay: their files must keep decoding, so their bundles keep
 shipping (tests/test_golden.py fails when a golden folder's model is missing from models/).
@@ -67,62 +68,58 @@ def symbol_hash(codec, data):
     return hashlib.sha256(z_sym.astype("<i4").tobytes() + r.astype("<i4").tobytes() + bins.tobytes()).hexdigest()
 
 
-def decoder_pixels(model_id, names):
-    """Writes <name>.<decoder>.png for each optional decoder of the default model."""
-    out = HERE / model_id
-    for dec in fastcodec.Codec(threads=1).model.decoders:
-        if dec == "float":
-            continue
-        if dec == "bitexact":
-            continue  # bitexact_pixels(), for every model's folder
-        codec = fastcodec.Codec(threads=1, decoder=dec)
-        for name in names:
-            Image.fromarray(codec.decompress((out / f"{name}.fcc").read_bytes())).save(out / f"{name}.{dec}.png")
-            print(f"wrote {out / f'{name}.{dec}.png'}")
-
-
-# Kodak-size files whose bit-exact pixels are kept as a SHA-256 (bitexact.json): the vector
-# kernels' whole-chunk paths and several threads at work, on every machine that runs the tests
+# Kodak-size files whose exact pixels are kept as a SHA-256 (bitexact.json): the vector kernels'
+# whole-chunk paths and several threads at work, on every machine that runs the tests
 LARGE = [("large_q75", 512, 768, 75), ("large_q20", 512, 768, 20)]
 
 
-def bitexact_pixels():
-    """Writes <name>.bitexact.png for the golden files of every model folder, and the default
-    model's large files with the SHA-256 of their bit-exact pixels (bitexact.json)."""
-    codec = fastcodec.Codec(threads=1, decoder="bitexact")
+def exact_decoders(codec, model_id):
+    """The exact decoders (every one but "float") of the model a golden folder belongs to."""
+    return [d for d in codec._model_for(bytes.fromhex(model_id)).decoders if d != "float"]
+
+
+def exact_pixels():
+    """Writes <name>.<decoder>.png of every exact decoder for the golden files of every model
+    folder, and the default model's large files with the SHA-256 of each exact decoder's pixels
+    (bitexact.json)."""
+    codec = fastcodec.Codec(threads=1)
     for manifest in sorted(HERE.glob("*/golden.json")):
-        for name in json.loads(manifest.read_text())["files"]:
-            px = codec.decompress((manifest.parent / f"{name}.fcc").read_bytes())
-            Image.fromarray(px).save(manifest.parent / f"{name}.bitexact.png")
-            print(f"wrote {manifest.parent / f'{name}.bitexact.png'}")
+        mid = json.loads(manifest.read_text())["model"]
+        for dec in exact_decoders(codec, mid):
+            c = fastcodec.Codec(threads=1, decoder=dec)
+            for name in json.loads(manifest.read_text())["files"]:
+                px = c.decompress((manifest.parent / f"{name}.fcc").read_bytes())
+                Image.fromarray(px).save(manifest.parent / f"{name}.{dec}.png")
+                print(f"wrote {manifest.parent / f'{name}.{dec}.png'}")
     out = HERE / codec.model.id
     large = {}
     for name, h, w, q in LARGE:
         path = out / f"{name}.fcc"
         if not path.is_file():  # the files stay once written; only their pixels are recomputed
             path.write_bytes(codec.compress(synthetic(h, w, seed=h + w + q), quality=q))
-        px = fastcodec.Codec(threads=2, decoder="bitexact").decompress(path.read_bytes())
+        pixels = {}
+        for dec in exact_decoders(codec, codec.model.id):
+            px = fastcodec.Codec(threads=2, decoder=dec).decompress(path.read_bytes())
+            pixels[dec] = hashlib.sha256(px.tobytes()).hexdigest()
         large[name] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "shape": list(px.shape),
-                       "pixels_sha256": hashlib.sha256(px.tobytes()).hexdigest()}
+                       "pixels_sha256": pixels}
     (out / "bitexact.json").write_text(json.dumps({"model": codec.model.id, "files": large}, indent=1) + "\n")
     print(f"wrote {out / 'bitexact.json'}")
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if "--bitexact" in argv:
-        bitexact_pixels()
+    if "--bitexact" in argv or "--decoders" in argv:
+        exact_pixels()
         return
     codec = fastcodec.Codec(threads=1, decoder="float")
     out = HERE / codec.model.id
-    if "--decoders" in argv or "--pixels" in argv:
+    if "--pixels" in argv:
         manifest = json.loads((out / "golden.json").read_text())
-        if "--pixels" in argv:
-            for name in manifest["files"]:
-                Image.fromarray(codec.decompress((out / f"{name}.fcc").read_bytes())).save(out / f"{name}.png")
-                print(f"wrote {out / f'{name}.png'}")
-        decoder_pixels(codec.model.id, list(manifest["files"]))
-        bitexact_pixels()
+        for name in manifest["files"]:
+            Image.fromarray(codec.decompress((out / f"{name}.fcc").read_bytes())).save(out / f"{name}.png")
+            print(f"wrote {out / f'{name}.png'}")
+        exact_pixels()
         return
     manifest = {"model": codec.model.id, "files": {}}
     out.mkdir(exist_ok=True)
@@ -148,8 +145,7 @@ def main(argv=None):
             manifest["files"][name]["metadata"] = {k: v.hex() for k, v in sorted(codec.metadata(data).items())}
     (out / "golden.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(json.dumps(manifest, indent=1))
-    decoder_pixels(codec.model.id, list(manifest["files"]))
-    bitexact_pixels()
+    exact_pixels()
 
 
 if __name__ == "__main__":

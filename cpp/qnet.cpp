@@ -1,0 +1,333 @@
+#include "qnet.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "errors.hpp"
+
+namespace fastcodec {
+
+namespace {
+
+// v / scale rounded to nearest even, plus zp, clamped to 0..255 (the rounding mode is set by the
+// caller's FlushDenormals).
+inline uint8_t quantize(float v, float scale, int zp) {
+    float t = v / scale;
+    const float lo = float(-zp - 1), hi = float(256 - zp);
+    t = t < lo ? lo : (t > hi ? hi : t);
+    if (t != t) t = 0.f;  // NaN (not reachable with finite weights and inputs)
+    const int q = int(std::nearbyint(t)) + zp;
+    return uint8_t(q < 0 ? 0 : (q > 255 ? 255 : q));
+}
+
+// A buffer from the pool, returned to it when it goes out of scope.
+struct Held {
+    BufferPool* pool;
+    BufferPool::Buffer buf;
+    Held(BufferPool& p, size_t floats) : pool(&p), buf(p.acquire(floats)) {}
+    Held(Held&& o) noexcept : pool(o.pool), buf(std::move(o.buf)) {}
+    Held& operator=(Held&& o) noexcept {
+        if (this != &o) {
+            pool->give_back(std::move(buf));
+            pool = o.pool;
+            buf = std::move(o.buf);
+        }
+        return *this;
+    }
+    ~Held() { pool->give_back(std::move(buf)); }
+    float* f() { return buf.data.get(); }
+    uint8_t* u8() { return reinterpret_cast<uint8_t*>(buf.data.get()); }
+};
+
+// A uint8 NHWC tensor with a one-pixel border (qconv.hpp), in a pool buffer.
+struct QTensor {
+    Held mem;
+    int c, h, w;
+    QTensor(BufferPool& p, int c_, int h_, int w_)
+        : mem(p, ((size_t(h_) + 2) * (size_t(w_) + 2) * size_t(c_) + qconv_slack(c_) + 3) / 4), c(c_), h(h_), w(w_) {}
+    uint8_t* data() { return mem.u8(); }
+    size_t ws() const { return size_t(w) + 2; }
+    uint8_t* row(int y) { return data() + ((size_t(y) + 1) * ws() + 1) * size_t(c); }  // interior pixel (y, 0)
+    void fill_border(uint8_t v) {
+        const size_t rowb = ws() * size_t(c);
+        std::memset(data(), v, rowb);
+        std::memset(data() + (size_t(h) + 1) * rowb, v, rowb);
+        for (int y = 1; y <= h; ++y) {
+            std::memset(data() + size_t(y) * rowb, v, size_t(c));
+            std::memset(data() + size_t(y) * rowb + rowb - size_t(c), v, size_t(c));
+        }
+        std::memset(data() + (size_t(h) + 2) * rowb, 0, qconv_slack(c));
+    }
+};
+
+// The igdn's element-wise steps as arithmetic (vectorised by the compiler) where they equal the
+// tables: the same float32 operations as the tables' construction, and round-half-even by adding
+// and subtracting 1.5 * 2^23 (exact for |t| <= 2^22 in round-to-nearest-even mode, which the
+// callers set; t is clamped to [-256, 256] first).
+inline float rne(float t) {
+    const float magic = 12582912.f;
+    return (t + magic) - magic;
+}
+
+inline uint8_t mul_value(int a, int b, const QOp& op) {
+    const float va = float(a - op.za) * op.sa;
+    const float vb = float(b - op.zb) * op.sb;
+    float t = (va * vb) / op.sc;
+    const float lo = float(-op.zc - 1), hi = float(256 - op.zc);
+    t = t < lo ? lo : (t > hi ? hi : t);
+    if (t != t) t = 0.f;
+    const int q = int(rne(t)) + op.zc;
+    return uint8_t(q < 0 ? 0 : (q > 255 ? 255 : q));
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FASTCODEC_QCLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTCODEC_QCLONES
+#endif
+
+FASTCODEC_QCLONES void abs_rows(const uint8_t* s, uint8_t* d, size_t n, int zp) {
+    const uint8_t z = uint8_t(zp);
+    for (size_t i = 0; i < n; ++i) d[i] = s[i] > z ? uint8_t(s[i] - z) : uint8_t(z - s[i]);
+}
+
+FASTCODEC_QCLONES void mul_rows(uint8_t* x, const uint8_t* n, size_t len, int za, float sa, int zb, float sb,
+                                float sc, int zc) {
+    const float lo = float(-zc - 1), hi = float(256 - zc), magic = 12582912.f;
+    for (size_t i = 0; i < len; ++i) {
+        const float va = float(int(x[i]) - za) * sa;
+        const float vb = float(int(n[i]) - zb) * sb;
+        float t = (va * vb) / sc;
+        t = t < lo ? lo : (t > hi ? hi : t);
+        const int q = int((t + magic) - magic) + zc;
+        x[i] = uint8_t(q < 0 ? 0 : (q > 255 ? 255 : q));
+    }
+}
+
+void check_float_layer(const ConvLayer& L, const char* what) {
+    if (L.k != 3 || L.cin <= 0 || L.cout <= 0 || L.cout % 4 || L.shuffle != 2 || L.relu)
+        throw ArgumentError(std::string("QSynthesis ") + what + ": needs a 3x3 convolution followed by a 2x shuffle");
+    if (L.weight.size() != size_t(L.cout) * L.cin * 9 || L.bias.size() != size_t(L.cout))
+        throw ArgumentError(std::string("QSynthesis ") + what + ": weight/bias sizes do not match the layer shape");
+    for (float v : L.weight)
+        if (!std::isfinite(v)) throw ArgumentError(std::string("QSynthesis ") + what + ": weights must be finite");
+    for (float v : L.bias)
+        if (!std::isfinite(v)) throw ArgumentError(std::string("QSynthesis ") + what + ": biases must be finite");
+}
+
+void check_scale(float s, int zp, const char* what) {
+    if (!(s > 0.f) || !std::isfinite(s) || zp < 0 || zp > 255)
+        throw ArgumentError(std::string("QSynthesis ") + what + ": the scale must be finite and > 0, the zero point 0..255");
+}
+
+}  // namespace
+
+QSynthesis::QSynthesis(QHead head, std::vector<QOp> ops, QTail tail)
+    : head_(std::move(head)), ops_(std::move(ops)), tail_(std::move(tail)) {
+    check_float_layer(head_.conv, "head");
+    check_scale(head_.scale, head_.zp, "head");
+    if (head_.conv.cout % 64) throw ArgumentError("QSynthesis head: needs a multiple of 64 output channels");
+    int c = head_.conv.cout / 4;
+    for (QOp& op : ops_) {
+        const QConvLayer& L = op.layer;
+        check_qconv(L);
+        if (L.cin != c) throw ArgumentError("QSynthesis: an operation's input channels do not match");
+        if (op.kind == QOp::igdn) {
+            if (L.k != 1 || L.cout != c || L.shuffle != 1 || L.in_zp != 0)
+                throw ArgumentError("QSynthesis igdn: gamma must be a 1x1 C -> C convolution of |x| (zero point 0)");
+            if (op.abs_table.size() != 256 || op.mul_table.size() != 65536)
+                throw ArgumentError("QSynthesis igdn: tables of 256 and 65536 entries needed");
+            const int z = int(std::min_element(op.abs_table.begin(), op.abs_table.end()) - op.abs_table.begin());
+            op.abs_arith = true;
+            for (int v = 0; v < 256; ++v) op.abs_arith = op.abs_arith && op.abs_table[v] == std::abs(v - z);
+            op.abs_zp = z;
+            if (op.has_mul_params) {
+                const bool finite = std::isfinite(op.sa) && std::isfinite(op.sb) && std::isfinite(op.sc) && op.sc != 0.f;
+                const bool zps = op.za >= 0 && op.za <= 255 && op.zb >= 0 && op.zb <= 255 && op.zc >= 0 && op.zc <= 255;
+                op.mul_arith = finite && zps;
+                FlushDenormals fd;  // the rounding mode the runs use
+                for (int a = 0; a < 256 && op.mul_arith; ++a)
+                    for (int b = 0; b < 256 && op.mul_arith; ++b)
+                        op.mul_arith = op.mul_table[size_t(a) * 256 + b] == mul_value(a, b, op);
+            }
+        } else if (op.kind == QOp::qconv) {
+            c = L.cout / (L.shuffle * L.shuffle);
+        } else {
+            throw ArgumentError("QSynthesis: unknown operation");
+        }
+        packed_.push_back(pack_qconv(L));
+    }
+    if (tail_.cin != c || tail_.cout <= 0 || tail_.cout % 4)
+        throw ArgumentError("QSynthesis tail: input channels do not match, or output channels not a multiple of 4");
+    if (tail_.weight.size() != size_t(tail_.cout) * tail_.cin * 9 || tail_.mult.size() != size_t(tail_.cout) ||
+        tail_.add.size() != size_t(tail_.cout) || tail_.out_dequant.size() != 256)
+        throw ArgumentError("QSynthesis tail: weight/mult/add sizes do not match the layer, or out_dequant is not 256 long");
+    for (int16_t v : tail_.weight)
+        if (v < -8191 || v > 8191) throw ArgumentError("QSynthesis tail: weights must lie in [-8191, 8191]");
+    for (size_t i = 0; i < tail_.mult.size(); ++i)
+        if (!std::isfinite(tail_.mult[i]) || !std::isfinite(tail_.add[i]))
+            throw ArgumentError("QSynthesis tail: mult and add must be finite");
+    if (tail_.out_zp < 0 || tail_.out_zp > 255) throw ArgumentError("QSynthesis tail: zero points must lie in 0..255");
+    // w = 128 * hi + lo, lo in [-64, 63], hi in [-64, 64]: two int8 convolutions in one
+    QConvLayer& T = tail_layer_;
+    T.cin = tail_.cin;
+    T.cout = (2 * tail_.cout + 15) / 16 * 16;
+    T.k = 3;
+    T.raw = true;
+    T.in_zp = tail_.in_zp;
+    T.weight.assign(size_t(T.cout) * T.cin * 9, 0);
+    T.bias.assign(size_t(T.cout), 0);
+    const size_t per = size_t(T.cin) * 9;
+    for (int oc = 0; oc < tail_.cout; ++oc)
+        for (size_t i = 0; i < per; ++i) {
+            const int v = tail_.weight[size_t(oc) * per + i];
+            const int lo = ((v + 64) & 127) - 64;
+            T.weight[size_t(oc) * per + i] = int8_t((v - lo) / 128);
+            T.weight[size_t(tail_.cout + oc) * per + i] = int8_t(lo);
+        }
+    tail_packed_ = pack_qconv(T);
+    head_.conv.fused = true;
+    head_packed_ = pack_conv_weights(head_.conv);
+}
+
+void QSynthesis::out_shape(int h, int w, int* c, int* oh, int* ow) const {
+    int64_t hh = h, ww = w;
+    int64_t most = int64_t(head_.conv.cout) * h * w;
+    hh *= 2;
+    ww *= 2;
+    for (const QOp& op : ops_) {
+        if (op.kind == QOp::qconv) {
+            most = std::max(most, int64_t(op.layer.cout) * hh * ww);
+            hh *= op.layer.shuffle;
+            ww *= op.layer.shuffle;
+        }
+    }
+    most = std::max(most, int64_t(tail_layer_.cout) * hh * ww);
+    if (most > (int64_t(1) << 32) || hh > (int64_t(1) << 29) || ww > (int64_t(1) << 29))
+        throw ArgumentError("QSynthesis: an input of " + std::to_string(h) + "x" + std::to_string(w) +
+                            " makes tensors of more than 2^32 values; run it in tiles");
+    *c = tail_.cout / 4;
+    *oh = int(hh * 2);
+    *ow = int(ww * 2);
+}
+
+Tensor QSynthesis::run(const float* y, int h, int w, int threads) const {
+    if (h <= 0 || w <= 0) throw ArgumentError("QSynthesis: the input must not be empty");
+    if (size_t(h) * size_t(w) > (size_t(1) << 28)) throw ArgumentError("QSynthesis: the input is too large");
+    int oc, oh, ow;
+    out_shape(h, w, &oc, &oh, &ow);
+    FlushDenormals fd;  // and round to nearest even
+
+    // head: the float input zero-bordered, the convolution, then quantisation and the DCR shuffle
+    const ConvLayer& H = head_.conv;
+    const size_t ws = size_t(w) + 2, in_plane = (size_t(h) + 2) * ws, plane = size_t(h) * ws;
+    QTensor cur(pool_, H.cout / 4, 2 * h, 2 * w);
+    {
+        Held in(pool_, size_t(H.cin) * in_plane + kConvSlack);
+        float* ip = in.f();
+        std::fill(ip, ip + size_t(H.cin) * in_plane + kConvSlack, 0.f);
+        parallel_for(H.cin, threads, [&](int a, int b) {
+            for (int c = a; c < b; ++c)
+                for (int yy = 0; yy < h; ++yy)
+                    std::copy(y + (size_t(c) * h + yy) * w, y + (size_t(c) * h + yy + 1) * w,
+                              ip + size_t(c) * in_plane + (size_t(yy) + 1) * ws + 1);
+        });
+        Held pre(pool_, size_t(H.cout) * plane);
+        conv_padded(H, head_packed_.data(), ip, h, w, pre.f(), threads);
+        const float* pp = pre.f();
+        const int C4 = cur.c;
+        const float s = head_.scale;
+        const int zp = head_.zp;
+        parallel_for(h, threads, [&](int a, int b) {  // (parallel_for sets the rounding mode on its threads)
+            for (int yy = a; yy < b; ++yy)
+                for (int i = 0; i < 2; ++i) {
+                    uint8_t* dst = cur.row(2 * yy + i);
+                    for (int xx = 0; xx < w; ++xx)
+                        for (int j = 0; j < 2; ++j) {
+                            const float* src = pp + size_t((2 * i + j) * C4) * plane + size_t(yy) * ws + size_t(xx);
+                            uint8_t* d = dst + (2 * size_t(xx) + size_t(j)) * size_t(C4);
+                            for (int c = 0; c < C4; ++c) d[c] = quantize(src[size_t(c) * plane], s, zp);
+                        }
+                }
+        });
+    }
+
+    for (size_t oi = 0; oi < ops_.size(); ++oi) {
+        const QOp& op = ops_[oi];
+        const QConvLayer& L = op.layer;
+        if (op.kind == QOp::igdn) {
+            // n = gamma(|x|), then x = x * n, both through the graph's own tables
+            QTensor ab(pool_, cur.c, cur.h, cur.w), norm(pool_, cur.c, cur.h, cur.w);
+            const size_t rowb = size_t(cur.w) * size_t(cur.c);
+            const uint8_t* at = op.abs_table.data();
+            parallel_for(cur.h, threads, [&](int a, int b) {
+                for (int yy = a; yy < b; ++yy) {
+                    const uint8_t* s = cur.row(yy);
+                    uint8_t* d = ab.row(yy);
+                    if (op.abs_arith) {
+                        abs_rows(s, d, rowb, op.abs_zp);
+                    } else {
+                        for (size_t i = 0; i < rowb; ++i) d[i] = at[s[i]];
+                    }
+                }
+            });
+            // the kernels' last pixel block reads past the interior: defined bytes there
+            ab.fill_border(0);
+            qconv_nhwc(L, packed_[oi], ab.data(), cur.h, cur.w, norm.data(), threads);
+            const uint8_t* mt = op.mul_table.data();
+            parallel_for(cur.h, threads, [&](int a, int b) {
+                for (int yy = a; yy < b; ++yy) {
+                    uint8_t* x = cur.row(yy);
+                    const uint8_t* n = norm.row(yy);
+                    if (op.mul_arith) {
+                        mul_rows(x, n, rowb, op.za, op.sa, op.zb, op.sb, op.sc, op.zc);
+                    } else {
+                        for (size_t i = 0; i < rowb; ++i) x[i] = mt[size_t(x[i]) * 256 + n[i]];
+                    }
+                }
+            });
+        } else {
+            cur.fill_border(uint8_t(L.in_zp));
+            QTensor next(pool_, L.cout / (L.shuffle * L.shuffle), cur.h * L.shuffle, cur.w * L.shuffle);
+            qconv_nhwc(L, packed_[oi], cur.data(), cur.h, cur.w, next.data(), threads);
+            cur = std::move(next);
+        }
+    }
+
+    // tail: the int16 convolution as two int8 ones, their sums combined exactly, then t =
+    // acc * mult + add, quantised, shuffled (CRD) and dequantised
+    const int th = cur.h, tw = cur.w, TC = tail_layer_.cout, tc = tail_.cout;
+    cur.fill_border(uint8_t(tail_.in_zp));
+    Held sums(pool_, size_t(th) * size_t(tw) * size_t(TC));
+    qconv_nhwc(tail_layer_, tail_packed_, cur.data(), th, tw, reinterpret_cast<uint8_t*>(sums.f()), threads);
+    { QTensor drop = std::move(cur); }
+    Tensor out;
+    out.c = oc;
+    out.h = oh;
+    out.w = ow;
+    out.v.resize(size_t(oc) * oh * ow);
+    const int32_t* acc = reinterpret_cast<const int32_t*>(sums.f());
+    const float* mult = tail_.mult.data();
+    const float* add = tail_.add.data();
+    const int zp = tail_.out_zp;
+    const float* odq = tail_.out_dequant.data();
+    parallel_for(th, threads, [&](int a, int b) {
+        for (int yy = a; yy < b; ++yy)
+            for (int xx = 0; xx < tw; ++xx) {
+                const int32_t* s = acc + (size_t(yy) * size_t(tw) + size_t(xx)) * size_t(TC);
+                for (int k = 0; k < tc; ++k) {
+                    const int64_t v = int64_t(s[k]) * 128 + int64_t(s[tc + k]);
+                    float t = float(v) * mult[k];
+                    t = t + add[k];
+                    const int c = k / 4, i = (k / 2) % 2, j = k % 2;
+                    out.v[(size_t(c) * oh + 2 * size_t(yy) + size_t(i)) * size_t(ow) + 2 * size_t(xx) + size_t(j)] =
+                        odq[quantize(t, 1.f, zp)];
+                }
+            }
+    });
+    return out;
+}
+
+}  // namespace fastcodec

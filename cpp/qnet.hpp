@@ -1,0 +1,99 @@
+// The exact int8 synthesis: the int8 decoder graphs (decoder_int8.onnx, written by
+// training/qat_decoder.py) run with integer convolutions (qconv.hpp), 256- and 65536-entry tables
+// and the deterministic float convolutions of conv.hpp, so that a file decodes to the same pixels,
+// bit for bit, on every machine, thread count and build (docs/format.md, "Bit-exact decoding").
+//
+// The network is a head, a sequence of int8 operations and a tail:
+//   head   float 3x3 convolution of the float input (C x h x w), fused multiply-adds as in Net;
+//          each value v quantised to q = clamp(round_half_even(v / scale) + zp, 0, 255) (one
+//          correctly rounded division); then the pixel shuffle of the int8 graphs (the channels in
+//          DCR order: channel s * C + c goes to pixel (2y + s / 2, 2x + s % 2), channel c)
+//   igdn   the simplified inverse GDN on uint8: a = abs_table[x]; n = gamma (a 1x1 int8
+//          convolution) of a; x = mul_table[x * 256 + n]
+//   qconv  an int8 convolution (qconv.hpp), with the same shuffle when it has one
+//   tail   a 3x3 convolution with int16 weights (|w| <= 8191): acc = sum of (x - in_zp) * w,
+//          exact in integers; t = float32(acc) * mult[oc] + add[oc] (two roundings); q =
+//          clamp(round_half_even(t) + out_zp, 0, 255), pixel-shuffled in CRD order (channel
+//          4c + 2i + j to pixel (2y + i, 2x + j), channel c), and returned as out_dequant[q]. (The
+//          graph's last convolution is float; its weights quantised per output channel to 14 bits
+//          change the pixels far less than the 8-bit activations do, and the integer sum is exact.
+//          It runs as two int8 convolutions of the same input, w = 128 * hi + lo with hi, lo in
+//          [-64, 64], whose sums combine exactly.)
+// The tables are computed by the caller (python/fastcodec/_bitexact.py) from the graph's scales
+// and zero points with float32 operations that docs/format.md specifies.
+#pragma once
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "conv.hpp"
+#include "net.hpp"
+#include "qconv.hpp"
+
+namespace fastcodec {
+
+struct QHead {
+    ConvLayer conv;  // 3x3, shuffle 2 (DCR) after quantisation
+    float scale = 1.f;
+    int zp = 0;
+};
+
+struct QOp {
+    enum Kind { igdn, qconv };
+    Kind kind = qconv;
+    QConvLayer layer;                  // igdn: gamma (1x1, C -> C, no shuffle); qconv: the layer
+    std::vector<uint8_t> abs_table;    // igdn: 256 entries
+    std::vector<uint8_t> mul_table;    // igdn: 65536 entries, [x * 256 + n]
+    // igdn, optional: the parameters the mul table was made from, mul_table[a * 256 + b] =
+    // clamp(round_half_even(((a - za) * sa) * ((b - zb) * sb) / sc) + zc, 0, 255) in float32; the
+    // constructor checks all 65536 entries and then computes them instead of looking them up
+    bool has_mul_params = false;
+    int za = 0, zb = 0, zc = 0;
+    float sa = 1.f, sb = 1.f, sc = 1.f;
+    // set by the constructor: abs_table[v] == |v - abs_zp| for every v, mul computed
+    bool abs_arith = false, mul_arith = false;
+    int abs_zp = 0;
+};
+
+struct QTail {
+    int cin = 0, cout = 0;             // cout: a multiple of 4 (a 2x CRD shuffle follows)
+    std::vector<int16_t> weight;       // cout x cin x 3 x 3, each in [-8191, 8191]
+    std::vector<float> mult, add;      // cout each
+    int in_zp = 0, out_zp = 0;
+    std::vector<float> out_dequant;    // 256 entries
+};
+
+class QSynthesis {
+public:
+    QSynthesis(QHead head, std::vector<QOp> ops, QTail tail);
+
+    // Runs the network on y (in_channels x h x w floats).
+    Tensor run(const float* y, int h, int w, int threads = 1) const;
+
+    int in_channels() const { return head_.conv.cin; }
+    // per igdn: (abs computed, product computed), the rest looked up in the tables
+    std::vector<std::pair<bool, bool>> arithmetic() const {
+        std::vector<std::pair<bool, bool>> v;
+        for (const QOp& op : ops_)
+            if (op.kind == QOp::igdn) v.emplace_back(op.abs_arith, op.mul_arith);
+        return v;
+    }
+    void out_shape(int h, int w, int* c, int* oh, int* ow) const;
+
+    void trim() const { pool_.trim(); }
+    size_t cached_bytes() const { return pool_.idle_bytes(); }
+    void set_cache_limit(size_t bytes) const { pool_.set_limit(bytes); }
+    size_t cache_limit() const { return pool_.limit(); }
+
+private:
+    mutable BufferPool pool_;
+    QHead head_;
+    std::vector<QOp> ops_;
+    QTail tail_;
+    std::vector<float> head_packed_;
+    std::vector<QConvPacked> packed_;
+    QConvLayer tail_layer_;            // the tail's weights as hi (channels 0..cout-1) and lo parts
+    QConvPacked tail_packed_;
+};
+
+}  // namespace fastcodec
