@@ -68,31 +68,47 @@ inline int32_t load32(const uint8_t* p) {
     return v;
 }
 
-// The reference kernel: portable C++, one output pixel and block of 16 channels at a time.
+// The portable kernel: one output row and block of 16 channels at a time, the row's sums in
+// memory and each (tap, channel group)'s weights reused across the row; the 16-channel inner
+// loops are plain int32 arithmetic that compilers vectorise (NEON, SSE2).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))
+#endif
 void qconv_generic(const QConvLayer& L, const QConvPacked& P, const uint8_t* in, int w, uint8_t* out, int y0,
                    int y1) {
     const QGeometry g(L, w);
+    std::vector<int32_t> rowacc(size_t(w) * kBlock);
     for (int y = y0; y < y1; ++y)
-        for (int x = 0; x < w; ++x) {
-            const uint8_t* base = in + (size_t(y) * g.ws + size_t(x)) * size_t(g.C);
-            for (int b = 0; b < g.nb; ++b) {
-                int32_t acc[kBlock];
-                for (int o = 0; o < kBlock; ++o) acc[o] = P.bias[size_t(b) * kBlock + o];
-                const int8_t* wp = P.w.data() + size_t(b) * g.NT * g.G * 64;
-                for (int t = 0; t < g.NT; ++t)
-                    for (int gi = 0; gi < g.G; ++gi) {
-                        const uint8_t* a = base + g.tap[t] + size_t(gi) * 4;
-                        const int8_t* wv = wp + (size_t(t) * g.G + gi) * 64;
-                        for (int o = 0; o < kBlock; ++o)
-                            acc[o] += int32_t(a[0]) * wv[o * 4] + int32_t(a[1]) * wv[o * 4 + 1] +
-                                      int32_t(a[2]) * wv[o * 4 + 2] + int32_t(a[3]) * wv[o * 4 + 3];
+        for (int b = 0; b < g.nb; ++b) {
+            int32_t* acc = rowacc.data();
+            for (int x = 0; x < w; ++x)
+                for (int o = 0; o < kBlock; ++o) acc[size_t(x) * kBlock + o] = P.bias[size_t(b) * kBlock + o];
+            const int16_t* wp = P.wg.data() + size_t(b) * g.NT * g.G * 64;
+            for (int t = 0; t < g.NT; ++t)
+                for (int gi = 0; gi < g.G; ++gi) {
+                    const int16_t* w0 = wp + (size_t(t) * g.G + gi) * 64;
+                    const int16_t *w1 = w0 + 16, *w2 = w0 + 32, *w3 = w0 + 48;
+                    const uint8_t* a = in + size_t(y) * g.ws * size_t(g.C) + g.tap[t] + size_t(gi) * 4;
+                    for (int x = 0; x < w; ++x, a += g.C) {
+                        // each pair of products lies within +-2 * 255 * 64 = 32640: exact in 16 bits,
+                        // which lets the compiler use 16-bit vector multiplies
+                        const int16_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+                        int32_t* ax = acc + size_t(x) * kBlock;
+                        for (int o = 0; o < kBlock; ++o) {
+                            const int16_t p = int16_t(a0 * w0[o] + a1 * w1[o]);
+                            const int16_t q = int16_t(a2 * w2[o] + a3 * w3[o]);
+                            ax[o] += int32_t(p) + int32_t(q);
+                        }
                     }
+                }
+            for (int x = 0; x < w; ++x) {
+                const int32_t* ax = acc + size_t(x) * kBlock;
                 if (L.raw) {
-                    std::memcpy(raw_dst(out, L, w, y, x, b * kBlock), acc, sizeof(acc));
+                    std::memcpy(raw_dst(out, L, w, y, x, b * kBlock), ax, kBlock * sizeof(int32_t));
                     continue;
                 }
                 uint8_t* d = g.dst(out, L.shuffle, y, x, b * kBlock);
-                for (int o = 0; o < kBlock; ++o) d[o] = requant(acc[o], L.scale[size_t(b) * kBlock + o], L.out_zp);
+                for (int o = 0; o < kBlock; ++o) d[o] = requant(ax[o], L.scale[size_t(b) * kBlock + o], L.out_zp);
             }
         }
 }
@@ -301,6 +317,7 @@ QConvPacked pack_qconv(const QConvLayer& L) {
     const int nt = L.k * L.k, G = L.cin / 4, nb = L.cout / kBlock;
     QConvPacked P;
     P.w.resize(size_t(nb) * nt * G * 64);
+    P.wg.resize(P.w.size());
     P.bias.resize(size_t(L.cout));
     for (int oc = 0; oc < L.cout; ++oc) {
         const int b = oc / kBlock, o = oc % kBlock;
@@ -310,6 +327,7 @@ QConvPacked pack_qconv(const QConvLayer& L) {
                 const int8_t v = L.weight[(size_t(oc) * L.cin + ic) * nt + t];
                 sum += v;
                 P.w[((size_t(b) * nt + t) * G + ic / 4) * 64 + size_t(o) * 4 + ic % 4] = v;
+                P.wg[((size_t(b) * nt + t) * G + ic / 4) * 64 + size_t(ic % 4) * 16 + size_t(o)] = v;
             }
         P.bias[size_t(oc)] = int32_t(int64_t(L.bias[size_t(oc)]) - int64_t(L.in_zp) * sum);
     }

@@ -54,6 +54,7 @@ void check_qconv(const QConvLayer& L);
 struct QConvPacked {
     std::vector<int8_t> w;
     std::vector<int32_t> bias;
+    std::vector<int16_t> wg;  // the portable kernel's copy: [oc block][tap][ic / 4][byte 0..3][16]
 };
 QConvPacked pack_qconv(const QConvLayer& L);
 
