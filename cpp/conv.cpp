@@ -44,7 +44,7 @@ namespace {
 // chunks of kChunk elements, each through every output block, so that a chunk's input rows stay
 // in the core's cache. Threads take contiguous runs of kStep elements.
 constexpr int kOcBlock = 8;
-constexpr size_t kChunk = 256, kStep = 32;
+constexpr size_t kChunk = 512, kStep = 32;
 constexpr size_t kLanes = 16;  // generic kernel
 constexpr int kIcBlock = 16;  // vector kernels: input channels whose weights stay in L1
 static_assert(kConvSlack >= 2 * kLanes + 4, "slack covers a 32-element vector step past a row");
@@ -132,6 +132,20 @@ struct Blocking {
     void block_bias(const ConvLayer& L, int ob, float* bias) const {
         for (int o = 0; o < kOcBlock; ++o) bias[o] = ob + o < L.cout ? L.bias[ob + o] : 0.f;
     }
+    // Asks for the input rows of the chunk that starts at element c1 (into L2), a line at a time:
+    // the kernels stream cin planes x 3 rows at once, far more streams than the hardware
+    // prefetchers follow, so without it a layer with few output blocks waits on memory (measured
+    // on Zen 4: 96 -> 12 channels at 256 x 384, 59 ms without, 33 ms with, together with chunks of
+    // 512 instead of 256 elements; 64 -> 64 at 128 x 192, 22 -> 18 ms). Prefetches do not fault,
+    // so addresses past the buffer are harmless.
+    void prefetch(const float* in_pad, int cin, size_t c1, int w) const {
+        const size_t rows = NT == 9 ? 3 : 1, row0 = NT == 9 ? 0 : tap[0], ws = size_t(w) + 2;
+        for (int ic = 0; ic < cin; ++ic)
+            for (size_t r = 0; r < rows; ++r) {
+                const char* p = reinterpret_cast<const char*>(in_pad + size_t(ic) * in_plane + row0 + r * ws + c1);
+                for (size_t b = 0; b < (kChunk + 2) * sizeof(float); b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+            }
+    }
 };
 // The accumulators are named variables, not an array: GCC otherwise writes an array of vectors
 // back to the stack after every add (measured: 11 GMAC/s on one AVX2 core instead of about 30).
@@ -155,6 +169,7 @@ void conv_avx512(const ConvLayer& L, const float* packed, const float* in_pad, i
     const int cin = L.cin;
     for (size_t c0 = p0; c0 < p1; c0 += kChunk) {
         const size_t c1 = std::min(c0 + kChunk, p1);
+        if (c1 < p1) g.prefetch(in_pad, cin, c1, w);
         for (int bi = 0; bi < g.blocks; ++bi) {
             const int ob = bi * kB, nb = std::min(kB, L.cout - ob);
             const float* wblk = packed + size_t(bi) * cin * NT * kB;
@@ -219,6 +234,7 @@ void conv_avx2(const ConvLayer& L, const float* packed, const float* in_pad, int
     const int cin = L.cin;
     for (size_t c0 = p0; c0 < p1; c0 += kChunk) {
         const size_t c1 = std::min(c0 + kChunk, p1);
+        if (c1 < p1) g.prefetch(in_pad, cin, c1, w);
         for (int bi = 0; bi < g.blocks; ++bi) {
             const int ob = bi * kB, nb = std::min(kB, L.cout - ob);
             const float* wblk = packed + size_t(bi) * cin * NT * kB;
