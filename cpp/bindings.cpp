@@ -45,6 +45,47 @@ carray<T> expect(const py::array& a, const char* name, ssize_t ndim) {
     return py::reinterpret_borrow<carray<T>>(a);
 }
 
+Tensor run_executor(const Net& n, const float* x, int h, int w, float param, int threads) {
+    return n.run(x, h, w, param, threads);
+}
+Tensor run_executor(const QSynthesis& n, const float* x, int h, int w, float, int threads) {
+    return n.run(x, h, w, threads);
+}
+
+// The methods Net and QSynthesis share: the buffer pool, the output shape, and run(x, param,
+// threads) with the GIL released (x is kept alive by the py::array on this frame).
+template <typename T>
+void bind_executor(py::class_<T>& c) {
+    c.def_property_readonly("in_channels", &T::in_channels)
+        .def("trim", &T::trim, "frees the buffers kept from earlier runs")
+        .def_property_readonly("cached_bytes", &T::cached_bytes)
+        .def_property("cache_limit", &T::cache_limit, &T::set_cache_limit,
+                      "the most memory (bytes) kept idle for reuse between runs")
+        .def("out_shape",
+             [](const T& n, int h, int w) {
+                 int ch, oh, ow;
+                 n.out_shape(h, w, &ch, &oh, &ow);
+                 return py::make_tuple(1, ch, oh, ow);
+             })
+        .def("run",
+             [](const T& n, py::array x, float param, int threads) {
+                 auto xa = expect<float>(x, "x", 4);
+                 if (xa.shape(0) != 1 || xa.shape(1) != n.in_channels())
+                     throw ArgumentError("x must have shape (1, " + std::to_string(n.in_channels()) + ", H, W)");
+                 const int h = int(xa.shape(2)), w = int(xa.shape(3));
+                 const float* xp = xa.data();
+                 Tensor t;
+                 {
+                     py::gil_scoped_release nogil;
+                     t = run_executor(n, xp, h, w, param, threads);
+                 }
+                 py::array_t<float> out({ssize_t(1), ssize_t(t.c), ssize_t(t.h), ssize_t(t.w)});
+                 std::copy(t.v.begin(), t.v.end(), out.mutable_data());
+                 return out;
+             },
+             py::arg("x"), py::arg("param") = 0.f, py::arg("threads") = 1);
+}
+
 struct CoderSet {
     std::vector<SymbolCoder> coders;
 };
@@ -218,8 +259,8 @@ PYBIND11_MODULE(_core, m) {
             return out;
         }, py::arg("z"), py::arg("threads") = 1);
 
-    py::class_<Net>(m, "Net")
-        .def(py::init([](py::list ops, int in_channels) {
+    py::class_<Net> net(m, "Net");
+    net.def(py::init([](py::list ops, int in_channels) {
                  std::vector<NetOp> v;
                  for (py::handle h : ops) {
                      auto t = h.cast<py::tuple>();
@@ -258,38 +299,11 @@ PYBIND11_MODULE(_core, m) {
                  }
                  return std::make_unique<Net>(std::move(v), in_channels);
              }),
-             py::arg("ops"), py::arg("in_channels"))
-        .def_property_readonly("in_channels", &Net::in_channels)
-        .def("trim", &Net::trim, "frees the buffers kept from earlier runs")
-        .def_property_readonly("cached_bytes", &Net::cached_bytes)
-        .def_property("cache_limit", &Net::cache_limit, &Net::set_cache_limit,
-                      "the most memory (bytes) kept idle for reuse between runs")
-        .def("out_shape",
-             [](const Net& n, int h, int w) {
-                 int c, oh, ow;
-                 n.out_shape(h, w, &c, &oh, &ow);
-                 return py::make_tuple(1, c, oh, ow);
-             })
-        .def("run",
-             [](const Net& n, py::array x, float param, int threads) {
-                 auto xa = expect<float>(x, "x", 4);
-                 if (xa.shape(0) != 1 || xa.shape(1) != n.in_channels())
-                     throw ArgumentError("x must have shape (1, " + std::to_string(n.in_channels()) + ", H, W)");
-                 const int h = int(xa.shape(2)), w = int(xa.shape(3));
-                 const float* xp = xa.data();
-                 Tensor t;
-                 {
-                     py::gil_scoped_release nogil;
-                     t = n.run(xp, h, w, param, threads);
-                 }
-                 py::array_t<float> out({ssize_t(1), ssize_t(t.c), ssize_t(t.h), ssize_t(t.w)});
-                 std::copy(t.v.begin(), t.v.end(), out.mutable_data());
-                 return out;
-             },
-             py::arg("x"), py::arg("param") = 0.f, py::arg("threads") = 1);
+             py::arg("ops"), py::arg("in_channels"));
+    bind_executor(net);
 
-    py::class_<QSynthesis>(m, "QSynthesis")
-        .def(py::init([](py::tuple head, py::list ops, py::tuple tail) {
+    py::class_<QSynthesis> qsyn(m, "QSynthesis");
+    qsyn.def(py::init([](py::tuple head, py::list ops, py::tuple tail) {
                  auto float_layer = [](py::handle w_, py::handle b_, const char* what) {
                      auto w = expect<float>(w_.cast<py::array>(), what, 4);
                      auto b = expect<float>(b_.cast<py::array>(), what, 1);
@@ -388,36 +402,9 @@ PYBIND11_MODULE(_core, m) {
                  return std::make_unique<QSynthesis>(std::move(H), std::move(v), std::move(T));
              }),
              py::arg("head"), py::arg("ops"), py::arg("tail"))
-        .def_property_readonly("in_channels", &QSynthesis::in_channels)
         .def_property_readonly("arithmetic", &QSynthesis::arithmetic,
-                               "per igdn: whether its |x| and its product are computed instead of looked up")
-        .def("trim", &QSynthesis::trim, "frees the buffers kept from earlier runs")
-        .def_property_readonly("cached_bytes", &QSynthesis::cached_bytes)
-        .def_property("cache_limit", &QSynthesis::cache_limit, &QSynthesis::set_cache_limit,
-                      "the most memory (bytes) kept idle for reuse between runs")
-        .def("out_shape",
-             [](const QSynthesis& n, int h, int w) {
-                 int c, oh, ow;
-                 n.out_shape(h, w, &c, &oh, &ow);
-                 return py::make_tuple(1, c, oh, ow);
-             })
-        .def("run",
-             [](const QSynthesis& n, py::array x, float /*param*/, int threads) {
-                 auto xa = expect<float>(x, "x", 4);
-                 if (xa.shape(0) != 1 || xa.shape(1) != n.in_channels())
-                     throw ArgumentError("x must have shape (1, " + std::to_string(n.in_channels()) + ", H, W)");
-                 const int h = int(xa.shape(2)), w = int(xa.shape(3));
-                 const float* xp = xa.data();
-                 Tensor t;
-                 {
-                     py::gil_scoped_release nogil;
-                     t = n.run(xp, h, w, threads);
-                 }
-                 py::array_t<float> out({ssize_t(1), ssize_t(t.c), ssize_t(t.h), ssize_t(t.w)});
-                 std::copy(t.v.begin(), t.v.end(), out.mutable_data());
-                 return out;
-             },
-             py::arg("x"), py::arg("param") = 0.f, py::arg("threads") = 1);
+                               "per igdn: whether its |x| and its product are computed instead of looked up");
+    bind_executor(qsyn);
     m.def("qconv_kernel", &qconv_kernel_name, "the int8 convolution kernel this machine runs");
 
     m.def("det_interp", &det_interp, py::arg("a"), py::arg("b"), py::arg("t"),

@@ -354,10 +354,7 @@ enum class Kernel { generic, avx2, avx512 };
 
 Kernel best_kernel() {
 #ifdef FASTCODEC_X86_KERNELS
-    // FASTCODEC_CONV_KERNEL=generic|avx2 in the environment selects a slower kernel (tests
-    // compare them; FASTCODEC_GENERIC_KERNELS=1, the older switch, means generic)
-    const char* env = std::getenv("FASTCODEC_CONV_KERNEL");
-    const std::string want = env ? env : (std::getenv("FASTCODEC_GENERIC_KERNELS") ? "generic" : "");
+    const std::string want = requested_kernel();
     if (want == "generic") return Kernel::generic;
     if (want != "avx2" && __builtin_cpu_supports("avx512f")) return Kernel::avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel::avx2;
@@ -366,6 +363,11 @@ Kernel best_kernel() {
 }
 
 }  // namespace
+
+std::string requested_kernel() {
+    const char* env = std::getenv("FASTCODEC_CONV_KERNEL");
+    return env ? env : (std::getenv("FASTCODEC_GENERIC_KERNELS") ? "generic" : "");
+}
 
 std::vector<float> pack_conv_weights(const ConvLayer& L) {
     const int cin = L.cin, cout = L.cout, nt = L.k * L.k, blocks = (cout + kOcBlock - 1) / kOcBlock;

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -68,6 +69,11 @@ std::vector<float> pack_conv_weights(const ConvLayer& L);
 // on up to `threads` threads.
 void conv_padded(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
                  int threads, size_t out_stride = 0);
+
+// The kernel the environment asks for: FASTCODEC_CONV_KERNEL=generic|avx2 selects a slower one
+// than the CPU allows (tests compare them; FASTCODEC_GENERIC_KERNELS=1, the older switch, means
+// generic); "" when unset. Read by the float (conv.cpp) and integer (qconv.cpp) kernels.
+std::string requested_kernel();
 
 // f(a, b) over [0, n) split into up to `threads` contiguous ranges, each on its own thread
 // (with denormals flushed); the calling thread waits.

@@ -65,7 +65,20 @@ private:
     size_t limit_ = kMaxIdleBytes;
 };
 
-class Net {
+// What Net and QSynthesis (qnet.hpp) share: the pool of buffers kept between runs.
+class PooledExecutor {
+public:
+    // Frees the buffers kept from earlier runs (after a large image, say).
+    void trim() const { pool_.trim(); }
+    size_t cached_bytes() const { return pool_.idle_bytes(); }
+    void set_cache_limit(size_t bytes) const { pool_.set_limit(bytes); }
+    size_t cache_limit() const { return pool_.limit(); }
+
+protected:
+    mutable BufferPool pool_;
+};
+
+class Net : public PooledExecutor {
 public:
     // ops: the sequence; in_channels: the channels of the input tensor.
     Net(std::vector<NetOp> ops, int in_channels);
@@ -77,14 +90,7 @@ public:
     // Output shape for an h x w input (ArgumentError if an unshuffle does not divide it).
     void out_shape(int h, int w, int* c, int* oh, int* ow) const;
 
-    // Frees the buffers kept from earlier runs (after a large image, say).
-    void trim() const { pool_.trim(); }
-    size_t cached_bytes() const { return pool_.idle_bytes(); }
-    void set_cache_limit(size_t bytes) const { pool_.set_limit(bytes); }
-    size_t cache_limit() const { return pool_.limit(); }
-
 private:
-    mutable BufferPool pool_;
     std::vector<NetOp> ops_;
     std::vector<std::vector<float>> packed_;  // per op: packed convolution weights (conv, igdn)
     int in_channels_;

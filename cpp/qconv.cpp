@@ -266,8 +266,7 @@ enum class QKernel { generic, avx2, vnni };
 
 QKernel best_qkernel() {
 #ifdef FASTCODEC_X86_QKERNELS
-    const char* env = std::getenv("FASTCODEC_CONV_KERNEL");
-    const std::string want = env ? env : (std::getenv("FASTCODEC_GENERIC_KERNELS") ? "generic" : "");
+    const std::string want = requested_kernel();
     if (want == "generic") return QKernel::generic;
     if (want != "avx2" && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))

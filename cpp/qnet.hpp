@@ -63,7 +63,7 @@ struct QTail {
     std::vector<float> out_dequant;    // 256 entries
 };
 
-class QSynthesis {
+class QSynthesis : public PooledExecutor {
 public:
     QSynthesis(QHead head, std::vector<QOp> ops, QTail tail);
 
@@ -80,13 +80,7 @@ public:
     }
     void out_shape(int h, int w, int* c, int* oh, int* ow) const;
 
-    void trim() const { pool_.trim(); }
-    size_t cached_bytes() const { return pool_.idle_bytes(); }
-    void set_cache_limit(size_t bytes) const { pool_.set_limit(bytes); }
-    size_t cache_limit() const { return pool_.limit(); }
-
 private:
-    mutable BufferPool pool_;
     QHead head_;
     std::vector<QOp> ops_;
     QTail tail_;
