@@ -171,8 +171,10 @@ __attribute__((target("avx2"))) void qconv_avx2(const QConvLayer& L, const QConv
 #define FC_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 // GCC 12 warns about the deliberately undefined upper lanes inside its own AVX-512 conversion
 // intrinsics (a known false positive)
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 FC_VNNI_TARGET inline void store_block(__m512i acc, const float* scale, __m512 lo, __m512 hi, __m512i zp,
                                        uint8_t* d) {
@@ -258,7 +260,9 @@ void qconv_vnni(const QConvLayer& L, const QConvPacked& P, const uint8_t* in, in
             if (g.nb - b == 1) qconv_vnni_blocks<NT, 1>(L, P, g, in, w, out, y, x0, b);
         }
 }
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 #endif
 
