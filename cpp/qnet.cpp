@@ -66,22 +66,6 @@ struct QTensor {
 // tables: the same float32 operations as the tables' construction, and round-half-even by adding
 // and subtracting 1.5 * 2^23 (exact for |t| <= 2^22 in round-to-nearest-even mode, which the
 // callers set; t is clamped to [-256, 256] first).
-inline float rne(float t) {
-    const float magic = 12582912.f;
-    return (t + magic) - magic;
-}
-
-inline uint8_t mul_value(int a, int b, const QOp& op) {
-    const float va = float(a - op.za) * op.sa;
-    const float vb = float(b - op.zb) * op.sb;
-    float t = (va * vb) / op.sc;
-    const float lo = float(-op.zc - 1), hi = float(256 - op.zc);
-    t = t < lo ? lo : (t > hi ? hi : t);
-    if (t != t) t = 0.f;
-    const int q = int(rne(t)) + op.zc;
-    return uint8_t(q < 0 ? 0 : (q > 255 ? 255 : q));
-}
-
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define FASTCODEC_QCLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -147,10 +131,14 @@ QSynthesis::QSynthesis(QHead head, std::vector<QOp> ops, QTail tail)
                 const bool finite = std::isfinite(op.sa) && std::isfinite(op.sb) && std::isfinite(op.sc) && op.sc != 0.f;
                 const bool zps = op.za >= 0 && op.za <= 255 && op.zb >= 0 && op.zb <= 255 && op.zc >= 0 && op.zc <= 255;
                 op.mul_arith = finite && zps;
-                FlushDenormals fd;  // the rounding mode the runs use
-                for (int a = 0; a < 256 && op.mul_arith; ++a)
-                    for (int b = 0; b < 256 && op.mul_arith; ++b)
-                        op.mul_arith = op.mul_table[size_t(a) * 256 + b] == mul_value(a, b, op);
+                if (op.mul_arith) {
+                    // every pair through the very function the runs call, in their rounding mode
+                    std::vector<uint8_t> x(65536), n(65536);
+                    for (size_t i = 0; i < 65536; ++i) x[i] = uint8_t(i >> 8), n[i] = uint8_t(i & 255);
+                    FlushDenormals fd;
+                    mul_rows(x.data(), n.data(), x.size(), op.za, op.sa, op.zb, op.sb, op.sc, op.zc);
+                    op.mul_arith = x == op.mul_table;
+                }
             }
         } else if (op.kind == QOp::qconv) {
             c = L.cout / (L.shuffle * L.shuffle);

@@ -378,7 +378,7 @@ def _nhwc_shuffle(g, name):
     return r2["output"][0], shape[5]
 
 
-def _qconv_args(g, n, in_zp_expected=None):
+def _qconv_args(g, n):
     """(int8 weight, int32 bias, scales, in_zp, out_zp, s_y) of a QLinearConv (NHWC, stride 1)."""
     x, s_x, zp_x, w, w_s, w_zp, s_y, zp_y, b = n["input"]
     a = n["attr"]
