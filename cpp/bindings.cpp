@@ -38,7 +38,9 @@ carray<T> expect(const py::array& a, const char* name, ssize_t ndim) {
     if (!py::isinstance<carray<T>>(a) || !(a.flags() & py::array::c_style))
         throw ArgumentError(std::string(name) + " must be a C-contiguous " +
                             py::str(py::dtype::of<T>()).cast<std::string>() + " array, got " +
-                            py::str(a.dtype()).cast<std::string>());
+                            (a.dtype().is(py::dtype::of<T>()) || a.dtype().equal(py::dtype::of<T>())
+                                 ? std::string("a non-contiguous one (numpy.ascontiguousarray makes one)")
+                                 : py::str(a.dtype()).cast<std::string>()));
     if (ndim >= 0 && a.ndim() != ndim)
         throw ArgumentError(std::string(name) + " must have " + std::to_string(ndim) + " dimensions, got " +
                             std::to_string(a.ndim()));
@@ -50,6 +52,9 @@ Tensor run_executor(const Net& n, const float* x, int h, int w, float param, int
 }
 Tensor run_executor(const QSynthesis& n, const float* x, int h, int w, float, int threads) {
     return n.run(x, h, w, threads);
+}
+Tensor run_executor(const QFilter& n, const float* x, int h, int w, float quality, int threads) {
+    return n.run(x, h, w, quality, threads);
 }
 
 // The methods Net and QSynthesis share: the buffer pool, the output shape, and run(x, param,
@@ -405,6 +410,62 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("arithmetic", &QSynthesis::arithmetic,
                                "per igdn: whether its |x| and its product are computed instead of looked up");
     bind_executor(qsyn);
+
+    py::class_<QFilter> qfilt(m, "QFilter");
+    qfilt.def(py::init([](py::dict d) {
+                  auto get = [&](const char* k) -> py::array {
+                      if (!d.contains(k)) throw ArgumentError(std::string("QFilter: the array '") + k + "' is missing");
+                      return d[k].cast<py::array>();
+                  };
+                  auto layer = [&](const std::string& name, int in_zp, int out_zp, int shuffle, bool raw) {
+                      auto w = expect<int8_t>(get((name + ".w").c_str()), (name + ".w").c_str(), 4);
+                      auto b = expect<int32_t>(get((name + ".b").c_str()), (name + ".b").c_str(), 1);
+                      if (w.shape(2) != w.shape(3)) throw ArgumentError("QFilter " + name + ": square kernels needed");
+                      QConvLayer L;
+                      L.cout = int(w.shape(0));
+                      L.cin = int(w.shape(1));
+                      L.k = int(w.shape(2));
+                      L.weight.assign(w.data(), w.data() + w.size());
+                      L.bias.assign(b.data(), b.data() + b.size());
+                      if (raw) {
+                          L.scale.assign(size_t(L.cout), 1.f);
+                      } else {
+                          auto sc = expect<float>(get((name + ".scale").c_str()), (name + ".scale").c_str(), 1);
+                          L.scale.assign(sc.data(), sc.data() + sc.size());
+                      }
+                      L.in_zp = in_zp;
+                      L.out_zp = out_zp;
+                      L.shuffle = shuffle;
+                      L.raw = raw;
+                      return L;
+                  };
+                  auto scalar = [&](const char* k) {
+                      auto a = expect<int32_t>(get(k), k, 0);
+                      return int(*a.data());
+                  };
+                  auto floats = [&](const char* k) {
+                      auto a = expect<float>(get(k), k, 1);
+                      return std::vector<float>(a.data(), a.data() + a.size());
+                  };
+                  QFilterSpec S;
+                  S.inc = layer("inc", 0, 0, 1, false);
+                  S.down = layer("down", 0, 0, 1, false);
+                  for (int k = 0; d.contains(("mid" + std::to_string(k) + ".w").c_str()); ++k)
+                      S.mids.push_back(layer("mid" + std::to_string(k), 0, 0, 1, false));
+                  S.up = layer("up", 0, scalar("up.zp"), 2, false);
+                  {
+                      auto t = expect<uint8_t>(get("add_table"), "add_table", 1);
+                      S.add_table.assign(t.data(), t.data() + t.size());
+                  }
+                  S.dec = layer("dec", scalar("s.zp"), 0, 1, false);
+                  S.out = layer("out", 0, 0, 1, true);
+                  S.mult = floats("out.mult");
+                  S.add = floats("out.add");
+                  return std::make_unique<QFilter>(std::move(S));
+              }),
+              py::arg("arrays"),
+              "the exact int8 post-filter from the arrays of postfilter_int8.npz (name -> array)");
+    bind_executor(qfilt);
     m.def("qconv_kernel", &qconv_kernel_name, "the int8 convolution kernel this machine runs");
 
     m.def("det_interp", &det_interp, py::arg("a"), py::arg("b"), py::arg("t"),

@@ -318,4 +318,196 @@ Tensor QSynthesis::run(const float* y, int h, int w, int threads) const {
     return out;
 }
 
+
+// -- the int8 post-filter -------------------------------------------------------------------------
+
+namespace {
+
+void check_filter_layer(const QConvLayer& L, const char* what, int k, int cin, int in_zp, bool relu_out) {
+    check_qconv(L);
+    if (L.k != k || L.cin != cin || L.in_zp != in_zp || (relu_out && L.out_zp != 0))
+        throw ArgumentError(std::string("QFilter ") + what + ": needs a " + std::to_string(k) + "x" + std::to_string(k) +
+                            " convolution of " + std::to_string(cin) + " input channels, input zero point " +
+                            std::to_string(in_zp) + (relu_out ? " and output zero point 0" : ""));
+}
+
+// t rounded half to even (t clamped to [-2^22, 2^22] first; see mul_rows), as an int
+inline int rne_int(float t) {
+    const float magic = 12582912.f;
+    t = t < -4194304.f ? -4194304.f : (t > 4194304.f ? 4194304.f : t);
+    return int((t + magic) - magic);
+}
+
+}  // namespace
+
+QFilter::QFilter(QFilterSpec spec) : s_(std::move(spec)) {
+    const int C = s_.inc.cout;
+    check_filter_layer(s_.inc, "inc", 3, 16, 0, true);
+    if (s_.inc.shuffle != 1) throw ArgumentError("QFilter inc: no shuffle allowed");
+    check_filter_layer(s_.down, "down", 1, 4 * C, 0, true);
+    const int C2 = s_.down.cout;
+    if (s_.down.shuffle != 1) throw ArgumentError("QFilter down: no shuffle allowed");
+    for (const QConvLayer& M : s_.mids) {
+        check_filter_layer(M, "mid", 3, C2, 0, true);
+        if (M.cout != C2 || M.shuffle != 1) throw ArgumentError("QFilter mid: needs C2 -> C2 channels, no shuffle");
+    }
+    check_filter_layer(s_.up, "up", 1, C2, 0, false);
+    if (s_.up.cout != 4 * C || s_.up.shuffle != 2) throw ArgumentError("QFilter up: needs C2 -> 4C channels and a 2x shuffle");
+    if (s_.add_table.size() != 65536) throw ArgumentError("QFilter: the add table needs 65536 entries");
+    check_filter_layer(s_.dec, "dec", 3, C, s_.dec.in_zp, true);
+    if (s_.dec.cout != C || s_.dec.shuffle != 1) throw ArgumentError("QFilter dec: needs C -> C channels, no shuffle");
+    const QConvLayer& O = s_.out;
+    if (O.k != 3 || O.cin != C || O.cout != 12 || O.in_zp != 0 || O.shuffle != 1)
+        throw ArgumentError("QFilter out: needs a 3x3 convolution of C -> 12 channels, input zero point 0");
+    if (O.weight.size() != size_t(12) * size_t(C) * 9 || O.bias.size() != 12)
+        throw ArgumentError("QFilter out: weight/bias sizes do not match the layer shape");
+    if (s_.mult.size() != 12 || s_.add.size() != 12) throw ArgumentError("QFilter out: mult and add need 12 entries");
+    for (int k = 0; k < 12; ++k)
+        if (!std::isfinite(s_.mult[k]) || !std::isfinite(s_.add[k]))
+            throw ArgumentError("QFilter out: mult and add must be finite");
+    out16_ = O;
+    out16_.cout = 16;
+    out16_.raw = true;
+    out16_.weight.resize(size_t(16) * size_t(C) * 9, 0);
+    out16_.bias.resize(16, 0);
+    out16_.scale.assign(16, 1.f);
+    check_qconv(out16_);
+    inc_p_ = pack_qconv(s_.inc);
+    down_p_ = pack_qconv(s_.down);
+    for (const QConvLayer& M : s_.mids) mids_p_.push_back(pack_qconv(M));
+    up_p_ = pack_qconv(s_.up);
+    dec_p_ = pack_qconv(s_.dec);
+    out_p_ = pack_qconv(out16_);
+}
+
+void QFilter::out_shape(int h, int w, int* c, int* oh, int* ow) const {
+    if (h <= 0 || w <= 0 || h % 4 || w % 4)
+        throw ArgumentError("QFilter: the image's height and width must be positive multiples of 4, got " +
+                            std::to_string(h) + "x" + std::to_string(w));
+    const int64_t most = std::max<int64_t>(int64_t(4) * s_.inc.cout, 16) * (int64_t(h) / 2) * (int64_t(w) / 2);
+    if (most > (int64_t(1) << 32)) throw ArgumentError("QFilter: the image is too large; run it in tiles");
+    *c = 3;
+    *oh = h;
+    *ow = w;
+}
+
+Tensor QFilter::run(const float* x, int h, int w, float quality, int threads) const {
+    int oc, oh, ow;
+    out_shape(h, w, &oc, &oh, &ow);
+    FlushDenormals fd;  // and round to nearest even
+    const int C = s_.inc.cout, h2 = h / 2, w2 = w / 2, h4 = h / 4, w4 = w / 4;
+    const size_t plane = size_t(h) * size_t(w);
+    float qf = quality * 255.f;
+    if (!(qf >= 0.f)) qf = 0.f;  // (NaN too)
+    const uint8_t qc = uint8_t(qf > 255.f ? 255 : rne_int(qf));
+
+    // P: the input as pixels, planar
+    Held pix(pool_, (3 * plane + 3) / 4);
+    uint8_t* P = pix.u8();
+    parallel_for(3 * h, threads, [&](int a, int b) {
+        for (int r = a; r < b; ++r) {
+            const float* src = x + size_t(r) * size_t(w);
+            uint8_t* dst = P + size_t(r) * size_t(w);
+            for (int i = 0; i < w; ++i) {
+                float v = src[i] * 255.f;
+                v = v > 0.f ? (v < 255.f ? v : 255.f) : 0.f;  // (NaN -> 0)
+                dst[i] = uint8_t(rne_int(v));
+            }
+        }
+    });
+
+    // h0: unshuffled pixels, the quality code, zeros
+    QTensor h0(pool_, 16, h2, w2);
+    h0.fill_border(0);
+    parallel_for(h2, threads, [&](int a, int b) {
+        for (int yy = a; yy < b; ++yy) {
+            uint8_t* d = h0.row(yy);
+            for (int xx = 0; xx < w2; ++xx, d += 16) {
+                for (int c = 0; c < 3; ++c)
+                    for (int i = 0; i < 2; ++i)
+                        for (int j = 0; j < 2; ++j)
+                            d[c * 4 + i * 2 + j] = P[size_t(c) * plane + (2 * size_t(yy) + i) * size_t(w) + 2 * size_t(xx) + j];
+                d[12] = qc;
+                d[13] = d[14] = d[15] = 0;
+            }
+        }
+    });
+    QTensor a1(pool_, C, h2, w2);
+    qconv_nhwc(s_.inc, inc_p_, h0.data(), h2, w2, a1.data(), threads);
+    { QTensor drop = std::move(h0); }
+
+    // quarter resolution: unshuffle a1, down, the blocks, up (shuffled back to half resolution)
+    QTensor q0(pool_, 4 * C, h4, w4);
+    q0.fill_border(0);
+    parallel_for(h4, threads, [&](int a, int b) {
+        for (int yy = a; yy < b; ++yy) {
+            uint8_t* d = q0.row(yy);
+            for (int xx = 0; xx < w4; ++xx, d += 4 * C)
+                for (int i = 0; i < 2; ++i)
+                    for (int j = 0; j < 2; ++j) {
+                        const uint8_t* s = a1.row(2 * yy + i) + (2 * size_t(xx) + j) * size_t(C);
+                        for (int c = 0; c < C; ++c) d[c * 4 + i * 2 + j] = s[c];
+                    }
+        }
+    });
+    QTensor cur(pool_, s_.down.cout, h4, w4);
+    qconv_nhwc(s_.down, down_p_, q0.data(), h4, w4, cur.data(), threads);
+    { QTensor drop = std::move(q0); }
+    for (size_t k = 0; k < s_.mids.size(); ++k) {
+        cur.fill_border(0);
+        QTensor next(pool_, cur.c, h4, w4);
+        qconv_nhwc(s_.mids[k], mids_p_[k], cur.data(), h4, w4, next.data(), threads);
+        cur = std::move(next);
+    }
+    cur.fill_border(0);  // (the 1x1 kernels' last pixel block reads past the interior)
+    QTensor u(pool_, C, h2, w2);
+    qconv_nhwc(s_.up, up_p_, cur.data(), h4, w4, u.data(), threads);
+    { QTensor drop = std::move(cur); }
+
+    // the skip sum, in place in a1, then dec
+    const uint8_t* at = s_.add_table.data();
+    const size_t rowb = size_t(w2) * size_t(C);
+    parallel_for(h2, threads, [&](int a, int b) {
+        for (int yy = a; yy < b; ++yy) {
+            uint8_t* s = a1.row(yy);
+            const uint8_t* t = u.row(yy);
+            for (size_t i = 0; i < rowb; ++i) s[i] = at[size_t(s[i]) * 256 + t[i]];
+        }
+    });
+    { QTensor drop = std::move(u); }
+    a1.fill_border(uint8_t(s_.dec.in_zp));
+    QTensor a2(pool_, C, h2, w2);
+    qconv_nhwc(s_.dec, dec_p_, a1.data(), h2, w2, a2.data(), threads);
+    { QTensor drop = std::move(a1); }
+
+    // out: int32 sums, the residual added to the pixels, rounded
+    a2.fill_border(0);
+    Held sums(pool_, size_t(h2) * size_t(w2) * 16);
+    qconv_nhwc(out16_, out_p_, a2.data(), h2, w2, reinterpret_cast<uint8_t*>(sums.f()), threads);
+    { QTensor drop = std::move(a2); }
+    Tensor out;
+    out.c = 3;
+    out.h = h;
+    out.w = w;
+    out.v.resize(3 * plane);
+    const int32_t* acc = reinterpret_cast<const int32_t*>(sums.f());
+    const float* mult = s_.mult.data();
+    const float* add = s_.add.data();
+    parallel_for(h2, threads, [&](int a, int b) {
+        for (int yy = a; yy < b; ++yy)
+            for (int xx = 0; xx < w2; ++xx) {
+                const int32_t* s = acc + (size_t(yy) * size_t(w2) + size_t(xx)) * 16;
+                for (int k = 0; k < 12; ++k) {
+                    float t = float(s[k]) * mult[k];
+                    t = t + add[k];
+                    const size_t at_ = size_t(k / 4) * plane + (2 * size_t(yy) + size_t((k / 2) % 2)) * size_t(w) +
+                                       2 * size_t(xx) + size_t(k % 2);
+                    const int v = rne_int(float(P[at_]) + t);
+                    out.v[at_] = float(v < 0 ? 0 : (v > 255 ? 255 : v)) / 255.f;
+                }
+            }
+    });
+    return out;
+}
+
 }  // namespace fastcodec

@@ -90,4 +90,46 @@ private:
     QConvPacked tail_packed_;
 };
 
+// The exact int8 post-filter (postfilter_int8.npz, written by training/qat_postfilter.py; the
+// two-scale filter of training/postfilter.py in integers). Every tensor is uint8 NHWC; each
+// convolution is a qconv (qconv.hpp) with int8 weights:
+//   P    the input rounded to 8-bit pixels: clamp(round_half_even(x * 255), 0, 255)
+//   h0   pixel unshuffle of P at half resolution (channel 4c + 2i + j = pixel (2y + i, 2x + j) of
+//        colour c), the quality code as channel 12, zeros in 13..15 (16 channels, zero point 0)
+//   a1   inc(h0)                       3x3, 16 -> C, output zero point 0 (the ReLU)
+//   d    down(unshuffle(a1))           1x1, 4C -> C2 at quarter resolution, zero point 0
+//   d    mid_k(d) for each block       3x3, C2 -> C2, zero point 0
+//   u    up(d), shuffled (DCR)         1x1, C2 -> 4C, back at half resolution
+//   s    add_table[a1 * 256 + u]       the skip sum, requantised by a 65,536-entry table
+//   a2   dec(s)                        3x3, C -> C, input zero point s_zp, output zero point 0
+//   r    out(a2) as int32 sums         3x3, C -> 12 (raw), channel 4c + 2i + j to pixel
+//        (2y + i, 2x + j) of colour c: t = f32(acc) * mult[k] + add[k]
+//   out  clamp(round_half_even(f32(P) + t), 0, 255), returned as out / 255 in float32
+struct QFilterSpec {
+    QConvLayer inc, down;
+    std::vector<QConvLayer> mids;
+    QConvLayer up;
+    std::vector<uint8_t> add_table;  // 65536
+    QConvLayer dec, out;             // out: raw, 12 output channels
+    std::vector<float> mult, add;    // 12 each
+};
+
+class QFilter : public PooledExecutor {
+public:
+    explicit QFilter(QFilterSpec spec);
+
+    // x: 3 x h x w floats (h, w multiples of 4), quality: the file's quality / 100 (its code is
+    // clamp(round_half_even(quality * 255), 0, 255)).
+    Tensor run(const float* x, int h, int w, float quality, int threads = 1) const;
+
+    int in_channels() const { return 3; }
+    void out_shape(int h, int w, int* c, int* oh, int* ow) const;
+
+private:
+    QFilterSpec s_;
+    QConvLayer out16_;  // out with its output channels padded to 16
+    QConvPacked inc_p_, down_p_, up_p_, dec_p_, out_p_;
+    std::vector<QConvPacked> mids_p_;
+};
+
 }  // namespace fastcodec

@@ -468,6 +468,7 @@ class BitExactDecoder:
         except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
             raise ModelError(f"model {path.name}: the bit-exact decoder cannot run its graphs ({e})") from None
         self._postfilter = None
+        self._qfilter = None
         self._int8 = {}
         self._lock = threading.Lock()
         self._held = False
@@ -489,6 +490,26 @@ class BitExactDecoder:
                     if self._held:
                         net.cache_limit = 1 << 62
                     self._postfilter = net
+        return net
+
+    def postfilter_int8(self, path: Path):
+        """The exact int8 post-filter (_core.QFilter) from postfilter_int8.npz at path (verified
+        by the caller), built on first use."""
+        net = self._qfilter
+        if net is None:
+            with self._lock:
+                net = self._qfilter
+                if net is None:
+                    try:
+                        with np.load(path, allow_pickle=False) as z:
+                            arrays = {k: z[k] for k in z.files}
+                        net = _core.QFilter(arrays)
+                    except (OSError, ValueError, KeyError) as e:
+                        raise ModelError(f"model {path.parent.name}: the int8 post-filter cannot run "
+                                         f"{path.name} ({e})") from None
+                    if self._held:
+                        net.cache_limit = 1 << 62
+                    self._qfilter = net
         return net
 
     def int8(self, name: str, graph: Path):
@@ -526,7 +547,7 @@ class BitExactDecoder:
             net.cache_limit = 1 << 62
 
     def _nets(self):
-        return [n for n in (self.mean, self.synthesis, self._postfilter, *self._int8.values()) if n is not None]
+        return [n for n in (self.mean, self.synthesis, self._postfilter, self._qfilter, *self._int8.values()) if n is not None]
 
     @staticmethod
     def _net(ops, channels=None):

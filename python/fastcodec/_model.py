@@ -216,6 +216,42 @@ class Model:
         return self._check_graph("postfilter", {"default": "postfilter"}, "default", self.postfilter["sha256"])
 
     @property
+    def postfilter_int8(self) -> dict | None:
+        """model.json's "postfilter_int8" ({"file": "postfilter_int8.npz", "sha256": ...,
+        "max_quality": q}) or None: the post-filter in integers (_core.QFilter, exact on every
+        machine), which files decoded by an int8 decoder get up to max_quality instead of the float
+        filter (docs/format.md, "The int8 post-filter"). Like the float filter, not part of the id."""
+        spec = self.meta.get("postfilter_int8")
+        ok = (self.postfilter is not None and isinstance(spec, dict) and spec.get("file") == "postfilter_int8.npz"
+              and isinstance(spec.get("sha256"), str))
+        return spec if ok else None
+
+    def int8_postfilter_for(self, decoder: str, quality: float) -> bool:
+        """Whether a file of this quality, decoded by ``decoder``, gets the int8 post-filter
+        rather than the float one: an int8 decoder (any but "float" and "bitexact"), a bundle with
+        the int8 filter, and a quality up to its max_quality."""
+        spec = self.postfilter_int8
+        return (spec is not None and decoder not in ("float", BITEXACT) and self.postfilter_for(quality)
+                and quality <= float(spec.get("max_quality", 100)))
+
+    def check_postfilter_int8(self) -> Path:
+        """The int8 post-filter's file, verified against model.json's SHA-256 (ModelError)."""
+        done = self._verified.get(("postfilter_int8", "default"))
+        if done is not None:
+            return done
+        path = self.path / "postfilter_int8.npz"
+        try:
+            got = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as e:
+            raise ModelError(f"model {self.path.name}: cannot read the int8 post-filter: {e}") from None
+        want = self.postfilter_int8["sha256"]
+        if got != want:
+            raise ModelError(f"model {self.path.name}: the int8 post-filter (postfilter_int8.npz) is damaged: "
+                             f"SHA-256 {got[:16]}..., model.json says {str(want)[:16]}...")
+        self._verified[("postfilter_int8", "default")] = path
+        return path
+
+    @property
     def refine(self) -> dict | None:
         """model.json's "refine" ({"graph": "synthesis_vjp", "sha256": ...}) or None: the gradient
         of the synthesis transform, which the encoder's latent refinement (effort 2 and 3) runs.

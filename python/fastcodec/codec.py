@@ -203,6 +203,9 @@ class Codec:
     postfilter: run the model's post-filter (where it has one, for the qualities it covers:
         ``Codec().model.postfilter``) on the synthesis output: a small network trained to remove
         the synthesis's remaining errors. False skips it: faster decoding, slightly worse pixels.
+        The int8 decoders run the model's int8 post-filter instead where it has one
+        (``Codec().model.postfilter_int8``, up to its max_quality): the same network in integers,
+        exact on every machine and about 2.7x faster than the float one.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int = 0,
@@ -328,10 +331,16 @@ class Codec:
             ex, threads = m.bitexact(), self._net_threads()
             synthesis = m.exact_synthesis(name)
 
+            # the int8 decoders get the int8 post-filter where the bundle has one for this quality
+            pf = None
+            if filt:
+                pf = (ex.postfilter_int8(m.check_postfilter_int8()) if m.int8_postfilter_for(name, quality)
+                      else ex.postfilter)
+
             def run(feed, release=False):  # release: the tile loop's finally trims the buffers
                 x = synthesis.run(feed["y"], 0.0, threads)
-                if filt:
-                    x = ex.postfilter.run(x, np.float32(quality / 100.0), threads)
+                if pf is not None:
+                    x = pf.run(x, np.float32(quality / 100.0), threads)
                 return x
         else:
             graph = m.check_decoder(name)
