@@ -211,3 +211,28 @@ def test_damaged_int8_filter_is_refused_unless_the_filter_is_off(tmp_path):
         codec.decompress(data)
     fastcodec.Codec(bundle, threads=1, postfilter=False).decompress(data)
     fastcodec.Codec(bundle, threads=1, decoder="bitexact").decompress(data)
+
+
+@needs_int8_filter
+def test_malformed_entry_means_no_int8_filter(tmp_path):
+    """A bundle whose model.json entry does not name the file decodes its int8 files with the
+    float filter, as before 0.9."""
+    import json
+    import shutil
+    from fastcodec._model import available_models, default_model_name
+    bundle = tmp_path / "bundle"
+    shutil.copytree(available_models()[default_model_name()], bundle)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["postfilter_int8"] = {"file": "elsewhere.npz", "sha256": meta["postfilter_int8"]["sha256"]}
+    (bundle / "model.json").write_text(json.dumps(meta))
+    codec = fastcodec.Codec(bundle, threads=1, decoder="int8")
+    assert codec.model.postfilter_int8 is None and not codec.model.int8_postfilter_for("int8", 20)
+    img = synthetic(64, 64, seed=4)
+    data = codec.compress(img, quality=20)
+    raw = fastcodec.Codec(bundle, threads=1, decoder="int8", postfilter=False).decompress(data)
+    x = np.ascontiguousarray(raw.transpose(2, 0, 1)[None].astype(F32) / 255)
+    m = codec.model
+    m.check_postfilter()
+    want = np.clip(m.bitexact().postfilter.run(x, F32(0.2), 1)[0], 0, 1)
+    got = codec.decompress(data)
+    assert np.abs(got.astype(np.float64) - (want * 255).transpose(1, 2, 0)).max() <= 0.5 + 1e-4

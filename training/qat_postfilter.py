@@ -305,8 +305,8 @@ def evaluate(args):
     path = args.npz or os.path.join(ROOT, "models", args.bundle, "postfilter_int8.npz")
     with np.load(path) as z:
         qfilt = _core.QFilter({k: z[k] for k in z.files})
-    codec = fastcodec.Codec(threads=2, decoder="int8", postfilter=False)
-    ref = fastcodec.Codec(threads=2, decoder="bitexact")
+    codec = fastcodec.Codec(args.bundle, threads=2, decoder="int8", postfilter=False)
+    ref = fastcodec.Codec(args.bundle, threads=2, decoder="bitexact")
     m = codec.model
     m.check_postfilter()
     ffilt = m.bitexact().postfilter
