@@ -53,10 +53,12 @@ DERIVED = [(n, s["source"]) for n, s in json.loads((DEFAULT / "model.json").read
 def test_derived_encoder_is_close_to_its_source(name, source):
     """An encoder made from another one (the int8 version of the fast encoder, fine-tuned for its
     quantisation) costs little against it: bounds from kodim23 at q10 / 50 / 90 (measured for
-    the shipped int8 encoder: see the model card); a broken quantisation would fail them."""
+    the shipped int8 encoder, see the model card; with fastcodec 0.9's decoding, the int8
+    decoder and post-filter up to q50: -0.052 / -0.094 / -0.152 dB at -0.4 / -0.8 / +0.8 %
+    bytes); a broken quantisation would fail them."""
     ref = np.asarray(Image.open(kodak_files()[22]).convert("RGB"))
     src, enc = fastcodec.Codec(threads=2, encoder=source), fastcodec.Codec(threads=2, encoder=name)
-    for q, db in ((10, 0.05), (50, 0.1), (90, 0.25)):
+    for q, db in ((10, 0.07), (50, 0.12), (90, 0.25)):
         a, b = src.compress(ref, quality=q), enc.compress(ref, quality=q)
         assert a != b  # really another encoder
         pa, pb = psnr(ref, src.decompress(a)), psnr(ref, src.decompress(b))

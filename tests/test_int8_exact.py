@@ -1,4 +1,4 @@
-"""The exact int8 decoder (Codec(decoder="int8"), the default up to quality 45): the model's
+"""The exact int8 decoder (Codec(decoder="int8"), the default up to quality 50): the model's
 int8 synthesis graph run by _core.QSynthesis with integer convolutions, so that a file decodes
 to the same pixels on every machine. Golden pixels made on another machine: tests/test_golden.py."""
 import hashlib

@@ -547,7 +547,8 @@ class BitExactDecoder:
             net.cache_limit = 1 << 62
 
     def _nets(self):
-        return [n for n in (self.mean, self.synthesis, self._postfilter, self._qfilter, *self._int8.values()) if n is not None]
+        nets = (self.mean, self.synthesis, self._postfilter, self._qfilter, *self._int8.values())
+        return [n for n in nets if n is not None]
 
     @staticmethod
     def _net(ops, channels=None):
