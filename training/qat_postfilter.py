@@ -2,10 +2,11 @@
 two-scale post-filter (training/postfilter.py, PostFilterUNet), exported as the integer tensors
 that the C++ core runs bit-exactly (cpp/qfilter.hpp; docs/format.md, "The int8 post-filter").
 
-    python training/postfilter.py prep --out /tmp/pf --crops 6000 --pairs pairs6k.npz   # decoded/original pairs
-    python training/qat_postfilter.py calibrate --pairs /tmp/pf/pairs6k.npz --out training/runs/qpf.pt
-    python training/qat_postfilter.py train --pairs /tmp/pf/pairs6k.npz --init training/runs/qpf.pt \
-        --out training/runs/qpf.pt --seconds 2400
+    # pairs decoded by the int8 decoder (the filter serves the int8 decoders), every 10th held out
+    python training/postfilter.py prep --out /tmp/pf --crops 6000 --pairs pairs6k_int8.npz --decoder int8
+    python training/qat_postfilter.py calibrate --pairs /tmp/pf/pairs6k_int8.npz --out training/runs/qpf.pt
+    python training/qat_postfilter.py train --pairs /tmp/pf/pairs6k_int8.npz --init training/runs/qpf.pt \
+        --out training/runs/qpf.pt --threads 2 --seconds 2100
     python training/qat_postfilter.py evaluate --npz /tmp/qpf.npz       # Kodak PSNR, float vs int8 filter
     python training/qat_postfilter.py export --init training/runs/qpf.pt --bundle hp2
 
@@ -27,7 +28,7 @@ cannot saturate), its bias int32 on the grid s_in * s_w:
     out clamp(round_half_even(f32(P) + t), 0, 255)
 
 Training: the pairs of training/postfilter.py (fastcodec's own decodes of random training crops
-at random qualities, every 10th held out; never Kodak), the per-crop PSNR loss of the shipped
+at random qualities, by the int8 decoder; every 10th held out; never Kodak), the per-crop PSNR loss of the shipped
 filter's training, weights and activation scales (LSQ-style, through straight-through
 rounding) started from the float filter and its calibrated ranges. Float32 throughout.
 """
@@ -332,7 +333,7 @@ def evaluate(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cmd", choices=["calibrate", "train", "export", "evaluate"])
-    ap.add_argument("--pairs", default="/tmp/pf/pairs6k.npz")
+    ap.add_argument("--pairs", default="/tmp/pf/pairs6k_int8.npz")
     ap.add_argument("--bundle", default="hp2")
     ap.add_argument("--init", default=None)
     ap.add_argument("--out", default=os.path.join(ROOT, "training", "runs", "qpf.pt"))
