@@ -91,6 +91,32 @@ void bind_executor(py::class_<T>& c) {
              py::arg("x"), py::arg("param") = 0.f, py::arg("threads") = 1);
 }
 
+// An int8 convolution from its arrays: int8 weights (out, in, k, k), int32 bias and float32
+// requantisation multipliers (unused, and may be absent, for a raw layer).
+QConvLayer qconv_layer(const py::array& w_, const py::array& b_, const py::array* s_, int in_zp, int out_zp,
+                       int shuffle, bool raw, const std::string& what) {
+    auto w = expect<int8_t>(w_, (what + " weight (int8)").c_str(), 4);
+    auto b = expect<int32_t>(b_, (what + " bias (int32)").c_str(), 1);
+    if (w.shape(2) != w.shape(3)) throw ArgumentError(what + ": int8 convolutions need square kernels");
+    QConvLayer L;
+    L.cout = int(w.shape(0));
+    L.cin = int(w.shape(1));
+    L.k = int(w.shape(2));
+    L.weight.assign(w.data(), w.data() + w.size());
+    L.bias.assign(b.data(), b.data() + b.size());
+    if (raw || s_ == nullptr) {
+        L.scale.assign(size_t(L.cout), 1.f);
+    } else {
+        auto sc = expect<float>(*s_, (what + " scale").c_str(), 1);
+        L.scale.assign(sc.data(), sc.data() + sc.size());
+    }
+    L.in_zp = in_zp;
+    L.out_zp = out_zp;
+    L.shuffle = shuffle;
+    L.raw = raw;
+    return L;
+}
+
 struct CoderSet {
     std::vector<SymbolCoder> coders;
 };
@@ -324,21 +350,9 @@ PYBIND11_MODULE(_core, m) {
                      return L;
                  };
                  auto qlayer = [](py::handle w_, py::handle b_, py::handle s_, int in_zp, int out_zp, int shuffle) {
-                     auto w = expect<int8_t>(w_.cast<py::array>(), "int8 weight", 4);
-                     auto b = expect<int32_t>(b_.cast<py::array>(), "int32 bias", 1);
-                     auto sc = expect<float>(s_.cast<py::array>(), "scale", 1);
-                     if (w.shape(2) != w.shape(3)) throw ArgumentError("int8 convolutions need square kernels");
-                     QConvLayer L;
-                     L.cout = int(w.shape(0));
-                     L.cin = int(w.shape(1));
-                     L.k = int(w.shape(2));
-                     L.weight.assign(w.data(), w.data() + w.size());
-                     L.bias.assign(b.data(), b.data() + b.size());
-                     L.scale.assign(sc.data(), sc.data() + sc.size());
-                     L.in_zp = in_zp;
-                     L.out_zp = out_zp;
-                     L.shuffle = shuffle;
-                     return L;
+                     const py::array sc = s_.cast<py::array>();
+                     return qconv_layer(w_.cast<py::array>(), b_.cast<py::array>(), &sc, in_zp, out_zp, shuffle,
+                                        false, "int8 convolution");
                  };
                  auto table = [](py::handle t_, const char* what) {
                      auto t = expect<uint8_t>(t_.cast<py::array>(), what, -1);
@@ -418,26 +432,9 @@ PYBIND11_MODULE(_core, m) {
                       return d[k].cast<py::array>();
                   };
                   auto layer = [&](const std::string& name, int in_zp, int out_zp, int shuffle, bool raw) {
-                      auto w = expect<int8_t>(get((name + ".w").c_str()), (name + ".w").c_str(), 4);
-                      auto b = expect<int32_t>(get((name + ".b").c_str()), (name + ".b").c_str(), 1);
-                      if (w.shape(2) != w.shape(3)) throw ArgumentError("QFilter " + name + ": square kernels needed");
-                      QConvLayer L;
-                      L.cout = int(w.shape(0));
-                      L.cin = int(w.shape(1));
-                      L.k = int(w.shape(2));
-                      L.weight.assign(w.data(), w.data() + w.size());
-                      L.bias.assign(b.data(), b.data() + b.size());
-                      if (raw) {
-                          L.scale.assign(size_t(L.cout), 1.f);
-                      } else {
-                          auto sc = expect<float>(get((name + ".scale").c_str()), (name + ".scale").c_str(), 1);
-                          L.scale.assign(sc.data(), sc.data() + sc.size());
-                      }
-                      L.in_zp = in_zp;
-                      L.out_zp = out_zp;
-                      L.shuffle = shuffle;
-                      L.raw = raw;
-                      return L;
+                      const py::array sc = raw ? py::array() : get((name + ".scale").c_str());
+                      return qconv_layer(get((name + ".w").c_str()), get((name + ".b").c_str()), raw ? nullptr : &sc,
+                                         in_zp, out_zp, shuffle, raw, "QFilter " + name);
                   };
                   auto scalar = [&](const char* k) {
                       auto a = expect<int32_t>(get(k), k, 0);

@@ -13,21 +13,10 @@ import fastcodec
 from fastcodec import _core
 from fastcodec.errors import ArgumentError
 from conftest import psnr, synthetic
+from test_int8_exact import _dcr, _int_conv  # the integer convolution and DCR shuffle by definition
 
 ROOT = Path(__file__).resolve().parents[1]
 F32 = np.float32
-
-
-def _int_conv(x, w, zp):
-    """sum of (x - zp) * w over an NHWC uint8 tensor padded with zp (3x3) or 1x1, int64."""
-    h, wd, _ = x.shape
-    k = w.shape[2]
-    p = np.pad(x.astype(np.int64) - zp, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)))
-    acc = np.zeros((h, wd, w.shape[0]), np.int64)
-    for ky in range(k):
-        for kx in range(k):
-            acc += p[ky:ky + h, kx:kx + wd] @ w[:, :, ky, kx].T.astype(np.int64)
-    return acc
 
 
 def _requant(acc, scale, zp):
@@ -38,11 +27,6 @@ def _requant(acc, scale, zp):
 def _unshuffle(t):  # (H, W, C) -> (H/2, W/2, 4C), channel 4c + 2i + j = pixel (2y + i, 2x + j) of c
     h, w, c = t.shape
     return t.reshape(h // 2, 2, w // 2, 2, c).transpose(0, 2, 4, 1, 3).reshape(h // 2, w // 2, 4 * c)
-
-
-def _dcr(t):  # (H, W, 4C) with channels s * C + c -> (2H, 2W, C)
-    h, w, c4 = t.shape
-    return t.reshape(h, w, 2, 2, c4 // 4).transpose(0, 2, 1, 3, 4).reshape(2 * h, 2 * w, c4 // 4)
 
 
 def reference(a, x, quality):

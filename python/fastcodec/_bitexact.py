@@ -467,68 +467,49 @@ class BitExactDecoder:
             self._limit = self.synthesis.cache_limit
         except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
             raise ModelError(f"model {path.name}: the bit-exact decoder cannot run its graphs ({e})") from None
-        self._postfilter = None
-        self._qfilter = None
-        self._int8 = {}
+        self._lazy = {}  # "postfilter", "qfilter", ("int8", name) -> network, built on first use
         self._lock = threading.Lock()
         self._held = False
+
+    def _once(self, key, make, what: str):
+        """The network stored under key, made by make() on first use (once, under the lock);
+        ModelError naming ``what`` where the files cannot be read into one."""
+        net = self._lazy.get(key)
+        if net is None:
+            with self._lock:
+                net = self._lazy.get(key)
+                if net is None:
+                    try:
+                        net = make()
+                    except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
+                        raise ModelError(f"model {self._path.name}: {what} ({e})") from None
+                    if self._held:
+                        net.cache_limit = 1 << 62
+                    self._lazy[key] = net
+        return net
 
     @property
     def postfilter(self):
         """The post-filter's Net, built on first use (the caller verified postfilter.onnx): a
         bundle whose filter is damaged still decodes with postfilter=False."""
-        net = self._postfilter
-        if net is None:
-            with self._lock:
-                net = self._postfilter
-                if net is None:
-                    try:
-                        net = self._net(_postfilter_ops(_Graph(self._path / "postfilter.onnx")), channels=3)
-                    except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
-                        raise ModelError(f"model {self._path.name}: the bit-exact decoder cannot run its "
-                                         f"postfilter graph ({e})") from None
-                    if self._held:
-                        net.cache_limit = 1 << 62
-                    self._postfilter = net
-        return net
+        return self._once("postfilter",
+                          lambda: self._net(_postfilter_ops(_Graph(self._path / "postfilter.onnx")), channels=3),
+                          "the bit-exact decoder cannot run its postfilter graph")
 
     def postfilter_int8(self, path: Path):
         """The exact int8 post-filter (_core.QFilter) from postfilter_int8.npz at path (verified
         by the caller), built on first use."""
-        net = self._qfilter
-        if net is None:
-            with self._lock:
-                net = self._qfilter
-                if net is None:
-                    try:
-                        with np.load(path, allow_pickle=False) as z:
-                            arrays = {k: z[k] for k in z.files}
-                        net = _core.QFilter(arrays)
-                    except (OSError, ValueError, KeyError) as e:
-                        raise ModelError(f"model {path.parent.name}: the int8 post-filter cannot run "
-                                         f"{path.name} ({e})") from None
-                    if self._held:
-                        net.cache_limit = 1 << 62
-                    self._qfilter = net
-        return net
+        def make():
+            with np.load(path, allow_pickle=False) as z:
+                return _core.QFilter({k: z[k] for k in z.files})
+
+        return self._once("qfilter", make, f"the int8 post-filter cannot run {path.name}")
 
     def int8(self, name: str, graph: Path):
         """The exact int8 synthesis of the bundle's int8 decoder ``name`` (graph: its ONNX file,
         verified by the caller), built on first use."""
-        net = self._int8.get(name)
-        if net is None:
-            with self._lock:
-                net = self._int8.get(name)
-                if net is None:
-                    try:
-                        net = _core.QSynthesis(*int8_synthesis_args(_Graph(graph)))
-                    except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
-                        raise ModelError(f"model {graph.parent.name}: the exact int8 decoder cannot run "
-                                         f"{graph.name} ({e})") from None
-                    if self._held:
-                        net.cache_limit = 1 << 62
-                    self._int8[name] = net
-        return net
+        return self._once(("int8", name), lambda: _core.QSynthesis(*int8_synthesis_args(_Graph(graph))),
+                          f"the exact int8 decoder cannot run {graph.name}")
 
     def trim(self):
         """Frees the buffers the networks keep between runs (after a large image) and sets their
@@ -547,8 +528,7 @@ class BitExactDecoder:
             net.cache_limit = 1 << 62
 
     def _nets(self):
-        nets = (self.mean, self.synthesis, self._postfilter, self._qfilter, *self._int8.values())
-        return [n for n in nets if n is not None]
+        return [self.mean, self.synthesis, *list(self._lazy.values())]
 
     @staticmethod
     def _net(ops, channels=None):
