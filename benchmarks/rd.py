@@ -132,6 +132,7 @@ def codecs(fc_codec):
         "fastcodec-fast": (_fastcodec_option(encoder="fast"), FC_QUALITIES),
         "fastcodec-int8enc": (_fastcodec_option(encoder="int8"), FC_QUALITIES),
         "fastcodec-int8": (_fastcodec_option(decoder="int8"), FC_QUALITIES),
+        "fastcodec-mixed": (_fastcodec_option(decoder="mixed"), FC_QUALITIES),
         "fastcodec-float": (_fastcodec_option(decoder="float"), FC_QUALITIES),
         "fastcodec-nofilter": (_fastcodec_option(postfilter=False), FC_QUALITIES),
         "fastcodec-e2": (_fastcodec_option(effort=2), FC_QUALITIES),
@@ -149,6 +150,7 @@ def codecs(fc_codec):
 LABELS = {"fastcodec": "fastcodec", "fastcodec-fast": "fastcodec, fast encoder",
           "fastcodec-int8enc": "fastcodec, int8 encoder",
           "fastcodec-int8": "fastcodec, int8 decoder", "fastcodec-float": "fastcodec, float decoder",
+          "fastcodec-mixed": "fastcodec, mixed decoder",
           "fastcodec-nofilter": "fastcodec, no post-filter",
           "fastcodec-e2": "fastcodec, effort 2", "fastcodec-e3": "fastcodec, effort 3",
           "jpeg": "JPEG 4:2:0 (Pillow)", "webp": "WebP m6 (Pillow)",
@@ -194,7 +196,7 @@ def plot(results, names, bd, title, out):
             style = (dict(lw=2.5, color="k", ls="-") if n == "fastcodec" else
                      dict(lw=1.8, color="k", ls="--") if n == "fastcodec-fast" else
                      dict(lw=1.8, color="k", ls="-.") if n == "fastcodec-int8enc" else
-                     dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-float",
+                     dict(lw=1.8, color="k", ls=":") if n in ("fastcodec-int8", "fastcodec-mixed", "fastcodec-float",
                                                              "fastcodec-nofilter") else
                      dict(lw=2.5, color="magenta", ls="-") if n == "fastcodec-e2" else
                      dict(lw=2.0, color="magenta", ls="--") if n == "fastcodec-e3" else
@@ -221,8 +223,8 @@ def main(argv=None):
     ap.add_argument("folder", nargs="?", default=str(ROOT.parent / "shared" / "data" / "kodak"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--codecs", default=None, help="default: fastcodec (and fastcodec-fast where the model "
-                    "ships a fast encoder, fastcodec-int8enc for an int8 one, fastcodec-int8 or -float for its other "
-                    "decoder, fastcodec-nofilter without its post-filter, fastcodec-e2 at encoder effort 2 "
+                    "ships a fast encoder, fastcodec-int8enc for an int8 one, fastcodec-int8, -mixed or -float for its "
+                    "other decoders, fastcodec-nofilter without its post-filter, fastcodec-e2 at encoder effort 2 "
                     "where it has the refinement graph), jpeg, webp, avif6, avif2, jxl7, jpeg2000; also "
                     "known: fastcodec-e3 (effort 3: about 40 s per Kodak image and point on one core)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
@@ -252,7 +254,7 @@ def main(argv=None):
             extra.append("fastcodec-int8enc")
         if "int8" in m.decoders:  # the decoder that is not the default one
             if m.decoder_policy:  # the default mixes decoders by quality: show each alone
-                extra += ["fastcodec-float", "fastcodec-int8"]
+                extra += ["fastcodec-float", "fastcodec-int8"] + (["fastcodec-mixed"] if "mixed" in m.decoders else [])
             else:
                 extra.append("fastcodec-float" if m.default_decoder == "int8" else "fastcodec-int8")
         if m.postfilter is not None:

@@ -334,7 +334,7 @@ PYBIND11_MODULE(_core, m) {
     bind_executor(net);
 
     py::class_<QSynthesis> qsyn(m, "QSynthesis");
-    qsyn.def(py::init([](py::tuple head, py::list ops, py::tuple tail) {
+    qsyn.def(py::init([](py::tuple head, py::list ops, py::tuple tail, py::list wide) {
                  auto float_layer = [](py::handle w_, py::handle b_, const char* what) {
                      auto w = expect<float>(w_.cast<py::array>(), what, 4);
                      auto b = expect<float>(b_.cast<py::array>(), what, 1);
@@ -418,9 +418,32 @@ PYBIND11_MODULE(_core, m) {
                  T.in_zp = tail[3].cast<int>();
                  T.out_zp = tail[4].cast<int>();
                  T.out_dequant = ftable(tail[5], "out_dequant");
-                 return std::make_unique<QSynthesis>(std::move(H), std::move(v), std::move(T));
+                 std::vector<QWide> wv;
+                 for (py::handle h : wide) {
+                     auto t = h.cast<py::tuple>();
+                     if (t.size() != 9)
+                         throw ArgumentError("a QSynthesis wide stage is (gamma, beta, scale, zero_point, weight, bias, "
+                                             "mult, out_zero_point, float_out)");
+                     QWide st;
+                     auto g = expect<float>(t[0].cast<py::array>(), "wide gamma", 4);
+                     auto b = expect<float>(t[1].cast<py::array>(), "wide beta", 1);
+                     if (g.shape(2) != 1 || g.shape(3) != 1) throw ArgumentError("wide gamma: a 1x1 convolution is needed");
+                     st.gdn.cout = int(g.shape(0));
+                     st.gdn.cin = int(g.shape(1));
+                     st.gdn.k = 1;
+                     st.gdn.weight.assign(g.data(), g.data() + g.size());
+                     st.gdn.bias.assign(b.data(), b.data() + b.size());
+                     st.scale = t[2].cast<float>();
+                     st.zp = t[3].cast<int>();
+                     const py::array mult = t[6].cast<py::array>();
+                     st.conv = qconv_layer(t[4].cast<py::array>(), t[5].cast<py::array>(), &mult, 0, t[7].cast<int>(), 2,
+                                           false, "wide convolution");
+                     st.float_out = t[8].cast<bool>();
+                     wv.push_back(std::move(st));
+                 }
+                 return std::make_unique<QSynthesis>(std::move(H), std::move(v), std::move(T), std::move(wv));
              }),
-             py::arg("head"), py::arg("ops"), py::arg("tail"))
+             py::arg("head"), py::arg("ops"), py::arg("tail"), py::arg("wide") = py::list())
         .def_property_readonly("arithmetic", &QSynthesis::arithmetic,
                                "per igdn: whether its |x| and its product are computed instead of looked up");
     bind_executor(qsyn);

@@ -74,21 +74,24 @@ inline int32_t load32(const uint8_t* p) {
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 __attribute__((target_clones("avx2", "default")))
 #endif
-void qconv_generic(const QConvLayer& L, const QConvPacked& P, const uint8_t* in, int w, uint8_t* out, int y0,
-                   int y1) {
+void qconv_generic(const QConvLayer& L, const QConvPacked& P, const uint8_t* in, const uint8_t* in_lo, int w,
+                   uint8_t* out, int y0, int y1) {
     const QGeometry g(L, w);
     std::vector<int32_t> rowacc(size_t(w) * kBlock);
     for (int y = y0; y < y1; ++y)
         for (int b = 0; b < g.nb; ++b) {
             int32_t* acc = rowacc.data();
-            for (int x = 0; x < w; ++x)
-                for (int o = 0; o < kBlock; ++o) acc[size_t(x) * kBlock + o] = P.bias[size_t(b) * kBlock + o];
+            std::fill(rowacc.begin(), rowacc.end(), 0);
             const int16_t* wp = P.wg.data() + size_t(b) * g.NT * g.G * 64;
+            for (int part = 0; part < (in_lo ? 2 : 1); ++part) {
+            const uint8_t* src = part ? in_lo : in;
+            if (part)
+                for (int32_t& v : rowacc) v *= 256;  // the high part's sums, exact (check_qconv_wide)
             for (int t = 0; t < g.NT; ++t)
                 for (int gi = 0; gi < g.G; ++gi) {
                     const int16_t* w0 = wp + (size_t(t) * g.G + gi) * 64;
                     const int16_t *w1 = w0 + 16, *w2 = w0 + 32, *w3 = w0 + 48;
-                    const uint8_t* a = in + size_t(y) * g.ws * size_t(g.C) + g.tap[t] + size_t(gi) * 4;
+                    const uint8_t* a = src + size_t(y) * g.ws * size_t(g.C) + g.tap[t] + size_t(gi) * 4;
                     for (int x = 0; x < w; ++x, a += g.C) {
                         // each pair of products lies within +-2 * 255 * 64 = 32640: exact in 16 bits,
                         // which lets the compiler use 16-bit vector multiplies
@@ -101,6 +104,9 @@ void qconv_generic(const QConvLayer& L, const QConvPacked& P, const uint8_t* in,
                         }
                     }
                 }
+            }
+            for (int x = 0; x < w; ++x)
+                for (int o = 0; o < kBlock; ++o) acc[size_t(x) * kBlock + o] += P.bias[size_t(b) * kBlock + o];
             for (int x = 0; x < w; ++x) {
                 const int32_t* ax = acc + size_t(x) * kBlock;
                 if (L.raw) {
@@ -120,19 +126,28 @@ void qconv_generic(const QConvLayer& L, const QConvPacked& P, const uint8_t* in,
 // see the header) and vpmaddwd with ones (pairs of pairs, int32), then adds.
 template <int NT>
 __attribute__((target("avx2"))) void qconv_avx2(const QConvLayer& L, const QConvPacked& P, const uint8_t* in,
-                                                int w, uint8_t* out, int y0, int y1) {
+                                                const uint8_t* in_lo, int w, uint8_t* out, int y0, int y1) {
     constexpr int PX = 4;
     const QGeometry g(L, w);
     const __m256i ones = _mm256_set1_epi16(1);
     alignas(32) int32_t tmp[PX][kBlock];
     for (int y = y0; y < y1; ++y)
         for (int x0 = 0; x0 < w; x0 += PX) {
-            const uint8_t* base = in + (size_t(y) * g.ws + size_t(x0)) * size_t(g.C);
+            const size_t off = (size_t(y) * g.ws + size_t(x0)) * size_t(g.C);
             for (int b = 0; b < g.nb; ++b) {
                 const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&P.bias[size_t(b) * kBlock]));
                 const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&P.bias[size_t(b) * kBlock + 8]));
-                __m256i a00 = b0, a01 = b1, a10 = b0, a11 = b1, a20 = b0, a21 = b1, a30 = b0, a31 = b1;
+                const __m256i z = _mm256_setzero_si256();
+                __m256i a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
+                for (int part = 0; part < (in_lo ? 2 : 1); ++part) {
+                const uint8_t* base = (part ? in_lo : in) + off;
                 const int8_t* wp = P.w.data() + size_t(b) * NT * g.G * 64;
+                if (part) {  // the high part's sums times 256, exact (check_qconv_wide)
+                    a00 = _mm256_slli_epi32(a00, 8), a01 = _mm256_slli_epi32(a01, 8);
+                    a10 = _mm256_slli_epi32(a10, 8), a11 = _mm256_slli_epi32(a11, 8);
+                    a20 = _mm256_slli_epi32(a20, 8), a21 = _mm256_slli_epi32(a21, 8);
+                    a30 = _mm256_slli_epi32(a30, 8), a31 = _mm256_slli_epi32(a31, 8);
+                }
                 for (int t = 0; t < NT; ++t) {
                     const uint8_t* ip = base + g.tap[t];
                     for (int gi = 0; gi < g.G; ++gi, wp += 64, ip += 4) {
@@ -148,9 +163,10 @@ __attribute__((target("avx2"))) void qconv_avx2(const QConvLayer& L, const QConv
 #undef FC_Q2
                     }
                 }
-#define FC_ST2(p)                                                                 \
-    _mm256_store_si256(reinterpret_cast<__m256i*>(&tmp[p][0]), a##p##0);          \
-    _mm256_store_si256(reinterpret_cast<__m256i*>(&tmp[p][8]), a##p##1);
+                }
+#define FC_ST2(p)                                                                                    \
+    _mm256_store_si256(reinterpret_cast<__m256i*>(&tmp[p][0]), _mm256_add_epi32(a##p##0, b0));       \
+    _mm256_store_si256(reinterpret_cast<__m256i*>(&tmp[p][8]), _mm256_add_epi32(a##p##1, b1));
                 FC_ST2(0) FC_ST2(1) FC_ST2(2) FC_ST2(3)
 #undef FC_ST2
                 const int np = std::min(PX, w - x0);
@@ -187,15 +203,26 @@ FC_VNNI_TARGET inline void store_block(__m512i acc, const float* scale, __m512 l
 
 template <int NT, int J>
 FC_VNNI_TARGET void qconv_vnni_blocks(const QConvLayer& L, const QConvPacked& P, const QGeometry& g,
-                                      const uint8_t* in, int w, uint8_t* out, int y, int x0, int b) {
+                                      const uint8_t* in, const uint8_t* in_lo, int w, uint8_t* out, int y, int x0,
+                                      int b) {
     constexpr int PX = 8;
-    const uint8_t* base = in + (size_t(y) * g.ws + size_t(x0)) * size_t(g.C);
+    const size_t off = (size_t(y) * g.ws + size_t(x0)) * size_t(g.C);
     const size_t bstride = size_t(NT) * g.G * 64;
-    const int8_t* wp = P.w.data() + size_t(b) * bstride;
     const __m512i z = _mm512_setzero_si512();
     __m512i a00 = z, a01 = z, a02 = z, a10 = z, a11 = z, a12 = z, a20 = z, a21 = z, a22 = z, a30 = z, a31 = z,
             a32 = z, a40 = z, a41 = z, a42 = z, a50 = z, a51 = z, a52 = z, a60 = z, a61 = z, a62 = z, a70 = z,
             a71 = z, a72 = z;
+    for (int part = 0; part < (in_lo ? 2 : 1); ++part) {
+    const uint8_t* base = (part ? in_lo : in) + off;
+    const int8_t* wp = P.w.data() + size_t(b) * bstride;
+    if (part) {  // the high part's sums times 256, exact (check_qconv_wide)
+#define FC_SH(p)                                              \
+    a##p##0 = _mm512_slli_epi32(a##p##0, 8);                  \
+    if (J > 1) a##p##1 = _mm512_slli_epi32(a##p##1, 8);       \
+    if (J > 2) a##p##2 = _mm512_slli_epi32(a##p##2, 8);
+        FC_SH(0) FC_SH(1) FC_SH(2) FC_SH(3) FC_SH(4) FC_SH(5) FC_SH(6) FC_SH(7)
+#undef FC_SH
+    }
     for (int t = 0; t < NT; ++t) {
         const uint8_t* ip = base + g.tap[t];
         for (int gi = 0; gi < g.G; ++gi, wp += 64, ip += 4) {
@@ -212,6 +239,7 @@ FC_VNNI_TARGET void qconv_vnni_blocks(const QConvLayer& L, const QConvPacked& P,
             FC_QV(0) FC_QV(1) FC_QV(2) FC_QV(3) FC_QV(4) FC_QV(5) FC_QV(6) FC_QV(7)
 #undef FC_QV
         }
+    }
     }
     const __m512 lo = _mm512_set1_ps(float(-L.out_zp - 1)), hi = _mm512_set1_ps(float(256 - L.out_zp));
     const __m512i zp = _mm512_set1_epi32(L.out_zp);
@@ -250,14 +278,15 @@ FC_VNNI_TARGET void qconv_vnni_blocks(const QConvLayer& L, const QConvPacked& P,
 }
 
 template <int NT>
-void qconv_vnni(const QConvLayer& L, const QConvPacked& P, const uint8_t* in, int w, uint8_t* out, int y0, int y1) {
+void qconv_vnni(const QConvLayer& L, const QConvPacked& P, const uint8_t* in, const uint8_t* in_lo, int w,
+                uint8_t* out, int y0, int y1) {
     const QGeometry g(L, w);
     for (int y = y0; y < y1; ++y)
         for (int x0 = 0; x0 < w; x0 += 8) {
             int b = 0;
-            for (; b + 3 <= g.nb; b += 3) qconv_vnni_blocks<NT, 3>(L, P, g, in, w, out, y, x0, b);
-            if (g.nb - b == 2) qconv_vnni_blocks<NT, 2>(L, P, g, in, w, out, y, x0, b);
-            if (g.nb - b == 1) qconv_vnni_blocks<NT, 1>(L, P, g, in, w, out, y, x0, b);
+            for (; b + 3 <= g.nb; b += 3) qconv_vnni_blocks<NT, 3>(L, P, g, in, in_lo, w, out, y, x0, b);
+            if (g.nb - b == 2) qconv_vnni_blocks<NT, 2>(L, P, g, in, in_lo, w, out, y, x0, b);
+            if (g.nb - b == 1) qconv_vnni_blocks<NT, 1>(L, P, g, in, in_lo, w, out, y, x0, b);
         }
 }
 #if defined(__GNUC__) && !defined(__clang__)
@@ -338,19 +367,35 @@ QConvPacked pack_qconv(const QConvLayer& L) {
 }
 
 void qconv_nhwc(const QConvLayer& L, const QConvPacked& P, const uint8_t* in, int h, int w, uint8_t* out,
-                int threads) {
+                int threads, const uint8_t* in_lo) {
     FlushDenormals fd;  // also sets round-to-nearest-even for the calling thread
+    if (in_lo && L.in_zp != 0) throw ArgumentError("wide int8 convolutions take zero point 0 (the bias holds it)");
     parallel_for(h, threads, [&](int y0, int y1) {
         switch (kQKernel) {
 #ifdef FASTCODEC_X86_QKERNELS
             case QKernel::vnni:
-                return L.k == 1 ? qconv_vnni<1>(L, P, in, w, out, y0, y1) : qconv_vnni<9>(L, P, in, w, out, y0, y1);
+                return L.k == 1 ? qconv_vnni<1>(L, P, in, in_lo, w, out, y0, y1)
+                                : qconv_vnni<9>(L, P, in, in_lo, w, out, y0, y1);
             case QKernel::avx2:
-                return L.k == 1 ? qconv_avx2<1>(L, P, in, w, out, y0, y1) : qconv_avx2<9>(L, P, in, w, out, y0, y1);
+                return L.k == 1 ? qconv_avx2<1>(L, P, in, in_lo, w, out, y0, y1)
+                                : qconv_avx2<9>(L, P, in, in_lo, w, out, y0, y1);
 #endif
-            default: return qconv_generic(L, P, in, w, out, y0, y1);
+            default: return qconv_generic(L, P, in, in_lo, w, out, y0, y1);
         }
     });
+}
+
+void check_qconv_wide(const QConvLayer& L) {
+    check_qconv(L);
+    if (L.in_zp != 0) throw ArgumentError("wide int8 convolutions take zero point 0 (the bias holds it)");
+    const int nt = L.k * L.k;
+    for (int oc = 0; oc < L.cout; ++oc) {
+        int64_t sum_abs = 0;
+        for (size_t i = 0; i < size_t(L.cin) * nt; ++i) sum_abs += std::abs(int(L.weight[size_t(oc) * L.cin * nt + i]));
+        // |256 * sum(hi * w) + sum(lo * w) + bias| <= sum_abs * (15 * 256 + 255) + |bias|
+        if (sum_abs * 4095 + std::abs(int64_t(L.bias[size_t(oc)])) >= (int64_t(1) << 31))
+            throw ArgumentError("wide int8 convolution: its sums could overflow 32 bits");
+    }
 }
 
 }  // namespace fastcodec

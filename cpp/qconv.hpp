@@ -63,8 +63,17 @@ QConvPacked pack_qconv(const QConvLayer& L);
 // (w + 2) x cout, or (2h + 2) x (2w + 2) x cout / 4 with the shuffle); only its interior is
 // written; for a raw layer, h x w x cout int32 sums (out must then be int32-aligned). Runs on up
 // to `threads` threads.
+//
+// Wide form (in_lo given): the input is q = 256 * in + in_lo with in in 0..15 (12-bit values split
+// into bytes, both tensors bordered alike), the sum is 256 * (sum over in) + (sum over in_lo) +
+// bias, exact in int32 for layers that pass check_qconv_wide; in_zp must be 0 (the caller folds
+// the 12-bit zero point into the bias).
 void qconv_nhwc(const QConvLayer& L, const QConvPacked& P, const uint8_t* in, int h, int w, uint8_t* out,
-                int threads);
+                int threads, const uint8_t* in_lo = nullptr);
+
+// Throws ArgumentError unless L can run in the wide form: check_qconv, in_zp 0, and for every
+// output channel sum |w| * 4095 + |bias| < 2^31.
+void check_qconv_wide(const QConvLayer& L);
 
 // The kernel qconv_nhwc uses on this machine: "avx512vnni", "avx2" or "generic"
 // (FASTCODEC_CONV_KERNEL=generic|avx2 selects a slower one, as for the float convolutions).

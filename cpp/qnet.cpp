@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "errors.hpp"
@@ -108,12 +109,53 @@ void check_scale(float s, int zp, const char* what) {
 
 }  // namespace
 
-QSynthesis::QSynthesis(QHead head, std::vector<QOp> ops, QTail tail)
-    : head_(std::move(head)), ops_(std::move(ops)), tail_(std::move(tail)) {
+QSynthesis::QSynthesis(QHead head, std::vector<QOp> ops, QTail tail, std::vector<QWide> wide)
+    : head_(std::move(head)), wide_(std::move(wide)), ops_(std::move(ops)), tail_(std::move(tail)) {
     check_float_layer(head_.conv, "head");
-    check_scale(head_.scale, head_.zp, "head");
+    if (wide_.empty()) check_scale(head_.scale, head_.zp, "head");
     if (head_.conv.cout % 64) throw ArgumentError("QSynthesis head: needs a multiple of 64 output channels");
     int c = head_.conv.cout / 4;
+    for (size_t i = 0; i < wide_.size(); ++i) {
+        QWide& st = wide_[i];
+        ConvLayer& G = st.gdn;
+        if (G.k != 1 || G.cin != c || G.cout != c || G.shuffle != 1 || G.relu ||
+            G.weight.size() != size_t(c) * size_t(c) || G.bias.size() != size_t(c))
+            throw ArgumentError("QSynthesis wide stage: gdn must be a 1x1 C -> C convolution");
+        for (float v : G.weight)
+            if (!std::isfinite(v)) throw ArgumentError("QSynthesis wide stage: gdn weights must be finite");
+        for (float v : G.bias)
+            if (!std::isfinite(v)) throw ArgumentError("QSynthesis wide stage: gdn biases must be finite");
+        G.fused = true;
+        if (!(st.scale > 0.f) || !std::isfinite(st.scale) || st.zp < 0 || st.zp > 4095)
+            throw ArgumentError("QSynthesis wide stage: the scale must be finite and > 0, the zero point 0..4095");
+        check_qconv(st.conv);
+        if (st.conv.cin != c || st.conv.k != 3 || st.conv.shuffle != 2 || st.conv.raw)
+            throw ArgumentError("QSynthesis wide stage: needs a 3x3 convolution of its C channels followed by a 2x shuffle");
+        if (st.float_out != (i + 1 < wide_.size()))
+            throw ArgumentError("QSynthesis wide stage: every stage but the last has a float output");
+        // the layer the run uses: the 12-bit zero point folded into the bias, the input zero point
+        // 0 (qconv_nhwc's wide form); raw int32 sums where a float output follows
+        QConvLayer R = st.conv;
+        const size_t per = size_t(R.cin) * 9;
+        for (int oc = 0; oc < R.cout; ++oc) {
+            int64_t sum = 0;
+            for (size_t k = 0; k < per; ++k) sum += R.weight[size_t(oc) * per + k];
+            const int64_t b = int64_t(st.conv.bias[size_t(oc)]) - int64_t(st.zp) * sum;
+            if (b < -(int64_t(1) << 30) || b > (int64_t(1) << 30))
+                throw ArgumentError("QSynthesis wide stage: the bias with the zero point folded in must lie in [-2^30, 2^30]");
+            R.bias[size_t(oc)] = int32_t(b);
+        }
+        R.in_zp = 0;
+        if (st.float_out) {
+            R.raw = true;
+            R.shuffle = 1;
+        }
+        check_qconv_wide(R);
+        wide_gdn_packed_.push_back(pack_conv_weights(G));
+        wide_packed_.push_back(pack_qconv(R));
+        wide_raw_.push_back(std::move(R));
+        c = st.conv.cout / 4;
+    }
     for (QOp& op : ops_) {
         const QConvLayer& L = op.layer;
         check_qconv(L);
@@ -185,6 +227,11 @@ void QSynthesis::out_shape(int h, int w, int* c, int* oh, int* ow) const {
     int64_t most = int64_t(head_.conv.cout) * h * w;
     hh *= 2;
     ww *= 2;
+    for (const QWide& st : wide_) {
+        most = std::max(most, int64_t(st.conv.cout) * hh * ww);
+        hh *= 2;
+        ww *= 2;
+    }
     for (const QOp& op : ops_) {
         if (op.kind == QOp::qconv) {
             most = std::max(most, int64_t(op.layer.cout) * hh * ww);
@@ -201,6 +248,140 @@ void QSynthesis::out_shape(int h, int w, int* c, int* oh, int* ow) const {
     *ow = int(ww * 2);
 }
 
+namespace {
+
+// The wide stages' 12-bit inputs of a row: q = clamp(round_half_even((x * n) / scale) + zp, 0, 4095),
+// rounded by adding and subtracting 1.5 * 2^23 (exact for |t| <= 2^22 in round-to-nearest-even
+// mode, which the callers set; t is clamped to [-4096, 4096] first); NaN gives zp (not reachable
+// with finite weights and inputs).
+FASTCODEC_QCLONES void quant12_row(const float* x, const float* n, int len, float scale, int zp, uint16_t* q) {
+    const float lo = float(-zp - 1), hi = float(4096 - zp), magic = 12582912.f;
+    for (int i = 0; i < len; ++i) {
+        float t = (x[i] * n[i]) / scale;
+        t = t < lo ? lo : (t > hi ? hi : t);
+        t = t == t ? t : 0.f;
+        const int v = int((t + magic) - magic) + zp;
+        q[i] = uint16_t(v < 0 ? 0 : (v > 4095 ? 4095 : v));
+    }
+}
+
+// C float planes of (h + 2) x (w + 2) with a zero border, then kConvSlack zeros: conv_padded's input.
+struct FPlanes {
+    Held mem;
+    int c, h, w;
+    FPlanes(BufferPool& p, int c_, int h_, int w_)
+        : mem(p, size_t(c_) * (size_t(h_) + 2) * (size_t(w_) + 2) + kConvSlack), c(c_), h(h_), w(w_) {}
+    size_t ws() const { return size_t(w) + 2; }
+    size_t plane() const { return (size_t(h) + 2) * ws(); }
+    float* data() { return mem.f(); }
+    float* row(int ch, int y) { return data() + size_t(ch) * plane() + (size_t(y) + 1) * ws() + 1; }
+    void zero_border(int threads) {
+        parallel_for(c, threads, [&](int a, int b) {
+            for (int ch = a; ch < b; ++ch) {
+                float* p = data() + size_t(ch) * plane();
+                std::fill(p, p + ws(), 0.f);
+                std::fill(p + (size_t(h) + 1) * ws(), p + plane(), 0.f);
+                for (int y = 1; y <= h; ++y) {
+                    p[size_t(y) * ws()] = 0.f;
+                    p[size_t(y) * ws() + ws() - 1] = 0.f;
+                }
+            }
+        });
+        std::fill(data() + size_t(c) * plane(), data() + size_t(c) * plane() + kConvSlack, 0.f);
+    }
+};
+
+}  // namespace
+
+void QSynthesis::run_wide(const float* pre, int h, int w, int threads, void* out_tensor) const {
+    QTensor& out = *static_cast<QTensor*>(out_tensor);
+    // the head's output (4C planes of h x (w + 2)) DCR-shuffled into float planes
+    int C = head_.conv.cout / 4;
+    auto x = std::make_unique<FPlanes>(pool_, C, 2 * h, 2 * w);
+    x->zero_border(threads);
+    {
+        const size_t pw = size_t(w) + 2, pplane = size_t(h) * pw;
+        parallel_for(C, threads, [&](int a, int b) {
+            for (int c = a; c < b; ++c)
+                for (int s = 0; s < 4; ++s)
+                    for (int yy = 0; yy < h; ++yy) {
+                        const float* src = pre + size_t(s * C + c) * pplane + size_t(yy) * pw;
+                        float* dst = x->row(c, 2 * yy + s / 2) + s % 2;
+                        for (int xx = 0; xx < w; ++xx) dst[2 * size_t(xx)] = src[xx];
+                    }
+        });
+    }
+    for (size_t i = 0; i < wide_.size(); ++i) {
+        const QWide& st = wide_[i];
+        const QConvLayer& R = wide_raw_[i];
+        const int H2 = x->h, W2 = x->w, CO = R.cout, C4 = CO / 4;
+        const size_t nws = size_t(W2) + 2;
+        // norm = gdn(|x|), m = x * norm, quantised to 12 bits and split into two uint8 tensors
+        QTensor hi(pool_, C, H2, W2), lo(pool_, C, H2, W2);
+        {
+            Held norm(pool_, size_t(C) * size_t(H2) * nws);
+            {
+                FPlanes ab(pool_, C, H2, W2);
+                const size_t n = size_t(C) * x->plane();
+                const float* src = x->data();
+                float* dst = ab.data();
+                parallel_for(int((n + 4095) / 4096), threads, [&](int a, int b) {
+                    const size_t e = std::min(n, size_t(b) * 4096);
+                    for (size_t k = size_t(a) * 4096; k < e; ++k) dst[k] = std::fabs(src[k]);  // borders stay 0
+                });
+                std::fill(dst + n, dst + n + kConvSlack, 0.f);
+                conv_padded(st.gdn, wide_gdn_packed_[i].data(), ab.data(), H2, W2, norm.f(), threads);
+            }
+            hi.fill_border(uint8_t(st.zp >> 8));
+            lo.fill_border(uint8_t(st.zp & 255));
+            const float* np_ = norm.f();
+            parallel_for(H2, threads, [&](int a, int b) {
+                std::vector<uint16_t> q;
+                q.resize(size_t(W2));
+                for (int yy = a; yy < b; ++yy) {
+                    uint8_t* ho = hi.row(yy);
+                    uint8_t* lw = lo.row(yy);
+                    for (int c = 0; c < C; ++c) {
+                        quant12_row(x->row(c, yy), np_ + (size_t(c) * size_t(H2) + size_t(yy)) * nws, W2, st.scale,
+                                    st.zp, q.data());
+                        for (int xx = 0; xx < W2; ++xx) {
+                            ho[size_t(xx) * size_t(C) + size_t(c)] = uint8_t(q[size_t(xx)] >> 8);
+                            lw[size_t(xx) * size_t(C) + size_t(c)] = uint8_t(q[size_t(xx)] & 255);
+                        }
+                    }
+                }
+            });
+        }
+        x.reset();
+        // the convolution of q = 256 hi + lo (qconv_nhwc's wide form): the last stage's straight into
+        // the first uint8 tensor (requantised, shuffled); the others' int32 sums to float, shuffled
+        if (!st.float_out) {
+            qconv_nhwc(R, wide_packed_[i], hi.data(), H2, W2, out.data(), threads, lo.data());
+            return;
+        }
+        Held sums(pool_, size_t(H2) * size_t(W2) * size_t(CO));
+        qconv_nhwc(R, wide_packed_[i], hi.data(), H2, W2, sums.u8(), threads, lo.data());
+        const int32_t* A = reinterpret_cast<const int32_t*>(sums.f());
+        const float* mult = st.conv.scale.data();
+        auto nx = std::make_unique<FPlanes>(pool_, C4, 2 * H2, 2 * W2);
+        nx->zero_border(threads);
+        parallel_for(C4, threads, [&](int a, int b) {
+            for (int c = a; c < b; ++c)
+                for (int sp = 0; sp < 4; ++sp) {
+                    const int oc = sp * C4 + c;
+                    const float m = mult[oc];
+                    for (int yy = 0; yy < H2; ++yy) {
+                        float* dst = nx->row(c, 2 * yy + sp / 2) + sp % 2;
+                        const int32_t* src = A + size_t(yy) * size_t(W2) * size_t(CO) + size_t(oc);
+                        for (int xx = 0; xx < W2; ++xx) dst[2 * size_t(xx)] = float(src[size_t(xx) * size_t(CO)]) * m;
+                    }
+                }
+        });
+        x = std::move(nx);
+        C = C4;
+    }
+}
+
 Tensor QSynthesis::run(const float* y, int h, int w, int threads) const {
     if (h <= 0 || w <= 0) throw ArgumentError("QSynthesis: the input must not be empty");
     if (size_t(h) * size_t(w) > (size_t(1) << 28)) throw ArgumentError("QSynthesis: the input is too large");
@@ -209,9 +390,16 @@ Tensor QSynthesis::run(const float* y, int h, int w, int threads) const {
     FlushDenormals fd;  // and round to nearest even
 
     // head: the float input zero-bordered, the convolution, then quantisation and the DCR shuffle
+    // (the mixed decoder: the DCR shuffle in float, then the wide stages)
     const ConvLayer& H = head_.conv;
     const size_t ws = size_t(w) + 2, in_plane = (size_t(h) + 2) * ws, plane = size_t(h) * ws;
-    QTensor cur(pool_, H.cout / 4, 2 * h, 2 * w);
+    int first_c = H.cout / 4, first_h = 2 * h, first_w = 2 * w;
+    for (const QWide& st : wide_) {
+        first_c = st.conv.cout / 4;
+        first_h *= 2;
+        first_w *= 2;
+    }
+    QTensor cur(pool_, first_c, first_h, first_w);
     {
         Held in(pool_, size_t(H.cin) * in_plane + kConvSlack);
         float* ip = in.f();
@@ -228,7 +416,10 @@ Tensor QSynthesis::run(const float* y, int h, int w, int threads) const {
         const int C4 = cur.c;
         const float s = head_.scale;
         const int zp = head_.zp;
-        parallel_for(h, threads, [&](int a, int b) {  // (parallel_for sets the rounding mode on its threads)
+        if (!wide_.empty()) {
+            { Held drop = std::move(in); }
+            run_wide(pp, h, w, threads, &cur);
+        } else parallel_for(h, threads, [&](int a, int b) {  // (parallel_for sets the rounding mode on its threads)
             for (int yy = a; yy < b; ++yy)
                 for (int i = 0; i < 2; ++i) {
                     uint8_t* dst = cur.row(2 * yy + i);

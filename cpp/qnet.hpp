@@ -11,6 +11,8 @@
 //   igdn   the simplified inverse GDN on uint8: a = abs_table[x]; n = gamma (a 1x1 int8
 //          convolution) of a; x = mul_table[x * 256 + n]
 //   qconv  an int8 convolution (qconv.hpp), with the same shuffle when it has one
+//   wide   (the mixed decoder only) stages in float with 12-bit convolution inputs (QWide), run
+//          first: the head's output then stays float (its scale and zero point are unused)
 //   tail   a 3x3 convolution with int16 weights (|w| <= 8191): acc = sum of (x - in_zp) * w,
 //          exact in integers; t = float32(acc) * mult[oc] + add[oc] (two roundings); q =
 //          clamp(round_half_even(t) + out_zp, 0, 255), pixel-shuffled in CRD order (channel
@@ -55,6 +57,26 @@ struct QOp {
     int abs_zp = 0;
 };
 
+// A wide stage of the mixed decoder (fastcodec 0.10): at high rates the 8-bit ranges of the
+// first stages clip, so these stages keep their tensors in float and quantise only the next
+// convolution's input, to 12 bits. On the float tensor x (C x H x W, zero padding):
+//   norm = gdn(|x|)                a 1x1 C -> C convolution (weight gamma, bias beta) with fused
+//                                  multiply-adds in conv.hpp's order, as the bit-exact decoder's igdn
+//   m    = x * norm                one float32 multiply
+//   q    = clamp(round_half_even(m / scale) + zp, 0, 4095)   (one correctly rounded division)
+//   acc  = bias + sum of (q - zp) * w over input channels and taps, exact in 32-bit integers (run
+//          as two int8 convolutions of q = 256 * hi + lo, hi = q >> 8, lo = q & 255)
+//   then, with the output channels in DCR order and pixel-shuffled by 2 as the qconv ones:
+//   float_out: v = float32(acc) * mult[oc] (the next stage's x, float); otherwise uint8:
+//   clamp(round_half_even(float32(acc) * mult[oc]) + out_zp, 0, 255), the first int8 operation's input.
+struct QWide {
+    ConvLayer gdn;                // 1x1, C -> C
+    float scale = 1.f;            // of the 12-bit q
+    int zp = 0;                   // 0..4095
+    QConvLayer conv;              // 3x3, C -> 4C', shuffle 2; conv.scale holds mult, conv.out_zp the uint8 zero point
+    bool float_out = false;
+};
+
 struct QTail {
     int cin = 0, cout = 0;             // cout: a multiple of 4 (a 2x CRD shuffle follows)
     std::vector<int16_t> weight;       // cout x cin x 3 x 3, each in [-8191, 8191]
@@ -65,7 +87,7 @@ struct QTail {
 
 class QSynthesis : public PooledExecutor {
 public:
-    QSynthesis(QHead head, std::vector<QOp> ops, QTail tail);
+    QSynthesis(QHead head, std::vector<QOp> ops, QTail tail, std::vector<QWide> wide = {});
 
     // Runs the network on y (in_channels x h x w floats).
     Tensor run(const float* y, int h, int w, int threads = 1) const;
@@ -81,7 +103,15 @@ public:
     void out_shape(int h, int w, int* c, int* oh, int* ow) const;
 
 private:
+    // the wide stages, from the head's float output (pre: 4C planes of h x (w + 2)) to the first
+    // uint8 tensor (out: the QTensor of qnet.cpp)
+    void run_wide(const float* pre, int h, int w, int threads, void* out) const;
+
     QHead head_;
+    std::vector<QWide> wide_;
+    std::vector<QConvLayer> wide_raw_;       // each wide conv as run: zero point folded into the bias
+    std::vector<QConvPacked> wide_packed_;
+    std::vector<std::vector<float>> wide_gdn_packed_;
     std::vector<QOp> ops_;
     QTail tail_;
     std::vector<float> head_packed_;

@@ -86,7 +86,11 @@ def reference(head, ops, tail, y):
     for ky in range(3):
         for kx in range(3):
             t += np.einsum("oc,chw->ohw", w0[:, :, ky, kx].astype(np.float64), p[:, ky:ky + h, kx:kx + w])
-    x = _dcr(_q8(t.astype(F32) / F32(s0), z0).transpose(1, 2, 0))
+    return ops_and_tail(ops, tail, _dcr(_q8(t.astype(F32) / F32(s0), z0).transpose(1, 2, 0)))
+
+
+def ops_and_tail(ops, tail, x):
+    """The int8 operations and the tail of the reference on x (NHWC uint8)."""
     for op in ops:
         if op[0] == "igdn":
             _, at, g, b, sc, zn, mt, _ = op

@@ -50,10 +50,11 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from model import HyperpriorCodec, load_weights  # noqa: E402
-from qgraph import (ROOT, Graph, QTransform, add_arguments, evaluation_inputs, optimizer,  # noqa: E402
+from qgraph import (ROOT, ActQ, Graph, QTransform, add_arguments, evaluation_inputs, optimizer,  # noqa: E402
                     quant_weight, register, save, ste_round)
 
 
@@ -63,11 +64,22 @@ def pixel_quant(x):
 
 
 class QSynthesis(QTransform):
-    """The hp synthesis (4 x conv3x3 + PixelShuffle(2), inverse GDN between) with int8 points."""
+    """The hp synthesis (4 x conv3x3 + PixelShuffle(2), inverse GDN between) with int8 points.
 
-    def __init__(self, g_s, float_last=False):
+    wide > 0 (the mixed decoder): the first `wide` stages keep their convolution outputs and
+    inverse GDNs in float and quantise only the GDN's result, the next convolution's input, to
+    12 bits (q_wide, zero point and scale learned like the others): at high rates the 8-bit
+    ranges of those tensors clip, which costs more than their rounding. Their convolutions'
+    weights stay 7-bit."""
+
+    def __init__(self, g_s, float_last=False, wide=0):
         super().__init__([g_s[i][0] for i in (0, 2, 4, 6)], [g_s[i] for i in (1, 3, 5)], "q_mul")
         self.float_last = float_last  # the last convolution (to pixels) keeps float weights
+        self.wide = wide
+        self.q_wide = nn.ModuleList([ActQ(4095) for _ in range(wide)])
+
+    def acts(self):
+        return [*super().acts(), *self.q_wide]
 
     def forward(self, y):
         x = y
@@ -78,14 +90,58 @@ class QSynthesis(QTransform):
             if k == 3:
                 x = pixel_quant(x) if self.quant else x.float()
                 return F.pixel_shuffle(x, 2)
-            x = F.pixel_shuffle(self.q_out[k](x), 2)
+            wide = k < self.wide
+            x = F.pixel_shuffle(x.float() if wide else self.q_out[k](x), 2)
             g = self.gdns[k]
             beta, gamma = torch.clamp(g.beta, min=1e-3), torch.clamp(g.gamma, min=0.0)
-            if self.quant:
+            if self.quant and not wide:
                 gamma = quant_weight(gamma)[0]
-            norm = self.q_norm[k](F.conv2d(torch.abs(x), gamma.to(x.dtype), beta.to(x.dtype)))
-            x = self.q_mul[k](x * norm)
+            norm = F.conv2d(torch.abs(x), gamma.to(x.dtype), beta.to(x.dtype))
+            x = self.q_wide[k](x * norm) if wide else self.q_mul[k](x * self.q_norm[k](norm))
         raise AssertionError
+
+
+def from_graph(m, path):
+    """The QSynthesis of a shipped int8 decoder graph (decoder_int8.onnx, written by export):
+    its dequantised weights, biases and activation quantisers, so that fine-tuning can go on from
+    a bundle's decoder after its checkpoint is gone."""
+    import onnx
+    from onnx import numpy_helper
+
+    mp = onnx.load(path)
+    init = {t.name: numpy_helper.to_array(t).copy() for t in mp.graph.initializer}
+    q = QSynthesis(copy.deepcopy(m.g_s), float_last=True)
+    N = q.convs[0].weight.shape[0] // 4
+    order = torch.argsort(torch.tensor([c * 4 + s for s in range(4) for c in range(N)]))  # DCR -> CRD
+    nodes = {op: [n for n in mp.graph.node if n.op_type == op] for op in ("QLinearConv", "QLinearMul", "QuantizeLinear")}
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float32))
+
+    def setq(a, s, z):
+        a.log_s.data.fill_(float(np.log(init[s])))
+        a.zp.fill_(float(init[z]))
+
+    def dequant(n):  # weight and bias of a QLinearConv in float
+        xs, w, ws = float(init[n.input[1]]), init[n.input[3]].astype(np.float32), init[n.input[4]]
+        return t(w * ws[:, None, None, None]), t(init[n.input[8]] * xs * ws)
+
+    with torch.no_grad():
+        q.convs[0].weight.copy_(t(init["w0"])[order])
+        q.convs[0].bias.copy_(t(init["b0"])[order])
+        q.convs[3].weight.copy_(t(init["w3"]))
+        q.convs[3].bias.copy_(t(init["b3"]))
+        qc, qm, ql = nodes["QLinearConv"], nodes["QLinearMul"], nodes["QuantizeLinear"]
+        setq(q.q_out[0], ql[0].input[1], ql[0].input[2])
+        for k in range(3):
+            q.gdns[k].gamma.copy_(dequant(qc[2 * k])[0])
+            q.gdns[k].beta.copy_(dequant(qc[2 * k])[1])
+            setq(q.q_norm[k], qc[2 * k].input[6], qc[2 * k].input[7])
+            setq(q.q_mul[k], qm[k].input[6], qm[k].input[7])
+            if k < 2:
+                w, b = dequant(qc[2 * k + 1])
+                q.convs[k + 1].weight.copy_(w[order])
+                q.convs[k + 1].bias.copy_(b[order])
+                setq(q.q_out[k + 1], qc[2 * k + 1].input[6], qc[2 * k + 1].input[7])
+    return q
 
 
 def channel_ranges(q: "QSynthesis", batches):
@@ -233,18 +289,40 @@ class Data:
 def calibrate(args):
     m, name = shipped()
     data = Data(m, args.cache, args.data)
-    q = QSynthesis(m.g_s, float_last=args.float_last)
     batches = [data.sample(8)[0] for _ in range(args.calib_batches)]
-    if args.alpha_x or args.alpha_m:
-        equalize(q, batches, args.alpha_x, args.alpha_m)
-    q.set_mode("observe")
-    with torch.no_grad():
-        for y in batches:
-            q(y)
-    for a in q.acts():
-        a.calibrate()
+    if args.from_graph:
+        # go on from a shipped int8 decoder: its weights and 8-bit quantisers as they are, only
+        # the 12-bit quantisers of the wide stages calibrated (their full range, with a margin)
+        q = from_graph(m, args.from_graph)
+        q.wide = args.wide
+        q.q_wide = nn.ModuleList([ActQ(4095) for _ in range(args.wide)])
+        q.set_mode("off")
+        q.quant = True
+        for a in q.q_wide:
+            a.mode = "observe"
+        with torch.no_grad():
+            for y in batches:
+                q(y)
+        for a in q.q_wide:
+            v = torch.cat(a.seen)
+            lo, hi = 1.25 * min(0.0, float(v.min())), 1.25 * float(v.max())
+            s = (hi - lo) / a.qmax
+            a.log_s.data.fill_(math.log(s))
+            a.zp.fill_(float(round(-lo / s)))
+            a.seen = []
+    else:
+        q = QSynthesis(m.g_s, float_last=args.float_last, wide=args.wide)
+        if args.alpha_x or args.alpha_m:
+            equalize(q, batches, args.alpha_x, args.alpha_m)
+        q.set_mode("observe")
+        with torch.no_grad():
+            for y in batches:
+                q(y)
+        for a in q.acts():
+            a.calibrate()
     q.set_mode("on")
-    torch.save({"state": q.state_dict(), "model": name, "steps": 0, "float_last": args.float_last}, args.out)
+    torch.save({"state": q.state_dict(), "model": name, "steps": 0, "float_last": q.float_last, "wide": q.wide},
+               args.out)
     print("scales", [round(a.scale(), 5) for a in q.acts()], "zero points", [int(a.zp) for a in q.acts()])
 
 
@@ -254,7 +332,7 @@ def train(args):
     data = Data(m, args.cache, args.data)
     teacher = m.g_s
     ck = torch.load(args.init, weights_only=False)
-    student = QSynthesis(copy.deepcopy(teacher), float_last=ck.get("float_last", False))
+    student = QSynthesis(copy.deepcopy(teacher), float_last=ck.get("float_last", False), wide=ck.get("wide", 0))
     student.load_state_dict(ck["state"])
     student.set_mode("on")
     student.train().requires_grad_(True)  # the copy of the frozen teacher came without gradients
@@ -300,7 +378,7 @@ def train(args):
         if time.time() - last > args.every or time.time() - t0 >= args.seconds:
             v = validate()
             state = {"state": student.state_dict(), "opt": opt.state_dict(), "model": name, "steps": step,
-                     "float_last": student.float_last, "val_db": v}
+                     "float_last": student.float_last, "wide": student.wide, "val_db": v}
             # the latest always; --out only when the held-out crops improved
             for path in [args.out + ".last"] + ([args.out] if v > best else []):
                 torch.save(state, path + ".tmp")
@@ -314,9 +392,73 @@ def train(args):
 
 
 # ---------------------------------------------------------------- export (ONNX QDQ) ----
+def export_mixed(args, q, ck):
+    """The mixed decoder (wide stages) as the arrays of decoder_<name>.npz, the form
+    fastcodec/_bitexact.py's mixed_synthesis_args reads (docs/format.md, "The mixed decoder"):
+    float32 head and inverse-GDN parameters, per wide stage the 12-bit quantiser and its int8
+    convolution (output channels in DCR order), the 8-bit quantisers of the last stage, and the
+    float last convolution."""
+    N = q.convs[0].weight.shape[0] // 4
+    dcr = torch.tensor([c * 4 + s for s in range(4) for c in range(N)])
+    f32 = lambda t: np.ascontiguousarray(t.detach().float().numpy(), np.float32)
+    a = {"format": np.int32(1), "wide": np.int32(q.wide)}
+    a["head.w"], a["head.b"] = f32(q.convs[0].weight[dcr]), f32(q.convs[0].bias[dcr])
+
+    def qconv(prefix, conv_w, conv_b, s_in, order):
+        wq, ws = quant_weight(conv_w.detach().float())
+        ws = ws.numpy().astype(np.float32)
+        w_int = torch.round(wq / torch.from_numpy(ws).view(-1, 1, 1, 1)).to(torch.int8).numpy()
+        b_int = np.round(conv_b.detach().float().numpy() / (np.float32(s_in) * ws)).astype(np.int32)
+        a[prefix + ".w"], a[prefix + ".ws"], a[prefix + ".b"] = w_int[order], ws[order], b_int[order]
+
+    for k in range(q.wide):
+        g = q.gdns[k]
+        a[f"wide{k}.gamma"] = f32(torch.clamp(g.gamma, min=0.0))
+        a[f"wide{k}.beta"] = f32(torch.clamp(g.beta, min=1e-3))
+        s, zp = q.q_wide[k].scale(), int(q.q_wide[k].zp)
+        a[f"wide{k}.s"], a[f"wide{k}.zp"] = np.float32(s), np.int32(zp)
+        qconv(f"wide{k}", q.convs[k + 1].weight, q.convs[k + 1].bias, s, dcr.numpy())
+    k = q.wide  # the first 8-bit stage: its input quantiser, the inverse GDN's, the tail
+    if k != 2 or not q.float_last:
+        raise SystemExit("the mixed decoder's export handles wide=2 with a float last convolution")
+    a["x.s"], a["x.zp"] = np.float32(q.q_out[k].scale()), np.int32(int(q.q_out[k].zp))
+    g = q.gdns[k]
+    qconv("gdn", torch.clamp(g.gamma, min=0.0), torch.clamp(g.beta, min=1e-3), a["x.s"], np.arange(N))
+    a["norm.s"], a["norm.zp"] = np.float32(q.q_norm[k].scale()), np.int32(int(q.q_norm[k].zp))
+    a["mul.s"], a["mul.zp"] = np.float32(q.q_mul[k].scale()), np.int32(int(q.q_mul[k].zp))
+    a["tail.w"], a["tail.b"] = f32(q.convs[3].weight), f32(q.convs[3].bias)
+    out = args.onnx
+    if args.bundle:
+        if ck.get("model") != args.bundle:
+            raise SystemExit(f"{args.init} was trained against {ck.get('model')}, not {args.bundle}")
+        out = os.path.join(ROOT, "models", args.bundle, f"decoder_{args.name}.npz")
+    if not out:
+        raise SystemExit("give --onnx PATH (an .npz for the mixed decoder) or --bundle NAME")
+    tmp = out + ".tmp.npz"
+    np.savez(tmp, **a)
+    os.replace(tmp, out)
+    print("wrote", out, os.path.getsize(out), "bytes")
+    if args.bundle:
+        from qgraph import sha256_of, update_model_json
+
+        def update(meta):
+            meta.setdefault("decoders", {})[args.name] = {
+                "file": f"decoder_{args.name}.npz", "sha256": sha256_of(out),
+                "precision": "int8 weights (7-bit, per channel); the first two stages' inverse GDNs in float with "
+                             "12-bit convolution inputs, the last stage's uint8; first and last convolution in float",
+                "qat_steps": int(ck.get("steps", 0)), "note": args.note}
+
+        print("listed in", update_model_json(args.bundle, update))
+
+
 def export(args):
     m, name = shipped()
     ck = torch.load(args.init, weights_only=False)
+    if ck.get("wide"):
+        q = QSynthesis(HyperpriorCodec(96, 192, levels=m.log_gain.shape[0]).g_s, float_last=ck.get("float_last", False),
+                       wide=ck["wide"])
+        q.load_state_dict(ck["state"])
+        return export_mixed(args, q, ck)
     q = QSynthesis(HyperpriorCodec(96, 192, levels=m.log_gain.shape[0]).g_s, float_last=ck.get("float_last", False))
     q.load_state_dict(ck["state"])
     g = Graph()
@@ -433,6 +575,10 @@ def main(argv=None):
     ap.add_argument("--alpha-x", type=float, default=0.5, help="calibrate: equalisation of x (0 = none)")
     ap.add_argument("--alpha-m", type=float, default=0.5, help="calibrate: equalisation of x * norm")
     ap.add_argument("--float-last", type=int, default=1, help="calibrate: keep the last convolution in float")
+    ap.add_argument("--wide", type=int, default=0, help="calibrate: stages whose inverse GDN runs in float with "
+                    "12-bit results (the mixed decoder: 2)")
+    ap.add_argument("--from-graph", default=None, help="calibrate: start from this shipped int8 decoder graph "
+                    "(its weights and 8-bit quantisers) instead of the float synthesis")
     args = ap.parse_args(argv)
     {"calibrate": calibrate, "train": train, "export": export, "evaluate": evaluate}[args.cmd](args)
 

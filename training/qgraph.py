@@ -22,10 +22,12 @@ def ste_round(x):
 
 
 class ActQ(nn.Module):
-    """uint8 per-tensor quantisation of an activation: QuantizeLinear -> DequantizeLinear."""
+    """uint8 per-tensor quantisation of an activation: QuantizeLinear -> DequantizeLinear (qmax
+    4095: the 12-bit activations of the mixed decoder)."""
 
-    def __init__(self):
+    def __init__(self, qmax: int = 255):
         super().__init__()
+        self.qmax = qmax
         self.log_s = nn.Parameter(torch.zeros(()))
         self.register_buffer("zp", torch.zeros(()))
         self.mode = "off"  # off | observe | on
@@ -35,9 +37,9 @@ class ActQ(nn.Module):
         v = torch.cat(self.seen)
         lo = float(torch.quantile(v, lo_q)) if float(v.min()) < 0 else 0.0
         hi = float(torch.quantile(v, 1 - hi_q))
-        s = max(hi - lo, 1e-6) / 255.0
+        s = max(hi - lo, 1e-6) / self.qmax
         self.log_s.data.fill_(math.log(s))
-        self.zp.fill_(float(min(255, max(0, round(-lo / s)))))
+        self.zp.fill_(float(min(self.qmax, max(0, round(-lo / s)))))
         self.seen = []
 
     def scale(self):
@@ -51,7 +53,7 @@ class ActQ(nn.Module):
         if self.mode == "off":
             return x
         s = self.log_s.exp()
-        q = torch.clamp(ste_round(x.float() / s) + self.zp, 0, 255)
+        q = torch.clamp(ste_round(x.float() / s) + self.zp, 0, self.qmax)
         return (q - self.zp) * s
 
 

@@ -311,6 +311,82 @@ static void test_net_matches_scalar_fma_reference() {
 // shape path of the kernels (16, 32, 48 and 64 output channels, 1x1 and 3x3, the shuffle, raw
 // sums), widths that leave partial pixel blocks, 1-3 threads. Under AddressSanitizer this also
 // checks that the kernels stay inside the slack they are given.
+// The wide form: q = 256 * hi + lo (12-bit inputs as two byte tensors), sums exact in int32.
+static void test_qconv_wide_matches_scalar_reference() {
+    std::mt19937 rng(9);
+    std::uniform_int_distribution<int> wd(-64, 64), hd(0, 15), ld(0, 255), bd(-30000, 30000);
+    struct Case { int cin, cout, shuffle; bool raw; };
+    const Case cases[] = {{8, 16, 1, true}, {16, 64, 2, false}, {12, 48, 1, false}};
+    for (const Case& c : cases) {
+        QConvLayer L;
+        L.cin = c.cin, L.cout = c.cout, L.k = 3, L.shuffle = c.shuffle, L.raw = c.raw;
+        L.in_zp = 0, L.out_zp = ld(rng);
+        for (int i = 0; i < c.cout * c.cin * 9; ++i) L.weight.push_back(int8_t(wd(rng)));
+        for (int i = 0; i < c.cout; ++i) L.bias.push_back(bd(rng)), L.scale.push_back(std::ldexp(1.f + ld(rng) / 256.f, -18));
+        check_qconv_wide(L);
+        const QConvPacked P = pack_qconv(L);
+        for (int w : {1, 7, 10}) {
+            const int h = 2, r = c.shuffle, C4 = c.cout / (r * r);
+            const size_t n = (size_t(h) + 2) * (w + 2) * c.cin + qconv_slack(c.cin);
+            std::vector<uint8_t> hi(n, 8), lo(n, 3);  // the border: q = 8 * 256 + 3, the same in the reference
+            for (int y = 0; y < h; ++y)
+                for (int x = 0; x < w; ++x)
+                    for (int i = 0; i < c.cin; ++i) {
+                        const size_t at = ((size_t(y) + 1) * (w + 2) + x + 1) * c.cin + i;
+                        hi[at] = uint8_t(hd(rng)), lo[at] = uint8_t(ld(rng));
+                    }
+            std::vector<int32_t> sums(size_t(h) * w * c.cout);
+            for (int y = 0; y < h; ++y)
+                for (int x = 0; x < w; ++x)
+                    for (int o = 0; o < c.cout; ++o) {
+                        int64_t acc = L.bias[o];
+                        for (int i = 0; i < c.cin; ++i)
+                            for (int t = 0; t < 9; ++t) {
+                                const size_t at = ((size_t(y) + t / 3) * (w + 2) + x + t % 3) * c.cin + i;
+                                acc += int64_t(256 * hi[at] + lo[at]) * L.weight[(size_t(o) * c.cin + i) * 9 + t];
+                            }
+                        sums[(size_t(y) * w + x) * c.cout + o] = int32_t(acc);
+                    }
+            for (int threads : {1, 2}) {
+                bool same = true;
+                if (c.raw) {
+                    std::vector<int32_t> out(sums.size(), 7);
+                    qconv_nhwc(L, P, hi.data(), h, w, reinterpret_cast<uint8_t*>(out.data()), threads, lo.data());
+                    same = out == sums;
+                } else {
+                    const int oh = h * r, ow = w * r;
+                    std::vector<uint8_t> out((size_t(oh) + 2) * (ow + 2) * C4, 0);
+                    qconv_nhwc(L, P, hi.data(), h, w, out.data(), threads, lo.data());
+                    for (int y = 0; y < h; ++y)
+                        for (int x = 0; x < w; ++x)
+                            for (int o = 0; o < c.cout; ++o) {
+                                const float v = float(sums[(size_t(y) * w + x) * c.cout + o]) * L.scale[o];
+                                long q = std::lrint(double(v)) + L.out_zp;
+                                q = q < 0 ? 0 : (q > 255 ? 255 : q);
+                                const int s = o / C4, ch = o % C4;
+                                const int oy = r == 2 ? 2 * y + s / 2 : y, ox = r == 2 ? 2 * x + s % 2 : x;
+                                same = same && out[((size_t(oy) + 1) * (ow + 2) + ox + 1) * C4 + ch] == uint8_t(q);
+                            }
+                }
+                CHECK(same);
+            }
+        }
+    }
+    // a zero point in the wide form is refused (it belongs in the bias)
+    QConvLayer bad;
+    bad.cin = 4, bad.cout = 16, bad.k = 1, bad.in_zp = 3;
+    bad.weight.assign(64, 1);
+    bad.bias.assign(16, 0);
+    bad.scale.assign(16, 1.f);
+    bool threw = false;
+    try {
+        check_qconv_wide(bad);
+    } catch (const ArgumentError&) {
+        threw = true;
+    }
+    CHECK(threw);
+}
+
 static void test_qconv_matches_scalar_reference() {
     std::mt19937 rng(5);
     std::uniform_int_distribution<int> wd(-64, 64), xd(0, 255), bd(-30000, 30000);
@@ -458,6 +534,7 @@ static void test_qfilter() {
 int main() {
     test_net_matches_scalar_fma_reference();
     test_qconv_matches_scalar_reference();
+    test_qconv_wide_matches_scalar_reference();
     test_qfilter();
     test_hyper_scale_matches_scalar_reference();
     test_pixels_to_tensor_padding_and_strides();

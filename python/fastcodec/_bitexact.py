@@ -455,6 +455,52 @@ def int8_synthesis_args(g: _Graph):
         return head, ops, tail
 
 
+MIXED_FORMAT = 1  # the "format" of the decoder_<name>.npz files mixed_synthesis_args reads
+
+
+def mixed_synthesis_args(a: dict):
+    """The head, operations, tail and wide stages of _core.QSynthesis for a mixed decoder, from the
+    arrays of its decoder_<name>.npz (training/qat_decoder.py export; docs/format.md, "The mixed
+    decoder"). Every derived number (requantisation multipliers, tables) is computed here in
+    float32 exactly as for the int8 graphs."""
+    def scalar(k, kind):
+        v = np.asarray(a[k])
+        if v.shape != () or (kind == "f" and v.dtype != F32) or (kind == "i" and v.dtype != np.int32):
+            raise ValueError(f"{k} must be a {'float32' if kind == 'f' else 'int32'} scalar")
+        return float(v) if kind == "f" else int(v)
+
+    def arr(k, dtype, ndim):
+        v = np.asarray(a[k])
+        if v.dtype != dtype or v.ndim != ndim:
+            raise ValueError(f"{k} must be a {ndim}-dimensional {np.dtype(dtype).name} array")
+        return np.ascontiguousarray(v)
+
+    if scalar("format", "i") != MIXED_FORMAT:
+        raise ValueError(f"unknown mixed decoder format {int(np.asarray(a['format']))} (this version reads {MIXED_FORMAT})")
+    wide = []
+    n = scalar("wide", "i")
+    if not 1 <= n <= 4:
+        raise ValueError("a mixed decoder has 1 to 4 wide stages")
+    x_s = scalar("x.s", "f")
+    for k in range(n):
+        s = scalar(f"wide{k}.s", "f")
+        ws = arr(f"wide{k}.ws", F32, 1)
+        last = k == n - 1
+        mult = requant_scales(s, ws, x_s) if last else np.ascontiguousarray(F32(s) * ws, F32)
+        wide.append((arr(f"wide{k}.gamma", F32, 4), arr(f"wide{k}.beta", F32, 1), s, scalar(f"wide{k}.zp", "i"),
+                     arr(f"wide{k}.w", np.int8, 4), arr(f"wide{k}.b", np.int32, 1), mult,
+                     scalar("x.zp", "i") if last else 0, not last))
+    x_zp = scalar("x.zp", "i")
+    n_s, n_zp, m_s, m_zp = scalar("norm.s", "f"), scalar("norm.zp", "i"), scalar("mul.s", "f"), scalar("mul.zp", "i")
+    mp = (x_zp, x_s, n_zp, n_s, m_s, m_zp)
+    ops = [("igdn", abs_table(x_s, x_zp, x_s, 0), arr("gdn.w", np.int8, 4), arr("gdn.b", np.int32, 1),
+            requant_scales(x_s, arr("gdn.ws", F32, 1), n_s), n_zp, mul_table(x_s, x_zp, n_s, n_zp, m_s, m_zp), mp)]
+    wq, mult, add = tail_weights(arr("tail.w", F32, 4), arr("tail.b", F32, 1), m_s, F32(1 / 255))
+    tail = (wq, mult, add, m_zp, 0, dequant_table(F32(1 / 255), 0))
+    head = (arr("head.w", F32, 4), arr("head.b", F32, 1), 1.0, 0)
+    return head, ops, tail, wide
+
+
 class BitExactDecoder:
     """The deterministic mean branch, synthesis and post-filter of one model bundle."""
 
@@ -504,6 +550,15 @@ class BitExactDecoder:
                 return _core.QFilter({k: z[k] for k in z.files})
 
         return self._once("qfilter", make, f"the int8 post-filter cannot run {path.name}")
+
+    def mixed(self, name: str, path: Path):
+        """The mixed decoder ``name`` (_core.QSynthesis with wide stages) from its .npz at path
+        (verified by the caller), built on first use."""
+        def make():
+            with np.load(path, allow_pickle=False) as z:
+                return _core.QSynthesis(*mixed_synthesis_args({k: z[k] for k in z.files}))
+
+        return self._once(("mixed", name), make, f"the mixed decoder cannot run {path.name}")
 
     def int8(self, name: str, graph: Path):
         """The exact int8 synthesis of the bundle's int8 decoder ``name`` (graph: its ONNX file,

@@ -26,7 +26,15 @@ def _optional_graphs(meta: dict, kind: str, base: str = "default") -> dict:
     for name, spec in (meta.get(f"{kind}s") or {}).items():
         if isinstance(spec, dict) and isinstance(spec.get("graph"), str) and spec["graph"].startswith(f"{kind}_"):
             out[name] = spec["graph"]
+        elif (kind == "decoder" and isinstance(spec, dict) and isinstance(spec.get("file"), str)
+              and spec["file"] == f"decoder_{name}.npz"):
+            out[name] = spec["file"]  # a mixed decoder: arrays for the C++ executor, no graph
     return out
+
+
+def _file(graph: str) -> str:
+    """The file of a graph name from _optional_graphs: a stem of an ONNX graph, or an .npz."""
+    return graph if graph.endswith(".npz") else f"{graph}.onnx"
 
 
 def encoder_graphs(meta: dict) -> dict:
@@ -159,6 +167,8 @@ class Model:
         if name == BITEXACT:
             return ex.synthesis
         graph = self.check_decoder(name)
+        if graph.endswith(".npz"):
+            return ex.mixed(name, self.path / graph)
         return ex.int8(name, self.path / f"{graph}.onnx")
 
     def igain_bitexact(self, quality: float) -> np.ndarray:
@@ -292,11 +302,11 @@ class Model:
         if graph != kind or want is not None:
             want = want if want is not None else self.meta[f"{kind}s"][name].get("sha256")
             try:
-                got = hashlib.sha256((self.path / f"{graph}.onnx").read_bytes()).hexdigest()
+                got = hashlib.sha256((self.path / _file(graph)).read_bytes()).hexdigest()
             except OSError as e:
                 raise ModelError(f"model {self.path.name}: cannot read {kind} {name!r}: {e}") from None
             if got != want:
-                raise ModelError(f"model {self.path.name}: {kind} {name!r} ({graph}.onnx) is damaged: "
+                raise ModelError(f"model {self.path.name}: {kind} {name!r} ({_file(graph)}) is damaged: "
                                  f"SHA-256 {got[:16]}..., model.json says {str(want)[:16]}...")
         self._verified[(kind, name)] = graph
         return graph

@@ -115,8 +115,9 @@ def build_parser():
     d.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
     d.add_argument("--format", default=None, help="output format for folders: png (default), webp, jpg, bmp, tif")
     d.add_argument("--decoder", default=None, help="synthesis transform: float, or another the model offers "
-                   "(see 'fastcodec models'; 'int8' is faster and a little less accurate; every decoder but "
-                   "'float' gives the same pixels on every machine); default: the model's own choice")
+                   "(see 'fastcodec models'; 'int8' is fastest and a little less accurate, 'mixed' between it and "
+                   "'bitexact'; every decoder but 'float' gives the same pixels on every machine); default: the "
+                   "model's own choice by quality")
     _batch_options(d)
 
     sv = sub.add_parser("serve", help="run the HTTP service (needs the 'server' extra)",

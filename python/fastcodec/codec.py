@@ -194,12 +194,14 @@ class Codec:
         model id, same decoder).
     decoder: synthesis transform used by ``decompress``: None (default) for the one the file's
         model prefers for the file's quality (``Codec().model.decoder_for(quality)``: the int8
-        decoder up to the quality where it costs at most 0.1 dB, where the model says so, else
-        ``Codec().model.default_decoder``), "float" for the float reference, or
-        another implementation the model offers (``Codec().model.decoders``; "int8" where
-        shipped: the same synthesis in int8, fine-tuned for it, faster, a little less accurate;
-        see the model card). Files of a model that lacks the named decoder (an archived earlier
-        model) decode with that model's float one.
+        decoder, then the mixed one, each up to the quality where it costs at most 0.1 dB, where
+        the model says so, else ``Codec().model.default_decoder``), "float" for the float
+        reference, or another implementation the model offers (``Codec().model.decoders``;
+        "int8" where shipped: the same synthesis in int8, fine-tuned for it, fastest, a little
+        less accurate; "mixed" (since 0.10): int8 with its first stages in float and 12-bit
+        inputs, about half the int8 decoder's loss for about 1.6x its time; see the model
+        card). Files of a model that lacks the named decoder (an archived earlier model) decode
+        with that model's float one.
     postfilter: run the model's post-filter (where it has one, for the qualities it covers:
         ``Codec().model.postfilter``) on the synthesis output: a small network trained to remove
         the synthesis's remaining errors. False skips it: faster decoding, slightly worse pixels.
