@@ -17,6 +17,29 @@ needs_kodak = pytest.mark.skipif(not kodak_files(), reason=f"Kodak images not fo
                                  "(set FASTCODEC_SHARED to the folder holding data/kodak)")
 
 
+def outputs_by_kernel(code, cwd=None):
+    """Runs ``code`` (which prints one line) in a fresh process with each kernel choice
+    (FASTCODEC_CONV_KERNEL: the machine's best, avx2, generic) and returns {choice: its line}."""
+    import subprocess
+    import sys
+
+    out = {}
+    for kernel in ("", "avx2", "generic"):
+        env = dict(os.environ, FASTCODEC_CONV_KERNEL=kernel)
+        r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        out[kernel or "best"] = r.stdout.strip()
+    return out
+
+
+def same_bytes_on_every_kernel(code, cwd=None):
+    """outputs_by_kernel for code that prints "<kernel name> <digest>": asserts one digest, and
+    that the portable kernel was among those run."""
+    lines = outputs_by_kernel(code, cwd).values()
+    assert len({line.split()[1] for line in lines}) == 1, lines
+    assert "generic" in {line.split()[0] for line in lines}
+
+
 def psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))

@@ -2,7 +2,6 @@
 deterministic C++ executor (_core.Net), so that a file decodes to the same pixels on every
 machine. Golden pixels made on another machine: tests/test_golden.py."""
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import fastcodec
 from fastcodec import _core
 from fastcodec._model import available_models
 from fastcodec.errors import ArgumentError, ModelError
-from conftest import psnr, synthetic, tiny_tiles
+from conftest import outputs_by_kernel, psnr, synthetic, tiny_tiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,12 +115,7 @@ print(h.hexdigest())
 def test_every_kernel_and_thread_count_gives_the_same_bits():
     # the AVX-512, AVX2 and portable kernels (whichever this CPU runs) and 1-3 threads: one result
     code = KERNEL_PROBE.format(tests=str(Path(__file__).parent))
-    digests = {}
-    for kernel in ("", "avx2", "generic"):
-        env = dict(os.environ, FASTCODEC_CONV_KERNEL=kernel)
-        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr
-        digests[kernel or "best"] = r.stdout.strip()
+    digests = outputs_by_kernel(code)
     assert len(set(digests.values())) == 1, digests
 
 

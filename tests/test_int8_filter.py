@@ -1,9 +1,6 @@
 """The exact int8 post-filter (_core.QFilter, postfilter_int8.npz): a numpy reference of its
 definition (cpp/qnet.hpp, docs/format.md "The int8 post-filter") against the C++ kernels, on a
 small random filter and on the shipped one; its rejections; and its place in decoding."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +9,7 @@ import pytest
 import fastcodec
 from fastcodec import _core
 from fastcodec.errors import ArgumentError
-from conftest import psnr, synthetic
+from conftest import psnr, same_bytes_on_every_kernel, synthetic
 from test_int8_exact import _dcr, _int_conv  # the integer convolution and DCR shuffle by definition
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,13 +98,7 @@ def test_every_kernel_gives_the_same_bytes():
             "from fastcodec import _core; f = _core.QFilter(random_filter(3)); "
             "x = np.random.default_rng(4).uniform(0, 1, (1, 3, 24, 40)).astype(np.float32); "
             "import hashlib; print(_core.qconv_kernel(), hashlib.sha256(f.run(x, 0.5, 2).tobytes()).hexdigest())")
-    seen = {}
-    for kernel in ("generic", "avx2", ""):
-        env = dict(os.environ, FASTCODEC_CONV_KERNEL=kernel)
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-        name, digest = out.stdout.split()
-        seen[name] = digest
-    assert len(set(seen.values())) == 1, seen
+    same_bytes_on_every_kernel(code, cwd=ROOT)
 
 
 def test_rejections():

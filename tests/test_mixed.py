@@ -2,9 +2,6 @@
 kept in float and 12-bit inputs to their convolutions (_core.QSynthesis with wide stages), exact
 like the int8 decoder. Golden pixels made on another machine: tests/test_golden.py."""
 import hashlib
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +9,7 @@ import pytest
 import fastcodec
 from fastcodec import _bitexact, _core
 from fastcodec.errors import ArgumentError, ModelError
-from conftest import psnr, synthetic, tiny_tiles
+from conftest import psnr, same_bytes_on_every_kernel, synthetic, tiny_tiles
 from test_int8_exact import _dcr, _int_conv, _q8, ops_and_tail, small_network
 
 F32 = np.float32
@@ -163,17 +160,7 @@ print(_core.qconv_kernel(), h.hexdigest())
 
 def test_every_kernel_and_thread_count_gives_the_same_bytes():
     _, path = shipped_mixed()
-    digests, kernels = set(), set()
-    for kernel in ("", "avx2", "generic"):
-        env = dict(os.environ, FASTCODEC_CONV_KERNEL=kernel)
-        r = subprocess.run([sys.executable, "-c", KERNEL_PROBE.format(path=str(path))], env=env,
-                           capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr
-        name, digest = r.stdout.split()
-        kernels.add(name)
-        digests.add(digest)
-    assert len(digests) == 1, digests
-    assert "generic" in kernels
+    same_bytes_on_every_kernel(KERNEL_PROBE.format(path=str(path)))
 
 
 def test_mixed_decoder_is_closer_to_float_than_int8_at_high_quality():

@@ -311,6 +311,32 @@ static void test_net_matches_scalar_fma_reference() {
 // shape path of the kernels (16, 32, 48 and 64 output channels, 1x1 and 3x3, the shuffle, raw
 // sums), widths that leave partial pixel blocks, 1-3 threads. Under AddressSanitizer this also
 // checks that the kernels stay inside the slack they are given.
+// Runs L (on in, or on the wide form's in + in_lo) and compares with the reference int32 sums: the
+// raw output itself, or each sum requantised and placed as the layer's shuffle puts it.
+static bool qconv_output_matches(const QConvLayer& L, const QConvPacked& P, const std::vector<uint8_t>& in,
+                                 const uint8_t* in_lo, int h, int w, const std::vector<int32_t>& sums, int threads) {
+    if (L.raw) {
+        std::vector<int32_t> out(sums.size(), 7);
+        qconv_nhwc(L, P, in.data(), h, w, reinterpret_cast<uint8_t*>(out.data()), threads, in_lo);
+        return out == sums;
+    }
+    const int r = L.shuffle, C4 = L.cout / (r * r), oh = h * r, ow = w * r;
+    std::vector<uint8_t> out((size_t(oh) + 2) * (ow + 2) * C4, 0);
+    qconv_nhwc(L, P, in.data(), h, w, out.data(), threads, in_lo);
+    bool same = true;
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+            for (int o = 0; o < L.cout; ++o) {
+                const float v = float(sums[(size_t(y) * w + x) * L.cout + o]) * L.scale[o];
+                long q = std::lrint(double(v)) + L.out_zp;  // v is a float: exact in double
+                q = q < 0 ? 0 : (q > 255 ? 255 : q);
+                const int s = o / C4, ch = o % C4;
+                const int oy = r == 2 ? 2 * y + s / 2 : y, ox = r == 2 ? 2 * x + s % 2 : x;
+                same = same && out[((size_t(oy) + 1) * (ow + 2) + ox + 1) * C4 + ch] == uint8_t(q);
+            }
+    return same;
+}
+
 // The wide form: q = 256 * hi + lo (12-bit inputs as two byte tensors), sums exact in int32.
 static void test_qconv_wide_matches_scalar_reference() {
     std::mt19937 rng(9);
@@ -347,44 +373,9 @@ static void test_qconv_wide_matches_scalar_reference() {
                             }
                         sums[(size_t(y) * w + x) * c.cout + o] = int32_t(acc);
                     }
-            for (int threads : {1, 2}) {
-                bool same = true;
-                if (c.raw) {
-                    std::vector<int32_t> out(sums.size(), 7);
-                    qconv_nhwc(L, P, hi.data(), h, w, reinterpret_cast<uint8_t*>(out.data()), threads, lo.data());
-                    same = out == sums;
-                } else {
-                    const int oh = h * r, ow = w * r;
-                    std::vector<uint8_t> out((size_t(oh) + 2) * (ow + 2) * C4, 0);
-                    qconv_nhwc(L, P, hi.data(), h, w, out.data(), threads, lo.data());
-                    for (int y = 0; y < h; ++y)
-                        for (int x = 0; x < w; ++x)
-                            for (int o = 0; o < c.cout; ++o) {
-                                const float v = float(sums[(size_t(y) * w + x) * c.cout + o]) * L.scale[o];
-                                long q = std::lrint(double(v)) + L.out_zp;
-                                q = q < 0 ? 0 : (q > 255 ? 255 : q);
-                                const int s = o / C4, ch = o % C4;
-                                const int oy = r == 2 ? 2 * y + s / 2 : y, ox = r == 2 ? 2 * x + s % 2 : x;
-                                same = same && out[((size_t(oy) + 1) * (ow + 2) + ox + 1) * C4 + ch] == uint8_t(q);
-                            }
-                }
-                CHECK(same);
-            }
+            for (int threads : {1, 2}) CHECK(qconv_output_matches(L, P, hi, lo.data(), h, w, sums, threads));
         }
     }
-    // a zero point in the wide form is refused (it belongs in the bias)
-    QConvLayer bad;
-    bad.cin = 4, bad.cout = 16, bad.k = 1, bad.in_zp = 3;
-    bad.weight.assign(64, 1);
-    bad.bias.assign(16, 0);
-    bad.scale.assign(16, 1.f);
-    bool threw = false;
-    try {
-        check_qconv_wide(bad);
-    } catch (const ArgumentError&) {
-        threw = true;
-    }
-    CHECK(threw);
 }
 
 static void test_qconv_matches_scalar_reference() {
@@ -421,29 +412,7 @@ static void test_qconv_matches_scalar_reference() {
                             }
                         sums[(size_t(y) * w + x) * c.cout + o] = int32_t(acc);
                     }
-            for (int threads : {1, 2, 3}) {
-                bool same = true;
-                if (c.raw) {
-                    std::vector<int32_t> out(sums.size(), 7);
-                    qconv_nhwc(L, P, in.data(), h, w, reinterpret_cast<uint8_t*>(out.data()), threads);
-                    same = out == sums;
-                } else {
-                    const int oh = h * r, ow = w * r;
-                    std::vector<uint8_t> out((size_t(oh) + 2) * (ow + 2) * C4, 0);
-                    qconv_nhwc(L, P, in.data(), h, w, out.data(), threads);
-                    for (int y = 0; y < h; ++y)
-                        for (int x = 0; x < w; ++x)
-                            for (int o = 0; o < c.cout; ++o) {
-                                const float v = float(sums[(size_t(y) * w + x) * c.cout + o]) * L.scale[o];
-                                long q = std::lrint(double(v)) + L.out_zp;  // v is a float: exact in double
-                                q = q < 0 ? 0 : (q > 255 ? 255 : q);
-                                const int s = o / C4, ch = o % C4;
-                                const int oy = r == 2 ? 2 * y + s / 2 : y, ox = r == 2 ? 2 * x + s % 2 : x;
-                                same = same && out[((size_t(oy) + 1) * (ow + 2) + ox + 1) * C4 + ch] == uint8_t(q);
-                            }
-                }
-                CHECK(same);
-            }
+            for (int threads : {1, 2, 3}) CHECK(qconv_output_matches(L, P, in, nullptr, h, w, sums, threads));
         }
     }
     // weights beyond [-64, 64] would saturate the AVX2 kernel's int16 pairs: refused
@@ -455,6 +424,16 @@ static void test_qconv_matches_scalar_reference() {
     bool threw = false;
     try {
         pack_qconv(bad);
+    } catch (const ArgumentError&) {
+        threw = true;
+    }
+    CHECK(threw);
+    // the wide form takes no input zero point (it belongs in the bias)
+    bad.weight.assign(64, 1);
+    bad.in_zp = 3;
+    threw = false;
+    try {
+        check_qconv_wide(bad);
     } catch (const ArgumentError&) {
         threw = true;
     }
