@@ -336,19 +336,20 @@ void QSynthesis::run_wide(const float* pre, int h, int w, int threads, void* out
             lo.fill_border(uint8_t(st.zp & 255));
             const float* np_ = norm.f();
             parallel_for(H2, threads, [&](int a, int b) {
-                std::vector<uint16_t> q;
-                q.resize(size_t(W2));
+                std::vector<uint16_t> q;  // one row, channel-major, then written pixel-major (NHWC)
+                q.resize(size_t(W2) * size_t(C));
                 for (int yy = a; yy < b; ++yy) {
+                    for (int c = 0; c < C; ++c)
+                        quant12_row(x->row(c, yy), np_ + (size_t(c) * size_t(H2) + size_t(yy)) * nws, W2, st.scale,
+                                    st.zp, q.data() + size_t(c) * size_t(W2));
                     uint8_t* ho = hi.row(yy);
                     uint8_t* lw = lo.row(yy);
-                    for (int c = 0; c < C; ++c) {
-                        quant12_row(x->row(c, yy), np_ + (size_t(c) * size_t(H2) + size_t(yy)) * nws, W2, st.scale,
-                                    st.zp, q.data());
-                        for (int xx = 0; xx < W2; ++xx) {
-                            ho[size_t(xx) * size_t(C) + size_t(c)] = uint8_t(q[size_t(xx)] >> 8);
-                            lw[size_t(xx) * size_t(C) + size_t(c)] = uint8_t(q[size_t(xx)] & 255);
+                    for (int xx = 0; xx < W2; ++xx)
+                        for (int c = 0; c < C; ++c) {
+                            const uint16_t v = q[size_t(c) * size_t(W2) + size_t(xx)];
+                            ho[size_t(xx) * size_t(C) + size_t(c)] = uint8_t(v >> 8);
+                            lw[size_t(xx) * size_t(C) + size_t(c)] = uint8_t(v & 255);
                         }
-                    }
                 }
             });
         }
