@@ -121,6 +121,23 @@ void qconv_generic(const QConvLayer& L, const QConvPacked& P, const uint8_t* in,
 
 #ifdef FASTCODEC_X86_QKERNELS
 
+// requant() of 16 sums at once (the same rounding: cvtps rounds to nearest even in the mode the
+// callers set; the sums are integers, so no NaN reaches the clamps), stored as 16 bytes.
+__attribute__((target("avx2"))) inline void store_block_avx2(const int32_t* acc, const float* scale, __m256 lo,
+                                                             __m256 hi, __m256i zp, uint8_t* d) {
+    __m256 v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc))),
+                              _mm256_loadu_ps(scale));
+    __m256 v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(acc + 8))),
+                              _mm256_loadu_ps(scale + 8));
+    v0 = _mm256_min_ps(_mm256_max_ps(v0, lo), hi);
+    v1 = _mm256_min_ps(_mm256_max_ps(v1, lo), hi);
+    const __m256i q0 = _mm256_add_epi32(_mm256_cvtps_epi32(v0), zp), q1 = _mm256_add_epi32(_mm256_cvtps_epi32(v1), zp);
+    // int16 [q0 0-3, q1 0-3 | q0 4-7, q1 4-7] -> [q0 0-7 | q1 0-7] -> bytes (saturated to 0..255)
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+    const __m256i b = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d), _mm256_castsi256_si128(b));
+}
+
 // AVX2: 4 pixels x 16 channels in 8 registers. Each step multiplies the 4 bytes of one pixel's
 // input-channel group (broadcast) with 16 channels' 4 weights: vpmaddubsw (pairs, int16, exact:
 // see the header) and vpmaddwd with ones (pairs of pairs, int32), then adds.
@@ -130,6 +147,8 @@ __attribute__((target("avx2"))) void qconv_avx2(const QConvLayer& L, const QConv
     constexpr int PX = 4;
     const QGeometry g(L, w);
     const __m256i ones = _mm256_set1_epi16(1);
+    const __m256 lo = _mm256_set1_ps(float(-L.out_zp - 1)), hi = _mm256_set1_ps(float(256 - L.out_zp));
+    const __m256i zpv = _mm256_set1_epi32(L.out_zp);
     alignas(32) int32_t tmp[PX][kBlock];
     for (int y = y0; y < y1; ++y)
         for (int x0 = 0; x0 < w; x0 += PX) {
@@ -175,8 +194,8 @@ __attribute__((target("avx2"))) void qconv_avx2(const QConvLayer& L, const QConv
                         std::memcpy(raw_dst(out, L, w, y, x0 + p, b * kBlock), tmp[p], sizeof(tmp[p]));
                         continue;
                     }
-                    uint8_t* d = g.dst(out, L.shuffle, y, x0 + p, b * kBlock);
-                    for (int o = 0; o < kBlock; ++o) d[o] = requant(tmp[p][o], L.scale[size_t(b) * kBlock + o], L.out_zp);
+                    store_block_avx2(tmp[p], &L.scale[size_t(b) * kBlock], lo, hi, zpv,
+                                     g.dst(out, L.shuffle, y, x0 + p, b * kBlock));
                 }
             }
         }
