@@ -34,9 +34,10 @@ def test_default_decoder_is_the_models_choice():
     assert codec.model.default_decoder == meta.get("default_decoder", "float")
     assert codec.model.default_decoder in codec.model.decoders
     img = synthetic(40, 56, seed=3)
-    data = codec.compress(img, quality=70)
-    same = fastcodec.Codec(threads=1, decoder=codec.model.default_decoder).decompress(data)
-    assert np.array_equal(codec.decompress(data), same)
+    for q in (70, 100):
+        data = codec.compress(img, quality=q)
+        same = fastcodec.Codec(threads=1, decoder=codec.model.decoder_for(q)).decompress(data)
+        assert np.array_equal(codec.decompress(data), same)
 
 
 @needs_optional
@@ -79,8 +80,10 @@ def test_shipped_decoder_policy_keeps_its_promise():
     flt = fastcodec.Codec(threads=2, decoder="float")
     for name, qmax in codec.model.decoder_policy:
         data = codec.compress(ref, quality=qmax)
-        loss = psnr(ref, flt.decompress(data)) - psnr(ref, codec.decompress(data))
-        assert 0 < loss <= 0.1, (name, qmax, loss)
+        a, b = flt.decompress(data), codec.decompress(data)
+        assert not np.array_equal(a, b)  # really another decoder (it may even be better: mixed at q100 +0.02 dB)
+        loss = psnr(ref, a) - psnr(ref, b)
+        assert loss <= 0.1, (name, qmax, loss)
 
 
 @needs_optional

@@ -211,3 +211,12 @@ def test_damaged_or_unreadable_mixed_decoder_is_a_model_error(tmp_path):
     (bad / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="mixed decoder cannot run"):
         load_model(bad, verify=False).exact_synthesis("mixed")
+
+
+def test_default_policy_decodes_high_qualities_with_the_mixed_decoder():
+    m, _ = shipped_mixed()
+    assert m.decoder_policy == [("int8", 50.0), ("mixed", 100.0)]
+    assert [m.decoder_for(q) for q in (1, 50, 50.01, 75, 100)] == ["int8", "int8", "mixed", "mixed", "mixed"]
+    assert m.int8_postfilter_for("mixed", 100) and not m.int8_postfilter_for("bitexact", 100)
+    data = fastcodec.compress(synthetic(48, 64, seed=2), quality=80)
+    assert np.array_equal(fastcodec.decompress(data), fastcodec.Codec(decoder="mixed").decompress(data))
