@@ -153,7 +153,7 @@ QSynthesis::QSynthesis(QHead head, std::vector<QOp> ops, QTail tail, std::vector
         check_qconv_wide(R);
         wide_gdn_packed_.push_back(pack_conv_weights(G));
         wide_packed_.push_back(pack_qconv(R));
-        wide_raw_.push_back(std::move(R));
+        wide_layers_.push_back(std::move(R));
         c = st.conv.cout / 4;
     }
     for (QOp& op : ops_) {
@@ -313,7 +313,7 @@ void QSynthesis::run_wide(const float* pre, int h, int w, int threads, void* out
     }
     for (size_t i = 0; i < wide_.size(); ++i) {
         const QWide& st = wide_[i];
-        const QConvLayer& R = wide_raw_[i];
+        const QConvLayer& R = wide_layers_[i];
         const int H2 = x->h, W2 = x->w, CO = R.cout, C4 = CO / 4;
         const size_t nws = size_t(W2) + 2;
         // norm = gdn(|x|), m = x * norm, quantised to 12 bits and split into two uint8 tensors

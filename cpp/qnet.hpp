@@ -109,7 +109,7 @@ private:
 
     QHead head_;
     std::vector<QWide> wide_;
-    std::vector<QConvLayer> wide_raw_;       // each wide conv as run: zero point folded into the bias
+    std::vector<QConvLayer> wide_layers_;    // each wide conv as run: zero point folded into the bias, raw where a float output follows
     std::vector<QConvPacked> wide_packed_;
     std::vector<std::vector<float>> wide_gdn_packed_;
     std::vector<QOp> ops_;
