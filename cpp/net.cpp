@@ -72,61 +72,20 @@ size_t BufferPool::idle_bytes() const {
     return n;
 }
 
-namespace {
-
-// A tensor held zero-bordered, as conv_padded reads it: c planes of (h+2) x (w+2) floats with the
-// values in the interior, then kConvSlack zeros. Its buffer comes from (and goes back to) a pool.
-struct Padded {
-    BufferPool* pool = nullptr;
-    BufferPool::Buffer buf;
-    int c = 0, h = 0, w = 0;
-
-    Padded() = default;
-    Padded(BufferPool& p, int c_, int h_, int w_) : pool(&p), c(c_), h(h_), w(w_) {
-        buf = p.acquire(size());
-    }
-    Padded(Padded&& o) noexcept : pool(o.pool), buf(std::move(o.buf)), c(o.c), h(o.h), w(o.w) {}
-    Padded& operator=(Padded&& o) noexcept {
-        if (this != &o) {
-            if (pool) pool->give_back(std::move(buf));
-            pool = o.pool;
-            buf = std::move(o.buf);
-            c = o.c;
-            h = o.h;
-            w = o.w;
-        }
-        return *this;
-    }
-    ~Padded() {
-        if (pool) pool->give_back(std::move(buf));
-    }
-    size_t ws() const { return size_t(w) + 2; }
-    size_t plane() const { return (size_t(h) + 2) * ws(); }
-    size_t size() const { return size_t(c) * plane() + kConvSlack; }
-    float* data() { return buf.data.get(); }
-    const float* data() const { return buf.data.get(); }
-    float* row(int ch, int y) { return data() + size_t(ch) * plane() + (size_t(y) + 1) * ws() + 1; }
-    const float* row(int ch, int y) const { return data() + size_t(ch) * plane() + (size_t(y) + 1) * ws() + 1; }
-
-    // zeros the border of every plane and the slack (the interior is left as it is)
-    void zero_border(int threads) {
-        const size_t W = ws(), P = plane();
-        parallel_for(c, threads, [&](int a, int b) {
-            for (int ch = a; ch < b; ++ch) {
-                float* p = data() + size_t(ch) * P;
-                std::fill(p, p + W, 0.f);
-                std::fill(p + (size_t(h) + 1) * W, p + P, 0.f);
-                for (int y = 1; y <= h; ++y) {
-                    p[size_t(y) * W] = 0.f;
-                    p[size_t(y) * W + W - 1] = 0.f;
-                }
-            }
-        });
-        std::fill(data() + size_t(c) * P, data() + size(), 0.f);
-    }
-};
-
-}  // namespace
+BufferPool::Buffer igdn_norm(BufferPool& pool, const ConvLayer& gdn, const float* packed, const Padded& x,
+                             int threads) {
+    Padded ab(pool, x.c, x.h, x.w);
+    const size_t n = x.size();
+    const float* src = x.data();
+    float* dst = ab.data();
+    parallel_for(int((n + 4095) / 4096), threads, [&](int a, int b) {
+        const size_t e = std::min(n, size_t(b) * 4096);
+        for (size_t i = size_t(a) * 4096; i < e; ++i) dst[i] = std::fabs(src[i]);  // borders stay 0
+    });
+    BufferPool::Buffer norm = pool.acquire(size_t(x.c) * size_t(x.h) * x.ws());
+    conv_padded(gdn, packed, ab.data(), x.h, x.w, norm.data.get(), threads);
+    return norm;
+}
 
 Net::Net(std::vector<NetOp> ops, int in_channels) : ops_(std::move(ops)), in_channels_(in_channels) {
     if (in_channels <= 0) throw ArgumentError("Net: the input needs at least one channel");
@@ -288,18 +247,9 @@ Tensor Net::run(const float* x, int h, int w, float param, int threads) const {
             }
             case NetOp::igdn: {
                 // norm = beta + gamma |x| (a 1x1 convolution of |x|), then x = x * norm
-                Padded ab(pool_, cur.c, cur.h, cur.w);
-                const size_t n = cur.size();
-                const float* src = cur.data();
-                float* dst = ab.data();
-                parallel_for(int((n + 4095) / 4096), threads, [&](int a, int b) {
-                    const size_t e = std::min(n, size_t(b) * 4096);
-                    for (size_t i = size_t(a) * 4096; i < e; ++i) dst[i] = std::fabs(src[i]);  // borders stay 0
-                });
+                BufferPool::Buffer norm = igdn_norm(pool_, op.layer, packed_[oi].data(), cur, threads);
                 const size_t ws = cur.ws();
                 const int ch = cur.h, cw = cur.w;
-                BufferPool::Buffer norm = pool_.acquire(size_t(cur.c) * ch * ws);
-                conv_padded(op.layer, packed_[oi].data(), ab.data(), ch, cw, norm.data.get(), threads);
                 const float* np_ = norm.data.get();
                 parallel_for(cur.c, threads, [&](int a, int b) {
                     for (int c = a; c < b; ++c)

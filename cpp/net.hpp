@@ -78,6 +78,64 @@ protected:
     mutable BufferPool pool_;
 };
 
+// A tensor held zero-bordered, as conv_padded reads it: c planes of (h+2) x (w+2) floats with the
+// values in the interior, then kConvSlack zeros. Its buffer comes from (and goes back to) a pool.
+struct Padded {
+    BufferPool* pool = nullptr;
+    BufferPool::Buffer buf;
+    int c = 0, h = 0, w = 0;
+
+    Padded() = default;
+    Padded(BufferPool& p, int c_, int h_, int w_) : pool(&p), c(c_), h(h_), w(w_) {
+        buf = p.acquire(size());
+    }
+    Padded(Padded&& o) noexcept : pool(o.pool), buf(std::move(o.buf)), c(o.c), h(o.h), w(o.w) {}
+    Padded& operator=(Padded&& o) noexcept {
+        if (this != &o) {
+            if (pool) pool->give_back(std::move(buf));
+            pool = o.pool;
+            buf = std::move(o.buf);
+            c = o.c;
+            h = o.h;
+            w = o.w;
+        }
+        return *this;
+    }
+    ~Padded() {
+        if (pool) pool->give_back(std::move(buf));
+    }
+    size_t ws() const { return size_t(w) + 2; }
+    size_t plane() const { return (size_t(h) + 2) * ws(); }
+    size_t size() const { return size_t(c) * plane() + kConvSlack; }
+    float* data() { return buf.data.get(); }
+    const float* data() const { return buf.data.get(); }
+    float* row(int ch, int y) { return data() + size_t(ch) * plane() + (size_t(y) + 1) * ws() + 1; }
+    const float* row(int ch, int y) const { return data() + size_t(ch) * plane() + (size_t(y) + 1) * ws() + 1; }
+
+    // zeros the border of every plane and the slack (the interior is left as it is)
+    void zero_border(int threads) {
+        const size_t W = ws(), P = plane();
+        parallel_for(c, threads, [&](int a, int b) {
+            for (int ch = a; ch < b; ++ch) {
+                float* p = data() + size_t(ch) * P;
+                std::fill(p, p + W, 0.f);
+                std::fill(p + (size_t(h) + 1) * W, p + P, 0.f);
+                for (int y = 1; y <= h; ++y) {
+                    p[size_t(y) * W] = 0.f;
+                    p[size_t(y) * W + W - 1] = 0.f;
+                }
+            }
+        });
+        std::fill(data() + size_t(c) * P, data() + size(), 0.f);
+    }
+};
+
+// The simplified IGDN's norm of x (Net's igdn, the mixed decoder's wide stages): |x| zero-bordered,
+// then the 1x1 convolution gdn (weight gamma, bias beta; packed: pack_conv_weights(gdn)). Returns
+// x.c planes of x.h x (x.w + 2) floats (element (y, x) at y * (w + 2) + x), from the pool.
+BufferPool::Buffer igdn_norm(BufferPool& pool, const ConvLayer& gdn, const float* packed, const Padded& x,
+                             int threads);
+
 class Net : public PooledExecutor {
 public:
     // ops: the sequence; in_channels: the channels of the input tensor.

@@ -265,39 +265,13 @@ FASTCODEC_QCLONES void quant12_row(const float* x, const float* n, int len, floa
     }
 }
 
-// C float planes of (h + 2) x (w + 2) with a zero border, then kConvSlack zeros: conv_padded's input.
-struct FPlanes {
-    Held mem;
-    int c, h, w;
-    FPlanes(BufferPool& p, int c_, int h_, int w_)
-        : mem(p, size_t(c_) * (size_t(h_) + 2) * (size_t(w_) + 2) + kConvSlack), c(c_), h(h_), w(w_) {}
-    size_t ws() const { return size_t(w) + 2; }
-    size_t plane() const { return (size_t(h) + 2) * ws(); }
-    float* data() { return mem.f(); }
-    float* row(int ch, int y) { return data() + size_t(ch) * plane() + (size_t(y) + 1) * ws() + 1; }
-    void zero_border(int threads) {
-        parallel_for(c, threads, [&](int a, int b) {
-            for (int ch = a; ch < b; ++ch) {
-                float* p = data() + size_t(ch) * plane();
-                std::fill(p, p + ws(), 0.f);
-                std::fill(p + (size_t(h) + 1) * ws(), p + plane(), 0.f);
-                for (int y = 1; y <= h; ++y) {
-                    p[size_t(y) * ws()] = 0.f;
-                    p[size_t(y) * ws() + ws() - 1] = 0.f;
-                }
-            }
-        });
-        std::fill(data() + size_t(c) * plane(), data() + size_t(c) * plane() + kConvSlack, 0.f);
-    }
-};
-
 }  // namespace
 
 void QSynthesis::run_wide(const float* pre, int h, int w, int threads, void* out_tensor) const {
     QTensor& out = *static_cast<QTensor*>(out_tensor);
     // the head's output (4C planes of h x (w + 2)) DCR-shuffled into float planes
     int C = head_.conv.cout / 4;
-    auto x = std::make_unique<FPlanes>(pool_, C, 2 * h, 2 * w);
+    auto x = std::make_unique<Padded>(pool_, C, 2 * h, 2 * w);
     x->zero_border(threads);
     {
         const size_t pw = size_t(w) + 2, pplane = size_t(h) * pw;
@@ -319,22 +293,10 @@ void QSynthesis::run_wide(const float* pre, int h, int w, int threads, void* out
         // norm = gdn(|x|), m = x * norm, quantised to 12 bits and split into two uint8 tensors
         QTensor hi(pool_, C, H2, W2), lo(pool_, C, H2, W2);
         {
-            Held norm(pool_, size_t(C) * size_t(H2) * nws);
-            {
-                FPlanes ab(pool_, C, H2, W2);
-                const size_t n = size_t(C) * x->plane();
-                const float* src = x->data();
-                float* dst = ab.data();
-                parallel_for(int((n + 4095) / 4096), threads, [&](int a, int b) {
-                    const size_t e = std::min(n, size_t(b) * 4096);
-                    for (size_t k = size_t(a) * 4096; k < e; ++k) dst[k] = std::fabs(src[k]);  // borders stay 0
-                });
-                std::fill(dst + n, dst + n + kConvSlack, 0.f);
-                conv_padded(st.gdn, wide_gdn_packed_[i].data(), ab.data(), H2, W2, norm.f(), threads);
-            }
+            BufferPool::Buffer norm = igdn_norm(pool_, st.gdn, wide_gdn_packed_[i].data(), *x, threads);
             hi.fill_border(uint8_t(st.zp >> 8));
             lo.fill_border(uint8_t(st.zp & 255));
-            const float* np_ = norm.f();
+            const float* np_ = norm.data.get();
             parallel_for(H2, threads, [&](int a, int b) {
                 std::vector<uint16_t> q;  // one row, channel-major, then written pixel-major (NHWC)
                 q.resize(size_t(W2) * size_t(C));
@@ -352,6 +314,7 @@ void QSynthesis::run_wide(const float* pre, int h, int w, int threads, void* out
                         }
                 }
             });
+            pool_.give_back(std::move(norm));
         }
         x.reset();
         // the convolution of q = 256 hi + lo (qconv_nhwc's wide form): the last stage's straight into
@@ -364,7 +327,7 @@ void QSynthesis::run_wide(const float* pre, int h, int w, int threads, void* out
         qconv_nhwc(R, wide_packed_[i], hi.data(), H2, W2, sums.u8(), threads, lo.data());
         const int32_t* A = reinterpret_cast<const int32_t*>(sums.f());
         const float* mult = st.conv.scale.data();
-        auto nx = std::make_unique<FPlanes>(pool_, C4, 2 * H2, 2 * W2);
+        auto nx = std::make_unique<Padded>(pool_, C4, 2 * H2, 2 * W2);
         nx->zero_border(threads);
         parallel_for(C4, threads, [&](int a, int b) {
             for (int c = a; c < b; ++c)
