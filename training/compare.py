@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from model import KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, load_weights, remap_levels  # noqa: E402
+from model import KNOWN_LADDERS, LAMBDAS, HyperpriorCodec, dims_of, load_weights, remap_levels  # noqa: E402
 from rd import bd_rate  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def load(path, raw=False):
             sd[key] = remap_levels(sd[key], KNOWN_LADDERS[sd[key].shape[0]], LAMBDAS)
     else:
         sd, steps, arch = load_weights(path)  # gains remapped onto the current ladder
-    m = HyperpriorCodec(96, 192, arch=arch)
+    m = HyperpriorCodec(*dims_of(sd), arch=arch)
     m.load_state_dict(sd)
     return m.eval(), steps
 

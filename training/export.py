@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, SCALE_MAX, SCALE_MIN, HyperpriorCodec, load_weights  # noqa: E402
+from model import LAMBDAS, SCALE_MAX, SCALE_MIN, HyperpriorCodec, dims_of, load_weights  # noqa: E402
 import tables as T  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,7 +197,8 @@ def main():
     else:
         st = torch.load(args.ckpt, map_location="cpu")
     a = st.get("args", {})
-    model = HyperpriorCodec(a.get("N", 96), a.get("M", 192), arch=a.get("arch", "hp"))
+    n, m = dims_of(st["model"])  # a widened latent (train.py --M) is read from the weights' shapes
+    model = HyperpriorCodec(n, m, arch=a.get("arch", "hp"))
     model.load_state_dict(st["model"])
     model.eval()
     out = os.path.join(args.models, args.name)

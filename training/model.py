@@ -79,6 +79,12 @@ def load_weights(path):
     return sd, steps, arch
 
 
+def dims_of(sd):
+    """(N, M) of a state dict: the analysis's channels and latent channels."""
+    w = sd["g_a.6.weight"]
+    return int(w.shape[1]), int(w.shape[0])
+
+
 def remap_levels(table, src, dst):
     """Per-level log gains (levels, M) trained for lambdas src, mapped onto lambdas dst: piecewise
     linear in log lambda through the trained levels, extended linearly beyond the end ones."""
@@ -317,3 +323,49 @@ class HyperpriorCodec(nn.Module):
             lik_z = self.prior.likelihood(z_noisy.float())
         x_hat = self.g_s(y_ste * igain).float()
         return x_hat, lik_y, lik_z
+
+
+def widen_latent(sd, M_new, seed=0):
+    """hp2's state dict widened from M to M_new latent channels; returns (state dict, masks of the
+    new elements per tensor). At the start the codec computes what hp2 computes: the new latents
+    are tiny, so they round to zero, and the new synthesis columns then see zeros."""
+    g = torch.Generator().manual_seed(seed)
+    M = sd["g_a.6.weight"].shape[0]
+    k = M_new - M
+    out, masks = dict(sd), {}
+
+    def grow(name, dim, new):
+        old = sd[name]
+        out[name] = torch.cat([old, new.to(old.dtype)], dim)
+        mask = torch.zeros_like(out[name])
+        idx = [slice(None)] * old.dim()
+        idx[dim] = slice(old.shape[dim], None)
+        mask[tuple(idx)] = 1
+        masks[name] = mask
+
+    w = sd["g_a.6.weight"]
+    grow("g_a.6.weight", 0, 0.01 * w.std() * torch.randn((k,) + w.shape[1:], generator=g))
+    grow("g_a.6.bias", 0, torch.zeros(k))
+    w = sd["h_a.0.weight"]
+    grow("h_a.0.weight", 1, torch.zeros(w.shape[0], k, *w.shape[2:]))
+    # g_s's first sub-pixel conv: (4N, M, 3, 3) -> (4N, M_new, 3, 3); small, so gradients reach
+    # the new latents through the straight-through rounding
+    w = sd["g_s.0.0.weight"]
+    grow("g_s.0.0.weight", 1, 0.1 * w.std() * torch.randn(w.shape[0], k, *w.shape[2:], generator=g))
+    # h_s's last conv outputs [mu (M), log sigma (M)]: insert k zero-mean rows after each half
+    w, b = sd["h_s.4.weight"], sd["h_s.4.bias"]
+    zw = torch.zeros(k, *w.shape[1:])
+    out["h_s.4.weight"] = torch.cat([w[:M], zw, w[M:], zw])
+    out["h_s.4.bias"] = torch.cat([b[:M], torch.zeros(k), b[M:], torch.full((k,), math.log(0.15))])
+    mask = torch.zeros_like(out["h_s.4.weight"])
+    mask[M:M + k] = 1
+    mask[2 * M + k:] = 1
+    masks["h_s.4.weight"] = mask
+    maskb = torch.zeros_like(out["h_s.4.bias"])
+    maskb[M:M + k] = 1
+    maskb[2 * M + k:] = 1
+    masks["h_s.4.bias"] = maskb
+    for key in ("log_gain", "log_igain"):
+        t = sd[key]
+        grow(key, 1, t.mean(1, keepdim=True).expand(-1, k))
+    return out, masks
