@@ -37,7 +37,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, HyperpriorCodec, autocast, autocast_dtype, image_bits, load_weights, widen_latent  # noqa: E402
+from model import (LAMBDAS, HyperpriorCodec, autocast, autocast_dtype, dims_of, image_bits, load_weights,  # noqa: E402
+                   widen_latent)
 from train import batch, lambdas_for  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,11 +99,10 @@ def main():
 
     sd, steps0, _ = load_weights(args.init)
     masks = {}
-    M = sd["g_a.6.weight"].shape[0]
     if args.variant != "base":
-        M = int(args.variant.lstrip("M"))
-        sd, masks = widen_latent(sd, M)
-    model = HyperpriorCodec(96, M)
+        sd, masks = widen_latent(sd, int(args.variant.lstrip("M")))
+    N, M = dims_of(sd)
+    model = HyperpriorCodec(N, M)
     model.load_state_dict(sd)
     model.train()
 

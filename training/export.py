@@ -197,7 +197,7 @@ def main():
     else:
         st = torch.load(args.ckpt, map_location="cpu")
     a = st.get("args", {})
-    n, m = dims_of(st["model"])  # a widened latent (train.py --M) is read from the weights' shapes
+    n, m = dims_of(st["model"])  # from the weights' shapes (a widened latent: model.widen_latent)
     model = HyperpriorCodec(n, m, arch=a.get("arch", "hp"))
     model.load_state_dict(st["model"])
     model.eval()
