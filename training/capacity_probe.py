@@ -56,6 +56,27 @@ def eval_photos(folder, n_every=32, size=512):
     return set(held), crops
 
 
+def probe_data(folder, min_size=256):
+    """(held-out crops, training photos): every 32nd photo is held out for evaluation (eval_photos),
+    the others, at least min_size on a side, are trained on. Kodak is never among either."""
+    held, crops = eval_photos(folder)
+    files = sorted(f for f in glob.glob(os.path.join(folder, "*.png")) + glob.glob(os.path.join(folder, "*.jpg"))
+                   if f not in held and "kodim" not in os.path.basename(f))
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    return crops, [im for im in images if min(im.shape[:2]) >= min_size]
+
+
+def logger(path):
+    """A print that also appends to the log file at path."""
+    log = open(path, "a", buffering=1)
+
+    def say(s):
+        print(s, flush=True)
+        log.write(s + "\n")
+
+    return say
+
+
 @torch.no_grad()
 def evaluate(model, crops, levels):
     model.eval()
@@ -106,18 +127,10 @@ def main():
     model.load_state_dict(sd)
     model.train()
 
-    held, crops = eval_photos(args.data)
-    files = sorted(f for f in glob.glob(os.path.join(args.data, "*.png")) + glob.glob(os.path.join(args.data, "*.jpg"))
-                   if f not in held and "kodim" not in os.path.basename(f))
-    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    images = [im for im in images if min(im.shape[:2]) >= 256]
+    crops, images = probe_data(args.data)
     lo, hi = (float(v) for v in args.levels.split(","))
     eval_levels = [float(v) for v in args.eval_levels.split(",")]
-    log = open(args.out, "a", buffering=1)
-
-    def say(s):
-        print(s, flush=True)
-        log.write(s + "\n")
+    say = logger(args.out)
 
     say(f"variant {args.variant} (M={M}), from {args.init} ({steps0} steps), {len(images)} training photos, "
         f"{len(crops)} held out, levels U[{lo},{hi}], lr {args.lr} (new {args.lr_new}), batch {args.batch}")

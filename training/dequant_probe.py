@@ -22,7 +22,6 @@ after it. Not worth a decoder stage (model card, "Limits and next steps").
 from __future__ import annotations
 
 import argparse
-import glob
 import math
 import os
 import random
@@ -35,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from capacity_probe import eval_photos  # noqa: E402
+from capacity_probe import logger, probe_data  # noqa: E402
 from model import HyperpriorCodec, autocast, autocast_dtype, load_weights  # noqa: E402
 from train import batch  # noqa: E402
 
@@ -99,18 +98,8 @@ def main():
         p.requires_grad_(False)
     net = Dequant(192, args.hidden)
 
-    held, crops = eval_photos(args.data)
-    files = sorted(f for f in glob.glob(os.path.join(args.data, "*.png")) + glob.glob(os.path.join(args.data, "*.jpg"))
-                   if f not in held and "kodim" not in os.path.basename(f))
-    from PIL import Image
-
-    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    images = [im for im in images if min(im.shape[:2]) >= 256]
-    log = open(args.out, "a", buffering=1)
-
-    def say(s):
-        print(s, flush=True)
-        log.write(s + "\n")
+    crops, images = probe_data(args.data)
+    say = logger(args.out)
 
     levels = [1.0, 4.0, 7.0, 10.0, 11.0]
     cache = [[quantised(model, x, torch.tensor([lv])) for lv in levels] for x in crops]
