@@ -44,26 +44,25 @@ from train import batch, lambdas_for  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def eval_photos(folder, n_every=32, size=512):
-    files = sorted(glob.glob(os.path.join(folder, "*.png")) + glob.glob(os.path.join(folder, "*.jpg")))
-    held = files[::n_every]
+def eval_crops(held, size=512):
+    """Centre crops of the held-out photos (at most size, a multiple of 64 on a side), (1, 3, h, w)."""
     crops = []
     for f in held:
         a = np.asarray(Image.open(f).convert("RGB"))
         h, w = min(size, a.shape[0] // 64 * 64), min(size, a.shape[1] // 64 * 64)
         y0, x0 = (a.shape[0] - h) // 2, (a.shape[1] - w) // 2
         crops.append(torch.from_numpy(a[y0:y0 + h, x0:x0 + w].copy()).permute(2, 0, 1)[None].float() / 255)
-    return set(held), crops
+    return crops
 
 
 def probe_data(folder, min_size=256):
-    """(held-out crops, training photos): every 32nd photo is held out for evaluation (eval_photos),
+    """(held-out crops, training photos): every 32nd photo is held out for evaluation (eval_crops),
     the others, at least min_size on a side, are trained on. Kodak is never among either."""
-    held, crops = eval_photos(folder)
     files = sorted(f for f in glob.glob(os.path.join(folder, "*.png")) + glob.glob(os.path.join(folder, "*.jpg"))
-                   if f not in held and "kodim" not in os.path.basename(f))
-    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    return crops, [im for im in images if min(im.shape[:2]) >= min_size]
+                   if "kodim" not in os.path.basename(f))
+    held = set(files[::32])
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in files if f not in held]
+    return eval_crops(sorted(held)), [im for im in images if min(im.shape[:2]) >= min_size]
 
 
 def logger(path):
@@ -170,8 +169,8 @@ def main():
                     p.copy_(before[n] + (p - before[n]) * s)
         step += 1
         acc[0] += loss.item()
-        acc[1] += float(mse.mean())
-        acc[2] += float(bpp.mean())
+        acc[1] += mse.mean().item()
+        acc[2] += bpp.mean().item()
         if step % 50 == 0:
             say(f"step {step} loss {acc[0]/50:.4f} psnr~{10*math.log10(1/(acc[1]/50)):.2f} bpp {acc[2]/50:.4f} "
                 f"({(time.time()-t0)/step:.2f} s/step)")

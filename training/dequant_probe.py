@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from capacity_probe import logger, probe_data  # noqa: E402
-from model import HyperpriorCodec, autocast, autocast_dtype, load_weights  # noqa: E402
+from model import HyperpriorCodec, autocast, autocast_dtype, dims_of, load_weights  # noqa: E402
 from train import batch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,16 +56,10 @@ class Dequant(nn.Module):
         return 0.5 * torch.tanh(self.c(h))
 
 
+@torch.no_grad()
 def quantised(model, x, level):
     """(r, mu, ln sigma, inverse gain) of hp2's hard-rounded latents for x at the levels."""
-    with torch.no_grad():
-        y = model.g_a(x).float()
-        gain, igain = model.gains(level)
-        y = y * gain
-        z_hat = torch.round(model.h_a(y).float())
-        mu, log_sigma = model.hyper_log_params(z_hat)
-        r = torch.round(y - mu)
-    return r, mu, log_sigma, igain
+    return model.quantise(model.g_a(x).float(), level)[:4]
 
 
 def main():
@@ -91,12 +85,13 @@ def main():
     pf = ort.InferenceSession(args.postfilter, so, providers=["CPUExecutionProvider"])
 
     sd, _, _ = load_weights(args.init)
-    model = HyperpriorCodec(96, 192)
+    N, M = dims_of(sd)
+    model = HyperpriorCodec(N, M)
     model.load_state_dict(sd)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    net = Dequant(192, args.hidden)
+    net = Dequant(M, args.hidden)
 
     crops, images = probe_data(args.data)
     say = logger(args.out)

@@ -296,12 +296,18 @@ class HyperpriorCodec(nn.Module):
         hyper-latent and the residuals round(y * gain - mu) rounded (no noise, no straight-through
         estimator). Returns the synthesis input (y_hat * inverse gain) and the bits per image by
         the model's own likelihoods."""
+        r, mu, log_sigma, igain, z_hat = self.quantise(y, level)
+        return (r + mu) * igain, image_bits(gaussian_likelihood(r, torch.exp(log_sigma)),
+                                            self.prior.likelihood(z_hat))
+
+    def quantise(self, y, level):
+        """The hard quantisation of code_hard, in parts: the integer residuals r, the means and
+        ln scales of the gained latents, the inverse gain, and the rounded hyper-latent."""
         gain, igain = self.gains(level)
         y = y * gain
         z_hat = torch.round(self.h_a(y).float())
-        mu, sigma = self.hyper_params(z_hat)
-        r = torch.round(y - mu)
-        return (r + mu) * igain, image_bits(gaussian_likelihood(r, sigma), self.prior.likelihood(z_hat))
+        mu, log_sigma = self.hyper_log_params(z_hat)
+        return torch.round(y - mu), mu, log_sigma, igain, z_hat
 
     def code(self, y, level):
         """Everything after the analysis transform: the latents y (B, M, h, w) at the given

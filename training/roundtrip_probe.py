@@ -2,8 +2,8 @@
 
 Without quantisation hp2's analysis -> synthesis round trip reaches only about 37 dB, which caps
 its top qualities (model card). This probe trains the two transforms as a plain autoencoder
-(MSE only, no quantisation, no rate; the top level's gain and inverse gain in between) from hp2's weights and follows the
-held-out round-trip PSNR. If it climbs well past 37 dB quickly, the architecture has room and
+(MSE only, no quantisation, no rate; the top level's gain and inverse gain in between) from
+hp2's weights and follows the held-out round-trip PSNR. If it climbs well past 37 dB quickly, the architecture has room and
 the cap comes from the rate-distortion training (more training at high lambda would lift it);
 if it stalls near where it starts, the transforms' capacity is what limits the top rates.
 
