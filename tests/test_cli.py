@@ -165,3 +165,21 @@ def test_effort(tmp_path):
     for bad in ("0", "4", "2.5", "max"):
         r = run("compress", src, "-o", tmp_path / "x.fcc", "--effort", bad)
         assert r.returncode == 2 and "effort must be" in r.stderr, (bad, r.stderr)
+
+
+def test_decompress_a_region(tmp_path):
+    src = tmp_path / "img.png"
+    Image.fromarray(synthetic(70, 90, seed=5)).save(src)
+    assert run("compress", src, "-o", tmp_path / "img.fcc", "-q", "50").returncode == 0
+    r = run("decompress", tmp_path / "img.fcc", "-o", tmp_path / "whole.png")
+    assert r.returncode == 0, r.stderr
+    r = run("decompress", tmp_path / "img.fcc", "-o", tmp_path / "part.png", "--box", "10,20,60,45")
+    assert r.returncode == 0, r.stderr
+    whole, part = (np.asarray(Image.open(tmp_path / n)) for n in ("whole.png", "part.png"))
+    assert part.shape == (25, 50, 3) and np.array_equal(part, whole[20:45, 10:60])
+    # malformed: a usage error; outside this file's 90 x 70: the file fails, one line
+    r = run("decompress", tmp_path / "img.fcc", "-o", tmp_path / "x.png", "--box", "1,2,3")
+    assert r.returncode == 2 and "LEFT,UPPER,RIGHT,LOWER" in r.stderr
+    r = run("decompress", tmp_path / "img.fcc", "-o", tmp_path / "x.png", "--box", "0,0,91,70")
+    assert r.returncode == 1 and "right <= 90" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.png").exists()

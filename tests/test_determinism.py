@@ -15,7 +15,7 @@ def sample():
 
 
 def symbols(codec, data):
-    _, _, z_sym, _, r, bins, _ = codec._decode_symbols(data)
+    _, _, z_sym, _, r, bins, _, _ = codec._decode_symbols(data)
     return hashlib.sha256(z_sym.tobytes() + r.tobytes() + bins.tobytes()).hexdigest()
 
 

@@ -167,7 +167,7 @@ def test_shipped_int8_graph_is_read_as_onnxruntime_runs_it():
     img = synthetic(128, 192, seed=9)
     for q in (10, 40):
         codec = fastcodec.Codec(threads=1)
-        hdr, mm, _, _, r, _, mu = codec._decode_symbols(codec.compress(img, quality=q))
+        hdr, mm, _, _, r, _, mu, _ = codec._decode_symbols(codec.compress(img, quality=q))
         y = _core.dequantize_latent(r, np.ascontiguousarray(mu), mm.igain_bitexact(q))
         want = np.rint(sess.run(None, {"y": y})[0] * 255)
         got = np.rint(net.run(y, 0.0, 2) * 255)

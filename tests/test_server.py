@@ -74,6 +74,19 @@ def test_roundtrip_over_http(server):
     assert t.status_code == 400 and "not both" in t.json()["error"]
 
 
+def test_region_over_http(server):
+    img = synthetic(48, 64, seed=2)
+    data = fastcodec.compress(img, quality=60)
+    r = httpx.post(f"{server.url}/v1/decompress?box=8,4,40,30", content=data, timeout=60)
+    assert r.status_code == 200, r.text
+    part = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert np.array_equal(part, fastcodec.decompress(data)[4:30, 8:40])
+    r = httpx.post(f"{server.url}/v1/decompress?box=0,0,65,48", content=data, timeout=30)
+    assert r.status_code == 400 and "right <= 64" in r.json()["error"]
+    r = httpx.post(f"{server.url}/v1/decompress?box=0,0,-5,48", content=data, timeout=30)
+    assert r.status_code == 422
+
+
 def test_errors(server):
     r = httpx.post(f"{server.url}/v1/compress", content=b"not an image", timeout=30)
     assert r.status_code == 400 and "cannot decode" in r.json()["error"]

@@ -50,15 +50,17 @@ def compress(src, quality: float = 75, target_bpp: float | None = None, target_s
                                     keep_metadata=keep_metadata, exact=exact, effort=effort)
 
 
-def decompress(data):
+def decompress(data, box=None):
     """Decode .fcc bytes or a .fcc path to a uint8 numpy array: (H, W, 3), (H, W) for grayscale,
-    (H, W, 4) / (H, W, 2) with an alpha plane."""
-    return default_codec().decompress(data)
+    (H, W, 4) / (H, W, 2) with an alpha plane. ``box=(left, upper, right, lower)`` decodes only
+    that region (as ``PIL.Image.crop``), the same pixels for a fraction of the work; see Codec.decompress."""
+    return default_codec().decompress(data, box=box)
 
 
-def decompress_image(data):
-    """Decode .fcc bytes or a .fcc path to a PIL.Image (RGB, L, RGBA or LA; EXIF and XMP in ``info``)."""
-    return default_codec().decompress_image(data)
+def decompress_image(data, box=None):
+    """Decode .fcc bytes or a .fcc path to a PIL.Image (RGB, L, RGBA or LA; EXIF and XMP in ``info``);
+    ``box``: only that region, as in ``decompress``."""
+    return default_codec().decompress_image(data, box=box)
 
 
 def info(data) -> FileInfo:
@@ -82,14 +84,14 @@ def compress_file(src, dst, quality: float = 75, target_bpp: float | None = None
     return len(data)
 
 
-def decompress_file(src, dst, overwrite: bool = False, format: str | None = None) -> None:
+def decompress_file(src, dst, overwrite: bool = False, format: str | None = None, box=None) -> None:
     """Decode .fcc file ``src`` and save it as an image (format from ``dst``'s extension, e.g. .png),
     with the file's alpha plane, EXIF and XMP where that format stores them (JPEG cannot store
-    alpha: ArgumentError)."""
+    alpha: ArgumentError); ``box``: only that region, as in ``decompress``."""
     from ._imageio import encode_image
 
     dst = check_output(dst, overwrite, src)
-    im = decompress_image(src)
+    im = decompress_image(src, box=box)
     write_atomic(dst, encode_image(im, format or _format_from_ext(dst)), overwrite)
 
 

@@ -1,7 +1,7 @@
 """The ``fastcodec`` command line tool.
 
     fastcodec compress IN... [-o OUT] [-q Q | --target-bpp B | --target-size S] [-j N] [--force] [--quiet|--json]
-    fastcodec decompress IN.fcc... [-o OUT] [--format png] [-j N] [--force] [--quiet|--json]
+    fastcodec decompress IN.fcc... [-o OUT] [--format png] [--box L,T,R,B] [-j N] [--force] [--quiet|--json]
     fastcodec info FILE.fcc [--detail] [--json]
 
 Several inputs, folders (searched recursively) and globs are processed in parallel with one
@@ -47,6 +47,20 @@ _bpp = _number("target bpp", float, 0, 64, lo_open=True)
 _jobs = _number("jobs", int, 1, 256, what="a whole number")
 _effort = _number("effort", int, 1, 3, what="a whole number")
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000 ** 2, "mb": 1000 ** 2, "mib": 1024 ** 2}
+
+
+def _box(s):
+    """argparse type: a region LEFT,UPPER,RIGHT,LOWER in pixels (as PIL.Image.crop); checked
+    against each file's size when it is decoded."""
+    parts = s.replace(" ", "").split(",")
+    try:
+        box = tuple(int(v) for v in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"box must be four whole numbers LEFT,UPPER,RIGHT,LOWER "
+                                         f"(pixels, right and lower excluded), got {s!r}")
+    return box
 
 
 def _size(s):
@@ -118,6 +132,9 @@ def build_parser():
                    "(see 'fastcodec models'; 'int8' is fastest and a little less accurate, 'mixed' between it and "
                    "'bitexact'; every decoder but 'float' gives the same pixels on every machine); default: the "
                    "model's own choice by quality")
+    d.add_argument("--box", type=_box, default=None, metavar="L,T,R,B",
+                   help="decode only this region: left, upper, right, lower in pixels (right and lower excluded, "
+                   "as PIL's Image.crop); the same pixels as cropping the whole image, for a fraction of the work")
     _batch_options(d)
 
     sv = sub.add_parser("serve", help="run the HTTP service (needs the 'server' extra)",
@@ -325,7 +342,7 @@ def _batch(args) -> int:
                 rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(data),
                            pixels=inf.width * inf.height, bpp=round(inf.bpp, 5), quality=inf.quality)
             else:
-                im = codec.decompress_image(src)
+                im = codec.decompress_image(src, box=args.box)
                 out = encode_image(im, fastcodec._format_from_ext(dst))
                 write_atomic(dst, out, args.force)
                 rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(out),

@@ -144,8 +144,14 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
 
     @app.post("/v1/decompress", response_class=Response,
               responses={200: {"content": {m: {} for m in OUTPUT_MIME.values()}, "description": "the image"}})
-    async def decompress(request: Request, format: str | None = Query(None, pattern="^(png|webp|jpeg|jpg)$")):
-        """Decode the .fcc file in the request body to PNG (default), WebP or JPEG (by `format` or Accept)."""
+    async def decompress(request: Request, format: str | None = Query(None, pattern="^(png|webp|jpeg|jpg)$"),
+                         box: str | None = Query(None, pattern=r"^\d{1,9},\d{1,9},\d{1,9},\d{1,9}$",
+                                                 description="only this region: left,upper,right,lower in "
+                                                             "pixels (right and lower excluded)")):
+        """Decode the .fcc file in the request body to PNG (default), WebP or JPEG (by `format` or Accept);
+        with `box`, only that region (the same pixels as cropping the whole image; 400 if it is
+        not inside the image)."""
+        region = tuple(int(v) for v in box.split(",")) if box else None
         fmt = (format or "").replace("jpg", "jpeg")
         if not fmt:
             accept = request.headers.get("accept", "")
@@ -153,7 +159,7 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
         body = await body_of(request, "decompress")
 
         def work():
-            im = codec.decompress_image(body)
+            im = codec.decompress_image(body, box=region)
             # alpha, EXIF and XMP travel where the format holds them; JPEG of an image with
             # alpha is refused (400) rather than silently flattened
             return encode_image(im, PIL_FORMAT[fmt], **({"quality": 95} if fmt in ("jpeg", "webp") else {}))

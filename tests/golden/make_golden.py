@@ -64,7 +64,7 @@ def with_extras(img):
 
 
 def symbol_hash(codec, data):
-    _, _, z_sym, _, r, bins, _ = codec._decode_symbols(data)
+    _, _, z_sym, _, r, bins, _, _ = codec._decode_symbols(data)
     return hashlib.sha256(z_sym.astype("<i4").tobytes() + r.astype("<i4").tobytes() + bins.tobytes()).hexdigest()
 
 
