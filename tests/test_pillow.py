@@ -46,3 +46,28 @@ def test_corrupt_file_raises_on_load(tmp_path):
     im = Image.open(path)  # header is fine
     with pytest.raises(fastcodec.FormatError):
         im.load()
+
+
+def test_crop_before_load_decodes_only_the_region(tmp_path, monkeypatch):
+    path = tmp_path / "x.fcc"
+    Image.fromarray(synthetic(70, 100, seed=3)).save(path, quality=60)
+    whole = fastcodec.decompress(path.read_bytes())
+    boxes = []
+    real = fastcodec.Codec.decompress_image
+
+    def spy(self, data, box=None):
+        boxes.append(box)
+        return real(self, data, box=box)
+
+    monkeypatch.setattr(fastcodec.Codec, "decompress_image", spy)
+    with Image.open(path) as im:
+        part = im.crop((10, 5, 60, 45))
+        assert boxes == [(10, 5, 60, 45)]  # decoded as a region, the image itself still unloaded
+        assert part.size == (50, 40) and part.mode == "RGB" and part.info["quality"] == 60.0
+        assert np.array_equal(np.asarray(part), whole[5:45, 10:60])
+        # a box reaching outside the image is Pillow's: a full load, zeros outside
+        out = im.crop((90, 60, 110, 80))
+        assert out.size == (20, 20) and np.array_equal(np.asarray(out)[:10, :10], whole[60:, 90:])
+        assert not np.asarray(out)[10:].any()
+        # after load() crops are Pillow's own, the same pixels
+        assert np.array_equal(np.asarray(im.crop((10, 5, 60, 45))), np.asarray(part))

@@ -2,7 +2,8 @@
 
 Registered format name "FCC", extension ".fcc", MIME type "image/x-fastcodec".
 Opening parses the container (size, mode, EXIF and XMP are known at once; the checksums are
-verified on load()); pixels are decoded on load(). Modes: RGB, L, and RGBA / LA for files with
+verified on load()); pixels are decoded on load(), or only a region's by ``im.crop(box)`` before
+load() (Codec.decompress's box). Modes: RGB, L, and RGBA / LA for files with
 an alpha plane. Saving keeps the image's alpha, EXIF and XMP (``exif=`` / ``xmp=`` override them;
 ``keep_metadata=False`` drops them; ``exact=True`` keeps the colours of fully transparent pixels;
 ``effort=2`` or ``3`` refines the latents for smaller files, see Codec.compress).
@@ -47,6 +48,22 @@ class FccImageFile(ImageFile.ImageFile):
         tile = getattr(ImageFile, "_Tile", None)
         args = ("fcc", (0, 0, w, h), 0, self._mode)
         self.tile = [tile(*args) if tile else args]
+
+    def crop(self, box=None):
+        """Before the pixels are loaded, an integer box inside the image decodes only that
+        region (Codec.decompress's box: the same pixels, a fraction of the work for a small
+        region of a large image); anything else crops as Pillow does, after a full load."""
+        inside = (box is not None and self.tile and len(box) == 4
+                  and all(isinstance(v, int) and not isinstance(v, bool) for v in box)
+                  and 0 <= box[0] < box[2] <= self.width and 0 <= box[1] < box[3] <= self.height)
+        if not inside:
+            return super().crop(box)
+        from . import default_codec
+
+        self.fp.seek(0)
+        im = default_codec().decompress_image(self.fp.read(), box=tuple(box))
+        im.info = self.info.copy()
+        return im
 
 
 class FccDecoder(ImageFile.PyDecoder):
