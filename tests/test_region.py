@@ -130,3 +130,15 @@ def test_bad_boxes_are_refused(files, box, what):
 def test_numpy_integers_are_accepted(files):
     box = tuple(np.int64(v) for v in (1, 2, 30, 40))
     assert fastcodec.decompress(files[30], box=box).shape == (38, 29, 3)
+
+
+def test_region_inside_a_larger_image():
+    """A small box far from every edge: its latent window and the hyper-latents under it are
+    interior on all four sides (the halos alone make the pixels exact)."""
+    img = synthetic(512, 640, seed=9)  # 32 x 40 latents, 8 x 10 hyper-latents
+    for q in (20, 90):
+        data = fastcodec.compress(img, quality=q)
+        whole = fastcodec.decompress(data)
+        for box in ((300, 250, 317, 262), (250, 200, 330, 280), (128, 128, 129, 129)):
+            left, upper, right, lower = box
+            assert np.array_equal(fastcodec.decompress(data, box=box), whole[upper:lower, left:right]), (q, box)
