@@ -372,3 +372,72 @@ def widen_latent(sd, M_new, seed=0):
         t = sd[key]
         grow(key, 1, t.mean(1, keepdim=True).expand(-1, k))
     return out, masks
+
+
+def widen_transforms(sd, N_new, seed=0):
+    """The analysis and synthesis of a state dict widened from N to N_new hidden channels (the
+    hyper-transforms keep theirs); returns (state dict of g_a.* and g_s.* only, masks of the new
+    elements). Function-preserving: every new hidden channel gets random incoming weights of the
+    old ones' scale and its own (I)GDN term (beta 1, gamma 0.1 on the diagonal, no cross terms),
+    but zero outgoing weights, so the transforms compute what they computed; the outgoing weights
+    then learn first (their gradient sees the new channels' activations)."""
+    g = torch.Generator().manual_seed(seed)
+    out, masks = {}, {}
+
+    def put(name, new, mask):
+        out[name], masks[name] = new, mask
+
+    def grow_rows(name, k, shuffle=1):
+        # output channels: a PixelShuffle(r) layer (shuffle = r * r) groups them by r * r
+        w, b = out.get(name + ".weight", sd[name + ".weight"]), sd[name + ".bias"]
+        neww = sd[name + ".weight"].std() * torch.randn((k * shuffle,) + w.shape[1:], generator=g)
+        W = torch.cat([w, neww.to(w.dtype)], 0)
+        m = torch.zeros_like(W)
+        if name + ".weight" in masks:  # its new input columns, grown before
+            m[:w.shape[0]] = masks[name + ".weight"]
+        m[w.shape[0]:] = 1
+        put(name + ".weight", W, m)
+        B = torch.cat([b, torch.zeros(k * shuffle)])
+        mb = torch.zeros_like(B)
+        mb[b.shape[0]:] = 1
+        put(name + ".bias", B, mb)
+
+    def grow_cols(name, k):
+        w = out.get(name + ".weight", sd[name + ".weight"])
+        W = torch.cat([w, torch.zeros(w.shape[0], k, *w.shape[2:])], 1)
+        m = torch.zeros_like(W)
+        m[:, w.shape[1]:] = 1
+        old = masks.get(name + ".weight")
+        if old is not None:
+            m[:, :w.shape[1]] = old
+        put(name + ".weight", W, m)
+        if name + ".bias" not in out:
+            out[name + ".bias"] = sd[name + ".bias"]
+
+    def grow_gdn(name, k):
+        beta, gamma = sd[name + ".beta"], sd[name + ".gamma"]
+        n = beta.shape[0]
+        B = torch.cat([beta, torch.ones(k)])
+        G = torch.zeros(n + k, n + k, 1, 1)
+        G[:n, :n] = gamma
+        G[n:, n:, 0, 0] = 0.1 * torch.eye(k)
+        mb, mg = torch.zeros_like(B), torch.ones_like(G)
+        mb[n:] = 1
+        mg[:n, :n] = 0
+        put(name + ".beta", B, mb)
+        put(name + ".gamma", G, mg)
+
+    N = sd["g_a.0.weight"].shape[0]
+    k = N_new - N
+    if k <= 0:
+        raise ValueError(f"N_new must exceed the current {N} channels, got {N_new}")
+    for conv_, gdn, nxt in (("g_a.0", "g_a.1", "g_a.2"), ("g_a.2", "g_a.3", "g_a.4"), ("g_a.4", "g_a.5", "g_a.6")):
+        grow_rows(conv_, k)
+        grow_gdn(gdn, k)
+        grow_cols(nxt, k)
+    for conv_, gdn, nxt in (("g_s.0.0", "g_s.1", "g_s.2.0"), ("g_s.2.0", "g_s.3", "g_s.4.0"),
+                            ("g_s.4.0", "g_s.5", "g_s.6.0")):
+        grow_rows(conv_, k, shuffle=4)
+        grow_gdn(gdn, k)
+        grow_cols(nxt, k)
+    return out, masks

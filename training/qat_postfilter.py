@@ -144,6 +144,18 @@ def held_out(qf, orig, dec, qs, idx, limit=400):
     return (tot1 - tot0) / len(idx)
 
 
+def dihedral(x, t):
+    """The t-th (0-7) of the square's symmetries applied to NCHW images: bit 0 flips the columns,
+    bit 1 the rows, bit 2 transposes."""
+    if t & 4:
+        x = x.transpose(2, 3)
+    if t & 1:
+        x = x.flip(3)
+    if t & 2:
+        x = x.flip(2)
+    return x
+
+
 def build(args):
     qf = QPostFilter(shipped_unet(args.bundle))
     ck = {}
@@ -197,6 +209,9 @@ def train(args):
         xs = rng.integers(0, (orig.shape[2] - s) // grid + 1, len(idx)) * grid
         o = to_t(np.stack([orig[i, y:y + s, x:x + s] for i, y, x in zip(idx, ys, xs)]))
         x = to_t(np.stack([dec[i, y:y + s, x:x + s] for i, y, x in zip(idx, ys, xs)]))
+        if args.augment:  # one of the 8 flips and transposes per batch (crops stay on the latent grid)
+            t = int(rng.integers(8))
+            o, x = (dihedral(v, t) for v in (o, x))
         y = qf(x, torch.from_numpy(qs[idx] / 100))
         loss = (10 / math.log(10)) * torch.log(((y - o) ** 2).mean((1, 2, 3)).clamp_min(1e-6)).mean()
         opt.zero_grad()
@@ -347,6 +362,9 @@ def main():
     ap.add_argument("--lr-scale", type=float, default=1e-3)
     ap.add_argument("--max-quality", type=float, default=45.0)
     ap.add_argument("--note", default="")
+    ap.add_argument("--augment", action="store_true",
+                    help="train: flip and transpose the crops (a flip self-ensemble of the float filter gained "
+                         "+0.03-0.07 dB, so its errors depend on orientation)")
     ap.add_argument("--every-nth", type=int, default=3, help="evaluate: every n-th Kodak image")
     ap.add_argument("--qualities", default="5,25,40,45,60,80,100", help="evaluate: the qualities")
     args = ap.parse_args()
