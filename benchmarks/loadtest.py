@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import socket
 import subprocess
@@ -116,7 +115,7 @@ def main(argv=None):
         proc.terminate()
         proc.wait(10)
     p = lambda a, q: 1000 * float(np.percentile(a, q)) if a else float("nan")  # noqa: E731
-    print(f"| measurement | value |\n|---|---:|")
+    print("| measurement | value |\n|---|---:|")
     print(f"| in-process library, {args.concurrency} threads | {lib_rate:.2f} images/s |")
     print(f"| server, {args.concurrency} clients | {rate:.2f} requests/s ({100 * rate / lib_rate:.0f}% of library) |")
     print(f"| server latency p50 / p99 | {p(lat, 50):.0f} / {p(lat, 99):.0f} ms |")

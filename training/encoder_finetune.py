@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import LAMBDAS, Analysis, HyperpriorCodec, autocast, autocast_dtype, image_bits, load_weights  # noqa: E402
+from model import (LAMBDAS, Analysis, HyperpriorCodec, autocast, autocast_dtype, dims_of, image_bits,  # noqa: E402
+                   load_weights)
 from train import EMA, ROOT, batch, lambdas_for, load_images  # noqa: E402
 
 
@@ -55,8 +56,8 @@ def main(argv=None):
                     help="lite: the fast encoder from --init; hp: the shipped analysis itself")
     ap.add_argument("--postfilter", default=None, help="a post-filter graph (postfilter.onnx) run, frozen, "
                     "on the synthesis output before the distortion")
-    ap.add_argument("--max-level", type=float, default=11.0,
-                    help="levels drawn in [0, this]: the frozen model's trained ones (hp2: 12 levels)")
+    ap.add_argument("--max-level", type=float, default=None,
+                    help="levels drawn in [0, this] (default: the frozen model's top trained level; hp2: 11)")
     ap.add_argument("--ema", type=float, default=0.0, help="save a moving average of the encoder's parameters")
     ap.add_argument("--eval-every", type=int, default=0, help="steps between held-out measurements (0: none)")
     ap.add_argument("--eval-crops", type=int, default=24)
@@ -68,12 +69,21 @@ def main(argv=None):
         name = open(os.path.join(ROOT, "models", "DEFAULT")).read().strip()
         args.model = os.path.join(ROOT, "models", f"{name}.weights.npz")
     sd, steps, arch = load_weights(args.model)
-    model = HyperpriorCodec(96, 192, arch="hp")
+    if args.max_level is None:  # the levels the weights were trained with (load_weights may add one)
+        with np.load(args.model) as w:
+            args.max_level = float(len(w["__lambdas__"]) - 1 if "__lambdas__" in w.files else 7)
+    N, M = dims_of(sd)
+    model = HyperpriorCodec(N, M, arch="hp")
     model.load_state_dict(sd)
     model.requires_grad_(False)
-    enc = Analysis(96, 192, args.arch)
+    enc = Analysis(N, M, args.arch)
     if args.arch == "hp":
         enc.load_state_dict(model.g_a.state_dict())
+    elif args.init.endswith(".onnx"):  # a shipped lite encoder (e.g. an older bundle's encoder_fast.onnx)
+        import onnx
+        from onnx import numpy_helper
+        inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(args.init).graph.initializer}
+        enc.load_state_dict({k: torch.from_numpy(np.array(inits[k], np.float32)) for k in enc.state_dict()})
     else:
         with np.load(args.init) as w:
             enc.load_state_dict({k[4:]: torch.from_numpy(w[k].astype(np.float32))

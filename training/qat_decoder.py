@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from model import HyperpriorCodec, load_weights  # noqa: E402
+from model import HyperpriorCodec, dims_of, load_weights  # noqa: E402
 from qgraph import (ROOT, ActQ, Graph, QTransform, add_arguments, evaluation_inputs, optimizer,  # noqa: E402
                     quant_weight, register, save, ste_round)
 
@@ -197,7 +197,7 @@ def equalize(q: "QSynthesis", batches, alpha_x=0.5, alpha_m=0.5):
 def shipped():
     name = open(os.path.join(ROOT, "models", "DEFAULT")).read().strip()
     sd, steps, arch = load_weights(os.path.join(ROOT, "models", f"{name}.weights.npz"))
-    m = HyperpriorCodec(96, 192, levels=sd["log_gain"].shape[0], arch=arch)
+    m = HyperpriorCodec(*dims_of(sd), levels=sd["log_gain"].shape[0], arch=arch)
     m.load_state_dict(sd)
     m.eval().requires_grad_(False)
     # load_weights extends older ladders to training/model.py's (one extrapolated level more than
@@ -455,11 +455,11 @@ def export(args):
     m, name = shipped()
     ck = torch.load(args.init, weights_only=False)
     if ck.get("wide"):
-        q = QSynthesis(HyperpriorCodec(96, 192, levels=m.log_gain.shape[0]).g_s, float_last=ck.get("float_last", False),
+        q = QSynthesis(HyperpriorCodec(m.N, m.M, levels=m.log_gain.shape[0]).g_s, float_last=ck.get("float_last", False),
                        wide=ck["wide"])
         q.load_state_dict(ck["state"])
         return export_mixed(args, q, ck)
-    q = QSynthesis(HyperpriorCodec(96, 192, levels=m.log_gain.shape[0]).g_s, float_last=ck.get("float_last", False))
+    q = QSynthesis(HyperpriorCodec(m.N, m.M, levels=m.log_gain.shape[0]).g_s, float_last=ck.get("float_last", False))
     q.load_state_dict(ck["state"])
     g = Graph()
     node, const, f32, u8 = g.node, g.const, g.f32, g.u8
@@ -519,7 +519,7 @@ def export(args):
             x = node("Transpose", [x], perm=[0, 3, 1, 2])
     # uint8 pixels (scale 1/255: the decoder's own rounding) back to float for the pixel converter
     node("DequantizeLinear", [x, f32(1 / 255), u8(0)], out="x")
-    mp = g.model("decoder_int8", [("y", [1, 192, "h", "w"])], [("x", [1, 3, "H", "W"])], "fastcodec qat_decoder")
+    mp = g.model("decoder_int8", [("y", [1, int(c0.weight.shape[1]), "h", "w"])], [("x", [1, 3, "H", "W"])], "fastcodec qat_decoder")
     out = save(mp, args, ck, "decoder", "float")
     if args.bundle:
         register(args.bundle, "decoder", args.name, out, {

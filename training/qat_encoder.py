@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import random
@@ -67,7 +68,9 @@ def load_fast(bundle: str) -> nn.Module:
 
     path = os.path.join(ROOT, "models", bundle, f"encoder_{SOURCE}.onnx")
     inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
-    enc = Analysis(96, 192, "lite")
+    with open(os.path.join(ROOT, "models", bundle, "model.json")) as f:
+        meta = json.load(f)
+    enc = Analysis(int(meta.get("N", 96)), int(meta.get("M", 192)), "lite")
     enc.load_state_dict({k: torch.from_numpy(np.array(inits[k], np.float32)) for k in enc.state_dict()})
     return enc.eval()
 
@@ -267,7 +270,7 @@ def export(args):
     const(c.bias.detach().numpy(), "b3")
     xf = node("Transpose", [div], perm=[0, 3, 1, 2])
     node("Conv", [xf, "w3", "b3"], out="y", pads=[c.padding[0]] * 4, strides=[2, 2])
-    mp = g.model("encoder_int8", [("x", [1, 3, "H", "W"])], [("y", [1, 192, "h", "w"])], "fastcodec qat_encoder")
+    mp = g.model("encoder_int8", [("x", [1, 3, "H", "W"])], [("y", [1, int(q.convs[3].weight.shape[0]), "h", "w"])], "fastcodec qat_encoder")
     out = save(mp, args, ck, "encoder", "default")
     if args.bundle:
         register(args.bundle, "encoder", args.name, out, {
