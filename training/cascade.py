@@ -200,25 +200,29 @@ def main(argv=None):
     default_path = os.path.join(ROOT, "models", "DEFAULT")
     before = open(default_path).read().strip()
     a.base = a.base or before
+    if before == a.name:  # an earlier run was killed before it could point models/DEFAULT back
+        before = a.base
     if a.base == a.name:
         raise SystemExit(f"--from must name an older bundle than {a.name}")
     if meta_of(a.base) is None:
         raise SystemExit(f"models/{a.base}/model.json not found")
     run = os.path.join(ROOT, "training", "runs", f"cascade-{a.name}")
-    os.makedirs(os.path.join(run, "pf"), exist_ok=True)
+    if not a.dry_run:
+        os.makedirs(os.path.join(run, "pf"), exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     only = set(a.only.split(",")) if a.only else None
     todo = stages(a, run)
     unknown = (only or set()) - {n for n, _, _ in todo}
     if unknown:
         raise SystemExit(f"unknown stages {sorted(unknown)}; the stages are {[n for n, _, _ in todo]}")
-    logf = open(os.path.join(run, "cascade.log"), "a")
+    logf = None if a.dry_run else open(os.path.join(run, "cascade.log"), "a")
 
     def log(msg):
         line = f"{time.strftime('%H:%M:%S')} {msg}"
         print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+        if logf:
+            logf.write(line + "\n")
+            logf.flush()
 
     if not a.dry_run:
         probe = subprocess.run([PY, "-c", "import fastcodec, fastcodec._core; print(fastcodec.__file__)"],
@@ -254,11 +258,14 @@ def main(argv=None):
                 meta = meta_of(a.name)
                 if not done(meta):
                     raise SystemExit(f"{name}: finished, but models/{a.name}/model.json does not list its result")
-            log(f"{name}: done in {(time.time() - t0) / 60:.1f} min")
+            if not a.dry_run:
+                log(f"{name}: done in {(time.time() - t0) / 60:.1f} min")
     finally:
         if not a.dry_run:
             with open(default_path, "w") as f:
                 f.write((a.name if a.make_default else before) + "\n")
+    if a.dry_run:
+        return
     log(f"all stages done in {(time.time() - t_all) / 60:.1f} min; models/DEFAULT is "
         f"{a.name if a.make_default else before}")
     log("before it ships as the default: the golden files and fuzz seeds of the new model "
