@@ -76,3 +76,35 @@ def repack(data, **changes):
     changed header fields (model_id=..., quality=...)."""
     from fastcodec import format as fmt
     return fmt.repack(data, **changes)
+
+
+# a wide-gamut stand-in: sRGB's red and green colorants swapped, so that applying the profile
+# (converting to sRGB) visibly changes the pixels
+SWAPPED_PRIMARIES = ((0.3851, 0.7169, 0.0971), (0.4361, 0.2225, 0.0139), (0.1431, 0.0606, 0.7141))
+
+
+def icc_profile(space="RGB", primaries=SWAPPED_PRIMARIES, gamma=2.2, desc="fastcodec test profile"):
+    """A minimal ICC v2 display profile built byte by byte (Pillow can only make sRGB, LAB and
+    XYZ ones): RGB as a matrix/TRC profile with the given D50 colorants, or a gray TRC profile."""
+    import struct
+
+    s15 = lambda x: struct.pack(">i", int(round(x * 65536)))  # noqa: E731  s15Fixed16Number
+    xyz = lambda v: b"XYZ \0\0\0\0" + b"".join(s15(c) for c in v)  # noqa: E731
+    curv = b"curv\0\0\0\0" + struct.pack(">IH", 1, int(round(gamma * 256))) + b"\0\0"
+    text = desc.encode() + b"\0"
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + bytes(12 + 67)),
+            (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"cprt", b"text\0\0\0\0none\0")]
+    if space == "RGB":
+        tags += [(sig, xyz(v)) for sig, v in zip((b"rXYZ", b"gXYZ", b"bXYZ"), primaries)]
+        tags += [(sig, curv) for sig in (b"rTRC", b"gTRC", b"bTRC")]
+    else:
+        tags += [(b"kTRC", curv)]
+    table, data, off = b"", b"", 128 + 4 + 12 * len(tags)
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", off + len(data), len(body))
+        data += body
+    head = (struct.pack(">I", off + len(data)) + b"none" + bytes([2, 0x10, 0, 0]) + b"mntr"
+            + (b"RGB " if space == "RGB" else b"GRAY") + b"XYZ " + bytes(12) + b"acsp" + bytes(28)
+            + s15(0.9642) + s15(1.0) + s15(0.8249)).ljust(128, b"\0")
+    return head + struct.pack(">I", len(tags)) + table + data

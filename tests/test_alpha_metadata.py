@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import fastcodec
-from conftest import psnr, synthetic, tiny_tiles
+from conftest import icc_profile, psnr, synthetic, tiny_tiles
 from fastcodec import format as fmt
 from fastcodec.cli import main as cli
 
@@ -239,3 +239,69 @@ def test_damaged_alpha_plane_is_a_format_error(codec):
                    [bytes(c) for c in chunks], [(fmt.EXT_ALPHA, b"\x00" + bytes(ext[fmt.EXT_ALPHA])[1:-2])])
     with pytest.raises(fastcodec.FormatError, match="alpha"):
         codec.decompress(bad)
+
+
+def test_icc_profile_is_kept_with_the_pixels_as_they_are(codec, tmp_path):
+    """A wide-gamut photo keeps its colours: the profile is stored as it is and the pixels are not
+    converted to sRGB (which would clip what sRGB cannot show). It comes back in decompress_image's
+    info, in metadata() and info(), in the images decompress_file writes, through the Pillow plugin,
+    and for grayscale with a gray profile."""
+    from PIL import ImageCms
+    rgb = synthetic(40, 48, seed=8)
+    profile = icc_profile()
+    im = Image.fromarray(rgb)
+    im.info["icc_profile"] = profile
+    data = codec.compress(im, quality=80)
+    assert codec.metadata(data) == {"icc": profile}
+    assert codec.info(data).metadata == ("icc",) and codec.info(data).version == 2
+    plain = codec.compress(rgb, quality=80)
+    assert np.array_equal(codec.decompress(data), codec.decompress(plain))  # the same colour coding
+    back = codec.decompress_image(data)
+    assert back.info["icc_profile"] == profile
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(back.info["icc_profile"]))).strip() \
+        == "fastcodec test profile"
+    # applying it instead (keep_metadata=False) converts: red and green swap places
+    stripped = codec.compress(im, quality=80, keep_metadata=False)
+    assert codec.metadata(stripped) == {}
+    srgb = ImageCms.createProfile("sRGB")
+    converted = np.asarray(ImageCms.profileToProfile(Image.fromarray(rgb), ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                                     srgb, outputMode="RGB"))
+    assert psnr(converted, rgb) < 20  # the swap is visible
+    assert stripped == codec.compress(converted, quality=80)
+    src = tmp_path / "p3.fcc"
+    src.write_bytes(data)
+    for ext in ("png", "jpg", "webp", "tiff"):
+        fastcodec.decompress_file(src, tmp_path / f"out.{ext}")
+        with Image.open(tmp_path / f"out.{ext}") as out:
+            assert out.info.get("icc_profile") == profile, ext
+    # the Pillow plugin: saved with the image's profile, or the one given
+    im.save(tmp_path / "a.fcc", quality=80)
+    with Image.open(tmp_path / "a.fcc") as f:
+        assert f.info["icc_profile"] == profile
+    srgb_bytes = ImageCms.ImageCmsProfile(srgb).tobytes()
+    im.save(tmp_path / "b.fcc", quality=80, icc_profile=srgb_bytes)
+    assert fastcodec.metadata(tmp_path / "b.fcc") == {"icc": srgb_bytes}
+    gray = Image.fromarray(rgb[..., 1])
+    gray.info["icc_profile"] = icc_profile("GRAY")
+    g = codec.compress(gray, quality=80)
+    assert codec.metadata(g) == {"icc": icc_profile("GRAY")} and codec.decompress(g).ndim == 2
+    # a profile of the other colour space does not describe the pixels: not stored
+    wrong = Image.fromarray(rgb[..., 1])
+    wrong.info["icc_profile"] = profile
+    assert codec.metadata(codec.compress(wrong, quality=80)) == {}
+
+
+def test_cli_and_server_keep_or_strip_the_icc_profile(tmp_path, capsys):
+    im = Image.fromarray(synthetic(24, 32, seed=9))
+    im.save(tmp_path / "in.png", icc_profile=icc_profile())
+    assert cli(["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "keep.fcc"), "-q", "60"]) == 0
+    assert cli(["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "strip.fcc"), "-q", "60",
+                "--strip-metadata"]) == 0
+    capsys.readouterr()
+    assert cli(["info", "--json", str(tmp_path / "keep.fcc")]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["sections"]["icc"] == len(icc_profile())
+    assert fastcodec.metadata(tmp_path / "strip.fcc") == {}
+    assert cli(["decompress", str(tmp_path / "keep.fcc"), "-o", str(tmp_path / "out.png")]) == 0
+    with Image.open(tmp_path / "out.png") as png:
+        assert png.info["icc_profile"] == icc_profile()

@@ -357,8 +357,9 @@ def test_documented_input_conversions(codec, tmp_path):
         codec.compress(Image.fromarray(rgb[..., 0].astype(np.float32)))
 
 
-def test_icc_profile_is_applied(codec, monkeypatch):
-    """An embedded ICC profile is applied (pixels converted to sRGB); a broken one is ignored."""
+def test_icc_profile_is_applied_when_metadata_is_dropped(codec, monkeypatch):
+    """keep_metadata=False applies an embedded ICC profile (pixels converted to sRGB) before
+    dropping it; a broken profile is ignored either way, and never stored."""
     from PIL import ImageCms
     rgb = synthetic(32, 32, seed=4)
     srgb_bytes = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -373,12 +374,17 @@ def test_icc_profile_is_applied(codec, monkeypatch):
     monkeypatch.setattr(ImageCms, "profileToProfile", spy)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "PNG", icc_profile=srgb_bytes)
-    converted = codec.compress(buf.getvalue(), quality=90)
+    converted = codec.compress(buf.getvalue(), quality=90, keep_metadata=False)
     assert calls and calls[0] == srgb_bytes
     assert converted == codec.compress(255 - rgb, quality=90)
+    calls.clear()
+    kept = codec.compress(buf.getvalue(), quality=90)  # the default keeps it and leaves the pixels
+    assert not calls and codec.metadata(kept) == {"icc": srgb_bytes}
+    assert np.array_equal(codec.decompress(kept), codec.decompress(codec.compress(rgb, quality=90)))
     broken = io.BytesIO()
     Image.fromarray(rgb).save(broken, "PNG", icc_profile=b"not a profile")
-    assert codec.compress(broken.getvalue(), quality=90) == codec.compress(rgb, quality=90)
+    for keep in (True, False):
+        assert codec.compress(broken.getvalue(), quality=90, keep_metadata=keep) == codec.compress(rgb, quality=90)
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):

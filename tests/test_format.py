@@ -5,6 +5,7 @@ import zlib
 import numpy as np
 import pytest
 
+from conftest import icc_profile
 from fastcodec import format as fmt
 from fastcodec.errors import FormatError, LimitError
 
@@ -105,6 +106,16 @@ def test_pixel_limit_checked_before_anything():
 EXIF = b"II*\x00\x08\x00\x00\x00\x00\x00"  # a TIFF header and an empty first directory
 
 
+ICC = icc_profile()
+
+
+def test_icc_extension_is_read_back():
+    hdr, _, _, ext = fmt.parse_all(make_ext([(fmt.EXT_XMP, b"<x/>"), (fmt.EXT_ICC, ICC)]))
+    assert hdr.extension_sizes == ((129, 4), (130, len(ICC)))
+    assert fmt.metadata_of(ext) == {"xmp": b"<x/>", "icc": ICC}
+    assert fmt.is_icc_profile(ICC) and not fmt.is_icc_profile(ICC + b"\0") and not fmt.is_icc_profile(ICC[:131])
+
+
 def make_ext(extensions, chunks=CHUNKS):
     return fmt.pack(7, 5, 3, 75.0, bytes(range(8)), Z, chunks, extensions)
 
@@ -161,6 +172,8 @@ def with_alpha(payload):
     (ext_patched(0, "type", 2), "unknown critical extension type 2"),
     (ext_patched(0, "type", 127), "unknown critical extension type 127"),
     (make_ext([(fmt.EXT_EXIF, b"Exif\x00\x00" + EXIF)]), "TIFF header"),
+    (make_ext([(fmt.EXT_ICC, b"not an ICC profile" * 10)]), "invalid ICC extension"),
+    (make_ext([(fmt.EXT_ICC, ICC[:-4])]), "invalid ICC extension"),  # its declared size is 4 more
     (make_ext([(fmt.EXT_ALPHA, b"\x01" + zlib.compress(bytes(35)))]), "alpha coding method 1"),
     (make_ext([(fmt.EXT_EXIF, EXIF)])[:-1], "truncated"),
     (make_ext([(fmt.EXT_EXIF, EXIF)]) + b"\x00", "trailing data"),

@@ -3,8 +3,8 @@
     >>> import fastcodec
     >>> data = fastcodec.compress("photo.png", quality=75)     # bytes of a .fcc file
     >>> pixels = fastcodec.decompress(data)                    # uint8 array (H, W, 3); RGBA: (H, W, 4)
-    >>> image = fastcodec.decompress_image(data)               # PIL.Image, with the EXIF and XMP kept
-    >>> fastcodec.metadata(data)                               # {"exif": ..., "xmp": ...} without decoding
+    >>> image = fastcodec.decompress_image(data)               # PIL.Image, with the EXIF, XMP and ICC profile kept
+    >>> fastcodec.metadata(data)                               # {"exif": ..., "xmp": ..., "icc": ...} without decoding
     >>> fastcodec.compress_file("photo.png", "photo.fcc")      # atomic, never overwrites by default
 
 For servers, create one :class:`Codec` and share it between threads: it loads the model
@@ -22,7 +22,7 @@ from .codec import Codec, FileInfo
 from .errors import (ArgumentError, FastcodecError, FormatError, ImageError, LimitError, ModelError,
                      ResourceError)
 
-__version__ = "0.11.0"
+__version__ = "0.12.0"
 
 from ._pillow import register as _register_pillow  # noqa: E402
 
@@ -58,7 +58,7 @@ def decompress(data, box=None):
 
 
 def decompress_image(data, box=None):
-    """Decode .fcc bytes or a .fcc path to a PIL.Image (RGB, L, RGBA or LA; EXIF and XMP in ``info``);
+    """Decode .fcc bytes or a .fcc path to a PIL.Image (RGB, L, RGBA or LA; EXIF, XMP and ICC profile in ``info``);
     ``box``: only that region, as in ``decompress``."""
     return default_codec().decompress_image(data, box=box)
 
@@ -69,7 +69,7 @@ def info(data) -> FileInfo:
 
 
 def metadata(data) -> dict:
-    """The EXIF and XMP of a .fcc file (bytes or path) without decoding it; see Codec.metadata."""
+    """The EXIF, XMP and ICC profile of a .fcc file (bytes or path) without decoding it; see Codec.metadata."""
     return default_codec().metadata(data)
 
 
@@ -86,7 +86,7 @@ def compress_file(src, dst, quality: float = 75, target_bpp: float | None = None
 
 def decompress_file(src, dst, overwrite: bool = False, format: str | None = None, box=None) -> None:
     """Decode .fcc file ``src`` and save it as an image (format from ``dst``'s extension, e.g. .png),
-    with the file's alpha plane, EXIF and XMP where that format stores them (JPEG cannot store
+    with the file's alpha plane, EXIF, XMP and ICC profile where that format stores them (JPEG cannot store
     alpha: ArgumentError); ``box``: only that region, as in ``decompress``."""
     from ._imageio import encode_image
 

@@ -7,9 +7,14 @@ import os
 import numpy as np
 
 from .errors import ImageError, LimitError
+from .format import is_icc_profile
 
 
-def _from_pil(im):
+_RGB_MODES = ("RGB", "RGBA", "RGBa", "P", "PA")
+_GRAY_MODES = ("L", "LA", "La", "1", "I", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _from_pil(im, keep_icc: bool = True):
     """PIL image -> (pixels (H, W) or (H, W, 3) uint8, channels, alpha (H, W) uint8 or None, metadata).
 
     Conversions (documented in the README):
@@ -21,9 +26,13 @@ def _from_pil(im):
       plane that is not fully opaque is kept (coded losslessly); a fully opaque one is dropped.
     - 'CMYK', 'YCbCr', 'LAB', 'HSV' are converted to RGB by Pillow.
     - Animated images (more than one frame) are rejected.
-    - An embedded ICC profile is applied: the pixels are converted to sRGB (fastcodec files are
-      sRGB), so colours look the same after decoding; the profile itself is not stored.
-    - metadata: {"exif": TIFF-layout EXIF bytes, "xmp": XMP packet bytes}, those present.
+    - An embedded ICC profile of the image's colour space (RGB, or gray for grayscale) is kept
+      as it is, with the pixels untouched, so that wide-gamut photos (Display P3, Adobe RGB) keep
+      their colours; with keep_icc=False, or for a profile that does not fit (CMYK, or a profile
+      of the other colour space), it is applied instead: the pixels are converted to sRGB and the
+      profile is dropped. A profile that cannot be read is ignored.
+    - metadata: {"exif": TIFF-layout EXIF bytes, "xmp": XMP packet bytes, "icc": ICC profile
+      bytes}, those present.
     """
     from PIL import ImageOps
 
@@ -36,8 +45,12 @@ def _from_pil(im):
         pass
     meta = _metadata(im.info)
     icc = im.info.get("icc_profile")
-    if icc and im.mode in ("RGB", "RGBA", "CMYK", "L"):
-        im = _to_srgb(im, icc)
+    if isinstance(icc, (bytes, bytearray)) and icc:
+        space = bytes(icc[16:20]) if is_icc_profile(icc) else None  # the profile's data colour space
+        if keep_icc and ((space == b"RGB " and im.mode in _RGB_MODES) or (space == b"GRAY" and im.mode in _GRAY_MODES)):
+            meta["icc"] = bytes(icc)
+        elif im.mode in ("RGB", "RGBA", "CMYK", "L"):
+            im = _to_srgb(im, icc)
     mode = im.mode
     if mode in ("RGB", "L", "1") and im.info.get("transparency") is not None:
         mode = "LA" if mode != "RGB" else "RGBA"  # a transparent colour key becomes an alpha plane
@@ -126,9 +139,10 @@ def load_pixels(src, max_pixels: int):
     return pix, ch
 
 
-def load_image(src, max_pixels: int):
+def load_image(src, max_pixels: int, keep_icc: bool = True):
     """Returns (pixels uint8 (H, W, 3) view, channels (1 or 3), alpha (H, W) uint8 or None,
-    metadata dict with "exif" / "xmp" bytes where the source has them)."""
+    metadata dict with "exif" / "xmp" / "icc" bytes where the source has them). keep_icc=False:
+    an embedded ICC profile is applied (pixels converted to sRGB) instead of kept (_from_pil)."""
     from PIL import Image
 
     meta = {}
@@ -136,7 +150,7 @@ def load_image(src, max_pixels: int):
         pix, ch, alpha = _from_array(src)
     elif isinstance(src, Image.Image):
         _check_size(src.width, src.height, max_pixels)
-        pix, ch, alpha, meta = _from_pil(src)
+        pix, ch, alpha, meta = _from_pil(src, keep_icc)
     elif isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)):
         fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src
         if not isinstance(fp, io.BytesIO):
@@ -148,7 +162,7 @@ def load_image(src, max_pixels: int):
             with Image.open(fp) as im:
                 _check_size(im.width, im.height, max_pixels)
                 im.load()
-                pix, ch, alpha, meta = _from_pil(im)
+                pix, ch, alpha, meta = _from_pil(im, keep_icc)
         except (ImageError, LimitError):
             raise
         except Image.DecompressionBombError as e:
@@ -240,8 +254,8 @@ def to_output(rgb: np.ndarray, channels: int, alpha: np.ndarray | None = None) -
 
 
 def to_image(a: np.ndarray, metadata: dict | None = None):
-    """A decoded array -> PIL image ('L', 'LA', 'RGB' or 'RGBA'), with the file's EXIF and XMP in
-    ``im.info`` ("exif" with Pillow's 'Exif\\0\\0' prefix, as its JPEG reader gives it)."""
+    """A decoded array -> PIL image ('L', 'LA', 'RGB' or 'RGBA'), with the file's EXIF, XMP and
+    ICC profile in ``im.info`` (pil_info)."""
     from PIL import Image
 
     mode = "L" if a.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[a.shape[2]]
@@ -252,19 +266,22 @@ def to_image(a: np.ndarray, metadata: dict | None = None):
 
 def pil_info(metadata: dict) -> dict:
     """A file's metadata as PIL ``info`` entries: "exif" with Pillow's 'Exif\\0\\0' prefix (as its
-    JPEG reader gives it), "xmp" as is."""
-    return {key: b"Exif\x00\x00" + value if key == "exif" else value for key, value in metadata.items()}
+    JPEG reader gives it), "xmp" as is, the ICC profile as "icc_profile" (Pillow's key)."""
+    keys = {"icc": "icc_profile"}
+    return {keys.get(key, key): b"Exif\x00\x00" + value if key == "exif" else value
+            for key, value in metadata.items()}
 
 
 # formats that store an alpha channel, and those that store EXIF / XMP (Pillow's writers)
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "BMP", "TGA", "ICO", "GIF", "JPEG2000", "AVIF"}
-_META_FORMATS = {"PNG": ("exif", "xmp"), "JPEG": ("exif", "xmp"), "WEBP": ("exif", "xmp"), "AVIF": ("exif", "xmp"),
-                 "TIFF": ("exif",)}
+_META_FORMATS = {"PNG": ("exif", "xmp", "icc_profile"), "JPEG": ("exif", "xmp", "icc_profile"),
+                 "WEBP": ("exif", "xmp", "icc_profile"), "AVIF": ("exif", "xmp", "icc_profile"),
+                 "TIFF": ("exif", "icc_profile")}
 
 
 def encode_image(im, format: str, **params) -> bytes:
-    """Saves a decoded image (``to_image``) in a Pillow format, with its EXIF and XMP where the
-    format stores them. An image with an alpha channel cannot be written as JPEG: ArgumentError
+    """Saves a decoded image (``to_image``) in a Pillow format, with its EXIF, XMP and ICC profile
+    where the format stores them. An image with an alpha channel cannot be written as JPEG: ArgumentError
     (the transparency would be lost), where a format's writer takes RGBA but not LA, LA is written
     as RGBA."""
     from PIL import PngImagePlugin

@@ -1,10 +1,11 @@
 """Pillow plugin: after ``import fastcodec``, ``Image.open("x.fcc")`` and ``im.save("x.fcc", quality=80)``.
 
 Registered format name "FCC", extension ".fcc", MIME type "image/x-fastcodec".
-Opening parses the container (size, mode, EXIF and XMP are known at once; the checksums are
+Opening parses the container (size, mode, EXIF, XMP and ICC profile are known at once; the checksums are
 verified on load()); pixels are decoded on load(), or only a region's by ``im.crop(box)`` before
 load() (Codec.decompress's box). Modes: RGB, L, and RGBA / LA for files with
-an alpha plane. Saving keeps the image's alpha, EXIF and XMP (``exif=`` / ``xmp=`` override them;
+an alpha plane. Saving keeps the image's alpha, EXIF, XMP and ICC profile (``exif=`` / ``xmp=`` /
+``icc_profile=`` override them;
 ``keep_metadata=False`` drops them; ``exact=True`` keeps the colours of fully transparent pixels;
 ``effort=2`` or ``3`` refines the latents for smaller files, see Codec.compress).
 """
@@ -82,8 +83,9 @@ def _save(im, fp, filename):
     from . import default_codec
 
     info = im.encoderinfo
-    override = {k: info[k].tobytes() if hasattr(info[k], "tobytes") else info[k] for k in ("exif", "xmp") if k in info}
-    if override:  # Pillow's convention: save(..., exif=..., xmp=...) replaces the image's own
+    override = {k: info[k].tobytes() if hasattr(info[k], "tobytes") else info[k]
+                for k in ("exif", "xmp", "icc_profile") if k in info}
+    if override:  # Pillow's convention: save(..., exif=..., xmp=..., icc_profile=...) replaces the image's own
         im = im.copy()
         im.info.update(override)
     data = default_codec().compress(im, quality=info.get("quality", 75), target_bpp=info.get("target_bpp"),

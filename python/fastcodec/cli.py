@@ -115,8 +115,9 @@ def build_parser():
     c.add_argument("--effort", type=_effort, default=1, help="1 (default): code the analysis transform's "
                    "latents as they come; 2 and 3: refine them for each image first, about 7 and 21 s per "
                    "Kodak-size image on 2 cores, for about 7 %% and 10 %% fewer bits at the same PSNR (decoding is unchanged)")
-    c.add_argument("--strip-metadata", action="store_true", help="drop the inputs' EXIF and XMP (kept by "
-                   "default; the EXIF orientation is always applied to the pixels)")
+    c.add_argument("--strip-metadata", action="store_true", help="drop the inputs' EXIF, XMP and ICC profile (kept "
+                   "by default; the EXIF orientation is always applied to the pixels, a dropped ICC profile "
+                   "too: the colours are converted to sRGB)")
     c.add_argument("--exact", action="store_true", help="with transparency: code the colours of fully "
                    "transparent pixels as given (default: replace them by a smooth fill, which costs "
                    "almost nothing)")

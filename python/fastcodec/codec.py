@@ -151,7 +151,7 @@ class FileInfo:
     z_size: int
     chunk_sizes: tuple
     alpha: bool = False  # the file holds an alpha plane (decoded as a 4th or 2nd channel)
-    metadata: tuple = ()  # the metadata it carries: "exif", "xmp"
+    metadata: tuple = ()  # the metadata it carries: "exif", "xmp", "icc"
     extension_sizes: tuple = ()  # ((name, bytes), ...) of its extension sections (format version 2)
 
     @property
@@ -471,9 +471,11 @@ class Codec:
         ``target_size``: the same with a budget for the whole file in bytes (headers included);
         give at most one of ``target_bpp`` and ``target_size``. The alpha plane and metadata
         count towards the budget.
-        ``keep_metadata``: keep the source's EXIF and XMP (paths, bytes and PIL images; the
-        orientation is applied to the pixels and removed from both). False drops them, e.g. to
-        strip camera details or GPS positions before publishing.
+        ``keep_metadata``: keep the source's EXIF, XMP and ICC profile (paths, bytes and PIL
+        images; the orientation is applied to the pixels and removed from EXIF and XMP; an RGB or
+        gray ICC profile is stored as it is, the pixels untouched, so wide-gamut colours survive).
+        False drops them, e.g. to strip camera details or GPS positions before publishing; the
+        ICC profile is then applied (the pixels converted to sRGB) before it is dropped.
         ``exact``: with an alpha plane, code the colours of fully transparent pixels as given.
         By default they are replaced by a smooth extension of the visible ones (invisible, and
         almost free: half the file or less for a cut-out); semi-transparent and opaque pixels are
@@ -509,7 +511,7 @@ class Codec:
         if effort > 1:
             self.model.check_refine()
         q = _check_quality(quality) if target_bpp is None and target_size is None else None
-        pixels, channels, alpha, meta = load_image(src, self.max_pixels)
+        pixels, channels, alpha, meta = load_image(src, self.max_pixels, keep_icc=keep_metadata)
         h, w = pixels.shape[:2]
         ext = []  # extension sections: coded once, whatever quality the search tries
         if alpha is not None:
@@ -518,7 +520,7 @@ class Codec:
                 pixels = fill_transparent(pixels, alpha)
             del alpha
         if keep_metadata:
-            ext += [(t, meta[name]) for t, name in ((fmt.EXT_EXIF, "exif"), (fmt.EXT_XMP, "xmp")) if name in meta]
+            ext += [(t, meta[name]) for name, t in fmt.METADATA if name in meta]
         y = self._analyse(pixels)
         if effort == 1:
             del pixels
@@ -624,9 +626,10 @@ class Codec:
         return file_info(hdr)
 
     def metadata(self, data) -> dict:
-        """The EXIF and XMP a .fcc file carries (bytes or path), without decoding it:
-        ``{"exif": bytes, "xmp": bytes}``, the keys present. EXIF is in TIFF layout (no
-        'Exif\\0\\0' prefix): ``PIL.Image.Exif().load(data["exif"])`` reads it."""
+        """The EXIF, XMP and ICC profile a .fcc file carries (bytes or path), without decoding
+        it: ``{"exif": bytes, "xmp": bytes, "icc": bytes}``, the keys present. EXIF is in TIFF
+        layout (no 'Exif\\0\\0' prefix): ``PIL.Image.Exif().load(data["exif"])`` reads it; "icc"
+        is the profile as the source embedded it (``PIL.ImageCms.ImageCmsProfile(io.BytesIO(...))``)."""
         data = _read_if_path(data)
         _, _, _, ext = fmt.parse_all(data, max_pixels=self.max_pixels)
         return fmt.metadata_of(ext)
@@ -747,7 +750,8 @@ class Codec:
 
     def decompress_image(self, data, box=None):
         """Decode to a ``PIL.Image`` ('RGB', 'L', or 'RGBA' / 'LA' with an alpha plane) whose
-        ``info`` holds the file's EXIF and XMP ("exif", "xmp"), so that ``im.save`` keeps them.
+        ``info`` holds the file's EXIF, XMP and ICC profile ("exif", "xmp", "icc_profile"), so
+        that ``im.save`` keeps them.
         box: only this region, as in ``decompress``."""
         ext = {}
         a = self._decompress(data, ext, box)
@@ -758,7 +762,7 @@ def file_info(hdr: fmt.Header) -> FileInfo:
     names = tuple((fmt.EXT_NAMES.get(t, f"type {t}"), size) for t, size in hdr.extension_sizes)
     return FileInfo(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id.hex(), hdr.version,
                     hdr.file_size, hdr.header_size, hdr.z_size, hdr.chunk_sizes, alpha=hdr.has_alpha,
-                    metadata=tuple(n for n, _ in names if n in ("exif", "xmp")), extension_sizes=names)
+                    metadata=tuple(n for n, _ in names if n in dict(fmt.METADATA)), extension_sizes=names)
 
 
 def _information_bits(values, groups, pmf, off, vmin) -> float:

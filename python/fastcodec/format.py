@@ -31,8 +31,9 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 # Extension types (docs/format.md, "Extensions"). Types below 128 are critical: a decoder that
 # does not know one must reject the file. Types from 128 up are ancillary: skipped when unknown.
-EXT_ALPHA, EXT_EXIF, EXT_XMP = 1, 128, 129
-EXT_NAMES = {EXT_ALPHA: "alpha", EXT_EXIF: "exif", EXT_XMP: "xmp"}
+EXT_ALPHA, EXT_EXIF, EXT_XMP, EXT_ICC = 1, 128, 129, 130
+EXT_NAMES = {EXT_ALPHA: "alpha", EXT_EXIF: "exif", EXT_XMP: "xmp", EXT_ICC: "icc"}
+METADATA = (("exif", EXT_EXIF), ("xmp", EXT_XMP), ("icc", EXT_ICC))  # the ancillary types, by name
 ALPHA_ZLIB_LEFT = 0  # alpha method 0: zlib stream of the row-wise left differences
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 
@@ -183,6 +184,9 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
             raise FormatError(f"checksum mismatch in the {name} extension section: the file is corrupted")
         if t == EXT_EXIF and bytes(v[:4]) not in _TIFF_SIGNATURES:
             raise FormatError("invalid EXIF extension: it must start with a TIFF header (II*\\0 or MM\\0*)")
+        if t == EXT_ICC and not is_icc_profile(v):
+            raise FormatError("invalid ICC extension: it must be an ICC profile (at least 132 bytes, 'acsp' at "
+                              "byte 36, its declared size equal to the payload's)")
         if t == EXT_ALPHA and v[0] != ALPHA_ZLIB_LEFT:
             raise FormatError(f"unknown alpha coding method {v[0]}: this fastcodec reads method {ALPHA_ZLIB_LEFT}")
         if t in EXT_NAMES:
@@ -194,8 +198,17 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
     return hdr, views[0], views[1:], ext
 
 
+def is_icc_profile(b) -> bool:
+    """Whether bytes look like an ICC profile: a 128-byte header with the 'acsp' signature and a
+    tag count, whose first field (the profile size, big-endian) is the length of the bytes."""
+    n = len(b)
+    head = bytes(b[:40])
+    return n >= 132 and head[36:40] == b"acsp" and int.from_bytes(head[:4], "big") == n
+
+
 def metadata_of(ext: dict) -> dict:
-    """{"exif": bytes, "xmp": bytes} (those present) of the extension payloads parse_all returned."""
+    """{"exif": bytes, "xmp": bytes, "icc": bytes} (those present) of the extension payloads
+    parse_all returned."""
     return {EXT_NAMES[t]: bytes(v) for t, v in ext.items() if t != EXT_ALPHA}
 
 

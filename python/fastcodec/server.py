@@ -123,11 +123,11 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
     async def compress(request: Request, quality: float = Query(75, ge=1, le=100),
                        target_bpp: float | None = Query(None, gt=0, lt=64),
                        target_size: int | None = Query(None, ge=1, le=1 << 40),
-                       strip_metadata: bool = Query(False, description="drop the image's EXIF and XMP"),
+                       strip_metadata: bool = Query(False, description="drop the image's EXIF, XMP and ICC profile (the profile applied first)"),
                        effort: int = Query(1, ge=1, le=3, description="1, or 2-3 to refine the latents (slower "
                                            "encoding, smaller files) where the server allows it (max_effort)")):
         """Compress the image in the request body (PNG, JPEG, WebP, ... any format Pillow reads).
-        Transparency (alpha), EXIF and XMP are kept unless ``strip_metadata``."""
+        Transparency (alpha), EXIF, XMP and the ICC profile are kept unless ``strip_metadata``."""
         if effort > max_effort:
             requests.labels("compress", "400").inc()
             raise HTTPException(400, f"effort must be from 1 to {max_effort} on this server (its max_effort), "
@@ -160,7 +160,7 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
 
         def work():
             im = codec.decompress_image(body, box=region)
-            # alpha, EXIF and XMP travel where the format holds them; JPEG of an image with
+            # alpha, EXIF, XMP and the ICC profile travel where the format holds them; JPEG of an image with
             # alpha is refused (400) rather than silently flattened
             return encode_image(im, PIL_FORMAT[fmt], **({"quality": 95} if fmt in ("jpeg", "webp") else {}))
 
