@@ -14,7 +14,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 import fastcodec  # noqa: E402
-from conftest import synthetic  # noqa: E402
+from conftest import icc_profile, synthetic  # noqa: E402
 
 
 class Server:
@@ -141,17 +141,17 @@ def test_alpha_and_metadata_over_http(server):
     exif = im.getexif()
     exif[0x010F] = "Cam"
     buf = io.BytesIO()
-    im.save(buf, "PNG", exif=exif.tobytes())
+    im.save(buf, "PNG", exif=exif.tobytes(), icc_profile=icc_profile())
     kept = httpx.post(f"{server.url}/v1/compress?quality=70", content=buf.getvalue(), timeout=60)
     stripped = httpx.post(f"{server.url}/v1/compress?quality=70&strip_metadata=true", content=buf.getvalue(),
                           timeout=60)
     assert kept.status_code == stripped.status_code == 200
-    assert fastcodec.info(kept.content).metadata == ("exif",) and fastcodec.info(stripped.content).metadata == ()
+    assert fastcodec.info(kept.content).metadata == ("exif", "icc") and fastcodec.info(stripped.content).metadata == ()
     r = httpx.post(f"{server.url}/v1/decompress?format=png", content=kept.content, timeout=60)
     assert r.status_code == 200
     out = Image.open(io.BytesIO(r.content))
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], rgba[..., 3])
-    assert out.getexif()[0x010F] == "Cam"
+    assert out.getexif()[0x010F] == "Cam" and out.info["icc_profile"] == icc_profile()
     r = httpx.post(f"{server.url}/v1/decompress?format=jpeg", content=kept.content, timeout=60)
     assert r.status_code == 400 and "alpha" in r.json()["error"]
 
