@@ -17,6 +17,9 @@ but "float" is exact (the C++ executor): its pixels must come out identical on e
 stay), "--pixels" the float ones too (after a new post-filter, which changes no symbol; the .fcc
 files and the manifest stay).
 
+A plain run writes the cases that have no file yet and keeps the ones that do (their manifest
+entries and pixels are recomputed from the stored files); --rewrite encodes every case anew.
+
 The folders of earlier models stay: their files must keep decoding, so their bundles keep
 shipping (tests/test_golden.py fails when a golden folder's model is missing from models/).
 """
@@ -33,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import fastcodec  # noqa: E402
 import fastcodec.codec as C  # noqa: E402
-from conftest import synthetic  # noqa: E402
+from conftest import icc_profile, synthetic  # noqa: E402
 
 CASES = [  # name, height, width, grayscale, quality, chunk symbols, alpha plane and metadata (version 2)
     ("rgb_q50", 48, 64, False, 50, None, False),
@@ -41,13 +44,18 @@ CASES = [  # name, height, width, grayscale, quality, chunk symbols, alpha plane
     ("rgb_q10_chunks", 130, 200, False, 10, 4096, False),
     ("rgba_meta_q50", 40, 52, False, 50, None, True),
     ("la_q70", 21, 35, True, 70, None, True),
+    ("rgb_icc_q60", 36, 44, False, 60, None, "icc"),  # since 0.12: an ICC profile (ancillary type 130)
 ]
 GOLDEN_XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
 
 
-def with_extras(img):
+def with_extras(img, kind=True):
     """The image as a PIL image with an alpha plane (transparent hole, soft ramp, one odd
-    column), EXIF (Make) and XMP: the version-2 cases."""
+    column), EXIF (Make) and XMP: the version-2 cases; kind "icc": with a wide-gamut ICC profile."""
+    if kind == "icc":
+        im = Image.fromarray(img)
+        im.info["icc_profile"] = icc_profile()
+        return im
     h, w = img.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]
     alpha = np.clip((np.hypot(yy - h / 2, xx - w / 2) - 5) * 50, 0, 255).astype(np.uint8)
@@ -128,15 +136,19 @@ def main(argv=None):
         if gray:
             img = img[..., 1]
         if extras:
-            img = with_extras(img)
-        old = C.CHUNK_SYMBOLS
-        if chunk:
-            C.CHUNK_SYMBOLS = chunk
-        try:
-            data = codec.compress(img, quality=q)
-        finally:
-            C.CHUNK_SYMBOLS = old
-        (out / f"{name}.fcc").write_bytes(data)
+            img = with_extras(img, extras)
+        path = out / f"{name}.fcc"
+        if path.is_file() and "--rewrite" not in argv:  # golden files stay once written (the encoder's
+            data = path.read_bytes()                    # float analysis may round differently elsewhere)
+        else:
+            old = C.CHUNK_SYMBOLS
+            if chunk:
+                C.CHUNK_SYMBOLS = chunk
+            try:
+                data = codec.compress(img, quality=q)
+            finally:
+                C.CHUNK_SYMBOLS = old
+            path.write_bytes(data)
         px = codec.decompress(data)
         Image.fromarray(px).save(out / f"{name}.png")
         manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "symbols": symbol_hash(codec, data),
