@@ -278,9 +278,9 @@ def test_icc_profile_is_kept_with_the_pixels_as_they_are(codec, tmp_path):
     im.save(tmp_path / "a.fcc", quality=80)
     with Image.open(tmp_path / "a.fcc") as f:
         assert f.info["icc_profile"] == profile
-    srgb_bytes = ImageCms.ImageCmsProfile(srgb).tobytes()
-    im.save(tmp_path / "b.fcc", quality=80, icc_profile=srgb_bytes)
-    assert fastcodec.metadata(tmp_path / "b.fcc") == {"icc": srgb_bytes}
+    gamma22 = icc_profile(primaries=((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)))
+    im.save(tmp_path / "b.fcc", quality=80, icc_profile=gamma22)  # sRGB's primaries, a plain 2.2 gamma
+    assert fastcodec.metadata(tmp_path / "b.fcc") == {"icc": gamma22}
     gray = Image.fromarray(rgb[..., 1])
     gray.info["icc_profile"] = icc_profile("GRAY")
     g = codec.compress(gray, quality=80)

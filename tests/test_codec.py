@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import fastcodec
-from conftest import kodak_files, needs_kodak, psnr, repack, synthetic
+from conftest import icc_profile, kodak_files, needs_kodak, psnr, repack, synthetic
 from fastcodec.errors import ArgumentError, FormatError, ImageError, LimitError, ModelError
 
 
@@ -357,34 +357,27 @@ def test_documented_input_conversions(codec, tmp_path):
         codec.compress(Image.fromarray(rgb[..., 0].astype(np.float32)))
 
 
-def test_icc_profile_is_applied_when_metadata_is_dropped(codec, monkeypatch):
+def test_icc_profiles_applied_dropped_or_kept(codec):
     """keep_metadata=False applies an embedded ICC profile (pixels converted to sRGB) before
-    dropping it; a broken profile is ignored either way, and never stored."""
+    dropping it; an sRGB profile is dropped and the pixels left as they are (they are sRGB);
+    a broken profile is ignored either way. None of these is stored."""
     from PIL import ImageCms
     rgb = synthetic(32, 32, seed=4)
-    srgb_bytes = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    calls = []
-    real = ImageCms.profileToProfile
-
-    def spy(im, src, dst, **kw):
-        calls.append(src.tobytes())
-        out = real(im, src, dst, **kw)
-        return Image.fromarray(255 - np.asarray(out))  # make the conversion visible
-
-    monkeypatch.setattr(ImageCms, "profileToProfile", spy)
+    srgb = ImageCms.createProfile("sRGB")
+    plain = codec.compress(rgb, quality=90)
+    wide = icc_profile()
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "PNG", icc_profile=srgb_bytes)
-    converted = codec.compress(buf.getvalue(), quality=90, keep_metadata=False)
-    assert calls and calls[0] == srgb_bytes
-    assert converted == codec.compress(255 - rgb, quality=90)
-    calls.clear()
-    kept = codec.compress(buf.getvalue(), quality=90)  # the default keeps it and leaves the pixels
-    assert not calls and codec.metadata(kept) == {"icc": srgb_bytes}
-    assert np.array_equal(codec.decompress(kept), codec.decompress(codec.compress(rgb, quality=90)))
-    broken = io.BytesIO()
-    Image.fromarray(rgb).save(broken, "PNG", icc_profile=b"not a profile")
-    for keep in (True, False):
-        assert codec.compress(broken.getvalue(), quality=90, keep_metadata=keep) == codec.compress(rgb, quality=90)
+    Image.fromarray(rgb).save(buf, "PNG", icc_profile=wide)
+    converted = np.asarray(ImageCms.profileToProfile(Image.fromarray(rgb), ImageCms.ImageCmsProfile(io.BytesIO(wide)),
+                                                     srgb, outputMode="RGB"))
+    assert psnr(converted, rgb) < 20
+    assert codec.compress(buf.getvalue(), quality=90, keep_metadata=False) == codec.compress(converted, quality=90)
+    assert codec.metadata(codec.compress(buf.getvalue(), quality=90)) == {"icc": wide}  # kept by default
+    for profile in (ImageCms.ImageCmsProfile(srgb).tobytes(), b"not a profile"):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "PNG", icc_profile=profile)
+        for keep in (True, False):
+            assert codec.compress(buf.getvalue(), quality=90, keep_metadata=keep) == plain
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):

@@ -28,9 +28,10 @@ def _from_pil(im, keep_icc: bool = True):
     - Animated images (more than one frame) are rejected.
     - An embedded ICC profile of the image's colour space (RGB, or gray for grayscale) is kept
       as it is, with the pixels untouched, so that wide-gamut photos (Display P3, Adobe RGB) keep
-      their colours; with keep_icc=False, or for a profile that does not fit (CMYK, or a profile
-      of the other colour space), it is applied instead: the pixels are converted to sRGB and the
-      profile is dropped. A profile that cannot be read is ignored.
+      their colours; one that maps to sRGB within a level is dropped (the pixels are sRGB, which
+      a file without a profile means); with keep_icc=False, or for a profile that does not fit
+      (CMYK, or a profile of the other colour space), it is applied instead: the pixels are
+      converted to sRGB and the profile is dropped. A profile that cannot be read is ignored.
     - metadata: {"exif": TIFF-layout EXIF bytes, "xmp": XMP packet bytes, "icc": ICC profile
       bytes}, those present.
     """
@@ -47,7 +48,10 @@ def _from_pil(im, keep_icc: bool = True):
     icc = im.info.get("icc_profile")
     if isinstance(icc, (bytes, bytearray)) and icc:
         space = bytes(icc[16:20]) if is_icc_profile(icc) else None  # the profile's data colour space
-        if keep_icc and ((space == b"RGB " and im.mode in _RGB_MODES) or (space == b"GRAY" and im.mode in _GRAY_MODES)):
+        fits = (space == b"RGB " and im.mode in _RGB_MODES) or (space == b"GRAY" and im.mode in _GRAY_MODES)
+        if fits and _like_srgb(icc, space):
+            pass  # the pixels are sRGB already (most cameras' JPEGs): nothing to store or convert
+        elif keep_icc and fits:
             meta["icc"] = bytes(icc)
         elif im.mode in ("RGB", "RGBA", "CMYK", "L"):
             im = _to_srgb(im, icc)
@@ -96,6 +100,28 @@ def _metadata(info: dict) -> dict:
     if isinstance(xmp, (bytes, bytearray)) and xmp.strip(b"\x00 \t\r\n"):
         out["xmp"] = bytes(xmp)
     return out
+
+
+def _like_srgb(icc: bytes, space: bytes) -> bool:
+    """Whether a profile maps colours to sRGB within one level: 216 colours of a 6 x 6 x 6 grid
+    (6 gray levels for a gray profile) through the profile to sRGB. Such a profile (the sRGB
+    profile of most cameras' and phones' JPEGs, 0.5-3 kB) need not be stored: a file without a
+    profile is sRGB. A profile that cannot be read is not like sRGB."""
+    from PIL import Image, ImageCms
+
+    v = np.linspace(0, 255, 6).round().astype(np.uint8)
+    if space == b"GRAY":
+        grid, mode = v[None, :], "L"
+    else:
+        grid, mode = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(1, -1, 3), "RGB"
+    try:
+        out = ImageCms.profileToProfile(Image.fromarray(np.ascontiguousarray(grid), mode),
+                                        ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
+                                        outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return False
+    want = np.repeat(grid[..., None], 3, -1) if mode == "L" else grid
+    return int(np.abs(np.asarray(out, dtype=np.int16) - want).max()) <= 1
 
 
 def _to_srgb(im, icc: bytes):
