@@ -106,8 +106,14 @@ def _like_srgb(icc: bytes, space: bytes) -> bool:
     """Whether a profile maps colours to sRGB within one level: 216 colours of a 6 x 6 x 6 grid
     (6 gray levels for a gray profile) through the profile to sRGB. Such a profile (the sRGB
     profile of most cameras' and phones' JPEGs, 0.5-3 kB) need not be stored: a file without a
-    profile is sRGB. A profile that cannot be read is not like sRGB."""
-    from PIL import Image, ImageCms
+    profile is sRGB. A profile that cannot be read is not like sRGB, nor is any without
+    Pillow's colour management (a build without LittleCMS): it is then kept."""
+    from PIL import Image
+
+    try:
+        from PIL import ImageCms
+    except ImportError:
+        return False
 
     v = np.linspace(0, 255, 6).round().astype(np.uint8)
     if space == b"GRAY":
