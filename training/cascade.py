@@ -137,14 +137,14 @@ def measure_policy(a):
     photos = photos[::max(1, len(photos) // a.policy_photos)][:a.policy_photos]
     crops = [np.ascontiguousarray(im[(im.shape[0] - 512) // 2:][:512, (im.shape[1] - 768) // 2:][:, :768])
              for im in photos]
-    meta = meta_of(a.name)
-    have = set(meta.get("decoders", {}))
+    have = set(meta_of(a.name).get("decoders", {}))
     ref = fastcodec.Codec(a.name, threads=2, decoder="bitexact")
+    decoders = {name: fastcodec.Codec(a.name, threads=2, decoder=name) for name in ("int8", "mixed") if name in have}
     mse = lambda x, y: np.mean((x.astype(np.float64) - y) ** 2)  # noqa: E731
 
     def loss(name, q):
         """Mean dB lost against the bit-exact decoder over the crops at quality q."""
-        dec = fastcodec.Codec(a.name, threads=2, decoder=name)
+        dec = decoders[name]
         d = []
         for im in crops:
             data = ref.compress(im, quality=q)
@@ -168,13 +168,8 @@ def measure_policy(a):
         lo = best + 5
         if best == 100:
             break
-    meta = meta_of(a.name)
-    meta["default_decoder_by_quality"] = policy
-    path = os.path.join(ROOT, "models", a.name, "model.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(meta, f, indent=1)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+    from qgraph import update_model_json  # atomic
+    update_model_json(a.name, lambda meta: meta.__setitem__("default_decoder_by_quality", policy))
     print(f"default_decoder_by_quality {policy} ({a.base}'s: {meta_of(a.base).get('default_decoder_by_quality')}); "
           f"{len(crops)} training photos, bound {BOUND_DB} dB", flush=True)
 
