@@ -106,11 +106,25 @@ def test_large_golden_file_decodes_bit_exactly(mid, name):
             assert np.array_equal(fastcodec.decompress(data), px)  # the default decoder there
 
 
+@pytest.mark.parametrize("mid,name", [(mid, n) for mid, m in LARGE.items() for n in sorted(m["files"])
+                                      if "reduced_sha256" in m["files"][n]])
+def test_large_golden_file_reduces_bit_exactly(mid, name):
+    # decompress(reduce=F) runs the reduce heads in the exact executor: the same bytes everywhere
+    entry = LARGE[mid]["files"][name]
+    data = (GOLDEN / mid / f"{name}.fcc").read_bytes()
+    for f, want in entry["reduced_sha256"].items():
+        px = fastcodec.Codec(threads=2).decompress(data, reduce=int(f))
+        assert list(px.shape[:2]) == [-(-n // int(f)) for n in entry["shape"][:2]]
+        assert hashlib.sha256(px.tobytes()).hexdigest() == want, f
+
+
 def test_default_model_has_large_bit_exact_files():
     codec = fastcodec.Codec(threads=1)
     assert codec.model.id in LARGE, "run tests/golden/make_golden.py --bitexact"
     for entry in LARGE[codec.model.id]["files"].values():
         assert set(entry["pixels_sha256"]) == set(codec.model.decoders) - {"float"}
+        assert set(entry.get("reduced_sha256", {})) == {str(f) for f in codec.model.reduce_factors()}, \
+            "run tests/golden/make_golden.py --bitexact"
 
 
 def test_every_exact_decoder_has_golden_pixels():

@@ -87,6 +87,19 @@ def test_region_over_http(server):
     assert r.status_code == 422
 
 
+def test_thumbnail_over_http(server):
+    img = synthetic(48, 70, seed=4)
+    data = fastcodec.compress(img, quality=60)
+    r = httpx.post(f"{server.url}/v1/decompress?reduce=4", content=data, timeout=60)
+    assert r.status_code == 200, r.text
+    small = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert small.shape == (12, 18, 3) and np.array_equal(small, fastcodec.decompress(data, reduce=4))
+    r = httpx.post(f"{server.url}/v1/decompress?reduce=3", content=data, timeout=30)
+    assert r.status_code == 400 and "reduce must be one of 1, 2, 4, 8" in r.json()["error"]
+    r = httpx.post(f"{server.url}/v1/decompress?reduce=2&box=0,0,8,8", content=data, timeout=30)
+    assert r.status_code == 400 and "cannot be combined" in r.json()["error"]
+
+
 def test_errors(server):
     r = httpx.post(f"{server.url}/v1/compress", content=b"not an image", timeout=30)
     assert r.status_code == 400 and "cannot decode" in r.json()["error"]

@@ -22,7 +22,7 @@ from .codec import Codec, FileInfo
 from .errors import (ArgumentError, FastcodecError, FormatError, ImageError, LimitError, ModelError,
                      ResourceError)
 
-__version__ = "0.12.0"
+__version__ = "0.13.0"
 
 from ._pillow import register as _register_pillow  # noqa: E402
 
@@ -50,17 +50,19 @@ def compress(src, quality: float = 75, target_bpp: float | None = None, target_s
                                     keep_metadata=keep_metadata, exact=exact, effort=effort)
 
 
-def decompress(data, box=None):
+def decompress(data, box=None, reduce: int = 1):
     """Decode .fcc bytes or a .fcc path to a uint8 numpy array: (H, W, 3), (H, W) for grayscale,
     (H, W, 4) / (H, W, 2) with an alpha plane. ``box=(left, upper, right, lower)`` decodes only
-    that region (as ``PIL.Image.crop``), the same pixels for a fraction of the work; see Codec.decompress."""
-    return default_codec().decompress(data, box=box)
+    that region (as ``PIL.Image.crop``), the same pixels for a fraction of the work; ``reduce=2``,
+    ``4`` or ``8`` the image reduced by that factor (as ``PIL.Image.reduce``), much faster, for
+    thumbnails; see Codec.decompress."""
+    return default_codec().decompress(data, box=box, reduce=reduce)
 
 
-def decompress_image(data, box=None):
+def decompress_image(data, box=None, reduce: int = 1):
     """Decode .fcc bytes or a .fcc path to a PIL.Image (RGB, L, RGBA or LA; EXIF, XMP and ICC profile in ``info``);
-    ``box``: only that region, as in ``decompress``."""
-    return default_codec().decompress_image(data, box=box)
+    ``box``: only that region, ``reduce``: reduced by 2, 4 or 8, as in ``decompress``."""
+    return default_codec().decompress_image(data, box=box, reduce=reduce)
 
 
 def info(data) -> FileInfo:
@@ -84,14 +86,15 @@ def compress_file(src, dst, quality: float = 75, target_bpp: float | None = None
     return len(data)
 
 
-def decompress_file(src, dst, overwrite: bool = False, format: str | None = None, box=None) -> None:
+def decompress_file(src, dst, overwrite: bool = False, format: str | None = None, box=None,
+                    reduce: int = 1) -> None:
     """Decode .fcc file ``src`` and save it as an image (format from ``dst``'s extension, e.g. .png),
     with the file's alpha plane, EXIF, XMP and ICC profile where that format stores them (JPEG cannot store
-    alpha: ArgumentError); ``box``: only that region, as in ``decompress``."""
+    alpha: ArgumentError); ``box``: only that region, ``reduce``: reduced by 2, 4 or 8, as in ``decompress``."""
     from ._imageio import encode_image
 
     dst = check_output(dst, overwrite, src)
-    im = decompress_image(src, box=box)
+    im = decompress_image(src, box=box, reduce=reduce)
     write_atomic(dst, encode_image(im, format or _format_from_ext(dst)), overwrite)
 
 

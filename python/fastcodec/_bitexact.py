@@ -509,7 +509,8 @@ class BitExactDecoder:
         try:
             self.mean = self._net(_chain_ops(_Graph(path / "hyper_decoder.onnx"), "z", "mu",
                                              slice_first=latent_channels))
-            self.synthesis = self._net(_chain_ops(_Graph(path / "decoder.onnx"), "y", "x"))
+            self._synthesis_ops = _chain_ops(_Graph(path / "decoder.onnx"), "y", "x")
+            self.synthesis = self._net(self._synthesis_ops)
             self._limit = self.synthesis.cache_limit
         except (OSError, ValueError, KeyError, StopIteration, IndexError) as e:
             raise ModelError(f"model {path.name}: the bit-exact decoder cannot run its graphs ({e})") from None
@@ -565,6 +566,30 @@ class BitExactDecoder:
         verified by the caller), built on first use."""
         return self._once(("int8", name), lambda: _core.QSynthesis(*int8_synthesis_args(_Graph(graph))),
                           f"the exact int8 decoder cannot run {graph.name}")
+
+    def reduced(self, factor: int, path: Path):
+        """The synthesis that decodes an image reduced by ``factor`` (8, 4 or 2): its first
+        stages, up to the features at 1/8 (factor 8) or 1/4 resolution (4 and 2), then that
+        factor's head from reduce.npz at path (verified by the caller; training/reduce_heads.py):
+        conv 3x3 + ReLU, conv 3x3 (+ pixel shuffle 2 for factor 2). Built on first use."""
+        def make():
+            stages = {8: 2, 4: 4, 2: 4}[factor]
+            ops = self._synthesis_ops
+            if len(ops) <= stages or [o[0] for o in ops[:stages]] != ["conv", "igdn"] * (stages // 2):
+                raise ValueError("the synthesis is not the four-stage form the heads read")
+            with np.load(path, allow_pickle=False) as z:
+                w1, b1 = z[f"f{factor}.c1_weight"], z[f"f{factor}.c1_bias"]
+                w2, b2 = z[f"f{factor}.c2_weight"], z[f"f{factor}.c2_bias"]
+            shuffle = 2 if factor == 2 else 1
+            if w1.shape[1] != ops[stages - 1][1].shape[0] or w2.shape[0] != 3 * shuffle * shuffle:
+                raise ValueError(f"the factor {factor} head does not fit the synthesis")
+            head = [("conv", np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32), s, r)
+                    for w, b, s, r in ((w1, b1, 1, True), (w2, b2, shuffle, False))]
+            for _, w, _, _, _ in head:
+                _plain(w, [1, 1], [w.shape[2] // 2] * 4)
+            return self._net(list(ops[:stages]) + head)
+
+        return self._once(("reduce", factor), make, f"the factor {factor} reduce head cannot run {path.name}")
 
     def trim(self):
         """Frees the buffers the networks keep between runs (after a large image) and sets their

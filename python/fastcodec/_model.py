@@ -245,19 +245,44 @@ class Model:
 
     def check_postfilter_int8(self) -> Path:
         """The int8 post-filter's file, verified against model.json's SHA-256 (ModelError)."""
-        done = self._verified.get(("postfilter_int8", "default"))
+        return self._check_file("postfilter_int8", "postfilter_int8.npz", self.postfilter_int8["sha256"],
+                                "the int8 post-filter")
+
+    @property
+    def reduce(self) -> dict | None:
+        """model.json's "reduce" ({"file": "reduce.npz", "sha256": ..., "factors": [8, 4, 2]}) or
+        None: small output heads on the synthesis's inner features (1/8 and 1/4 resolution) that
+        decode an image reduced by those factors without its full-resolution layers
+        (Codec.decompress's reduce). Decoder-side only, so not part of the id."""
+        spec = self.meta.get("reduce")
+        ok = (isinstance(spec, dict) and spec.get("file") == "reduce.npz" and isinstance(spec.get("sha256"), str)
+              and isinstance(spec.get("factors"), list))
+        return spec if ok else None
+
+    def reduce_factors(self) -> tuple:
+        """The factors this bundle's reduce heads decode (empty without them)."""
+        spec = self.reduce
+        return tuple(int(f) for f in spec["factors"] if f in (2, 4, 8)) if spec else ()
+
+    def check_reduce(self) -> Path:
+        """The reduce heads' file, verified against model.json's SHA-256 (ModelError)."""
+        return self._check_file("reduce", "reduce.npz", self.reduce["sha256"], "the reduce heads' file")
+
+    def _check_file(self, key: str, name: str, want: str, what: str) -> Path:
+        """The bundle's file ``name`` (``what`` in messages), verified against model.json's
+        SHA-256 ``want`` once (ModelError)."""
+        done = self._verified.get((key, "default"))
         if done is not None:
             return done
-        path = self.path / "postfilter_int8.npz"
+        path = self.path / name
         try:
             got = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError as e:
-            raise ModelError(f"model {self.path.name}: cannot read the int8 post-filter: {e}") from None
-        want = self.postfilter_int8["sha256"]
+            raise ModelError(f"model {self.path.name}: cannot read {what}: {e}") from None
         if got != want:
-            raise ModelError(f"model {self.path.name}: the int8 post-filter (postfilter_int8.npz) is damaged: "
+            raise ModelError(f"model {self.path.name}: {what} ({name}) is damaged: "
                              f"SHA-256 {got[:16]}..., model.json says {str(want)[:16]}...")
-        self._verified[("postfilter_int8", "default")] = path
+        self._verified[(key, "default")] = path
         return path
 
     @property

@@ -3,7 +3,8 @@
 Registered format name "FCC", extension ".fcc", MIME type "image/x-fastcodec".
 Opening parses the container (size, mode, EXIF, XMP and ICC profile are known at once; the checksums are
 verified on load()); pixels are decoded on load(), or only a region's by ``im.crop(box)`` before
-load() (Codec.decompress's box). Modes: RGB, L, and RGBA / LA for files with
+load() (Codec.decompress's box), or reduced by 2, 4 or 8 after ``im.draft(mode, size)`` (which
+``im.thumbnail`` calls, as for JPEG: Codec.decompress's reduce). Modes: RGB, L, and RGBA / LA for files with
 an alpha plane. Saving keeps the image's alpha, EXIF, XMP and ICC profile (``exif=`` / ``xmp=`` /
 ``icc_profile=`` override them;
 ``keep_metadata=False`` drops them; ``exact=True`` keeps the colours of fully transparent pixels;
@@ -49,12 +50,34 @@ class FccImageFile(ImageFile.ImageFile):
         tile = getattr(ImageFile, "_Tile", None)
         args = ("fcc", (0, 0, w, h), 0, self._mode)
         self.tile = [tile(*args) if tile else args]
+        self._reduce = 1
+
+    def draft(self, mode, size):
+        """Before load(): with a size, decode the image reduced by the largest of 8, 4 and 2 that
+        keeps it at least that large (Codec.decompress's reduce, several times faster than the
+        whole image), as Pillow's JPEG reader does; ``Image.thumbnail`` calls this. The mode stays.
+        Returns (mode, box of the reduced image in the original's coordinates), or None where
+        nothing changes."""
+        if not self.tile or not size or self._reduce != 1:
+            return None
+        scale = min(self.size[0] // max(1, int(size[0])), self.size[1] // max(1, int(size[1])))
+        f = next(s for s in (8, 4, 2, 1) if scale >= s)
+        if f == 1:
+            return None
+        w, h = self.size
+        self._reduce = f
+        self._size = (-(-w // f), -(-h // f))
+        tile = getattr(ImageFile, "_Tile", None)
+        args = ("fcc", (0, 0) + self._size, 0, self._mode)
+        self.tile = [tile(*args) if tile else args]
+        self.decoderconfig = (f,)  # passed to FccDecoder after the tile's arguments
+        return self.mode, (0, 0, w / f, h / f)
 
     def crop(self, box=None):
         """Before the pixels are loaded, an integer box inside the image decodes only that
         region (Codec.decompress's box: the same pixels, a fraction of the work for a small
         region of a large image); anything else crops as Pillow does, after a full load."""
-        inside = (box is not None and self.tile and len(box) == 4
+        inside = (box is not None and self.tile and self._reduce == 1 and len(box) == 4
                   and all(isinstance(v, int) and not isinstance(v, bool) for v in box)
                   and 0 <= box[0] < box[2] <= self.width and 0 <= box[1] < box[3] <= self.height)
         if not inside:
@@ -74,7 +97,8 @@ class FccDecoder(ImageFile.PyDecoder):
         from . import default_codec
 
         self.fd.seek(0)
-        arr = default_codec().decompress(self.fd.read())
+        reduce = self.args[1] if len(self.args) > 1 else 1  # FccImageFile.draft's factor
+        arr = default_codec().decompress(self.fd.read(), reduce=reduce)
         self.set_as_raw(arr.tobytes(), self.mode)
         return -1, 0
 

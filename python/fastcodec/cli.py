@@ -1,7 +1,7 @@
 """The ``fastcodec`` command line tool.
 
     fastcodec compress IN... [-o OUT] [-q Q | --target-bpp B | --target-size S] [-j N] [--force] [--quiet|--json]
-    fastcodec decompress IN.fcc... [-o OUT] [--format png] [--box L,T,R,B] [-j N] [--force] [--quiet|--json]
+    fastcodec decompress IN.fcc... [-o OUT] [--format png] [--box L,T,R,B | --reduce F] [-j N] [--force] [--quiet|--json]
     fastcodec info FILE.fcc [--detail] [--json]
 
 Several inputs, folders (searched recursively) and globs are processed in parallel with one
@@ -136,6 +136,9 @@ def build_parser():
     d.add_argument("--box", type=_box, default=None, metavar="L,T,R,B",
                    help="decode only this region: left, upper, right, lower in pixels (right and lower excluded, "
                    "as PIL's Image.crop); the same pixels as cropping the whole image, for a fraction of the work")
+    d.add_argument("--reduce", type=int, choices=(1, 2, 4, 8), default=1, metavar="F",
+                   help="decode the image reduced by F (2, 4 or 8; each pixel about the mean of an F x F block, "
+                   "as PIL's Image.reduce), much faster than the whole image: for thumbnails")
     _batch_options(d)
 
     sv = sub.add_parser("serve", help="run the HTTP service (needs the 'server' extra)",
@@ -343,7 +346,7 @@ def _batch(args) -> int:
                 rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(data),
                            pixels=inf.width * inf.height, bpp=round(inf.bpp, 5), quality=inf.quality)
             else:
-                im = codec.decompress_image(src, box=args.box)
+                im = codec.decompress_image(src, box=args.box, reduce=args.reduce)
                 out = encode_image(im, fastcodec._format_from_ext(dst))
                 write_atomic(dst, out, args.force)
                 rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(out),

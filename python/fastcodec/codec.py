@@ -191,6 +191,32 @@ def _check_box(box, width: int, height: int) -> tuple:
     return left, upper, right, lower
 
 
+REDUCE_FACTORS = (1, 2, 4, 8)
+
+
+def _check_reduce(reduce) -> int:
+    if (isinstance(reduce, bool) or not isinstance(reduce, (int, np.integer))
+            or int(reduce) not in REDUCE_FACTORS):
+        raise ArgumentError(f"reduce must be one of {', '.join(map(str, REDUCE_FACTORS))}, got {reduce!r}")
+    return int(reduce)
+
+
+def reduce_pixels(a: np.ndarray, f: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, C) -> (ceil(H / f), ceil(W / f)[, C]): the rounded mean of each
+    f x f block, the blocks at the right and lower edges over the pixels they have (as
+    PIL.Image.reduce)."""
+    h, w = a.shape[:2]
+    hr, wr = -(-h // f), -(-w // f)
+    pad = np.zeros((hr * f, wr * f) + a.shape[2:], np.uint32)
+    pad[:h, :w] = a
+    s = pad.reshape(hr, f, wr, f, *a.shape[2:]).sum(axis=(1, 3))
+    n = (np.minimum(np.arange(1, hr + 1) * f, h) - np.arange(hr) * f)[:, None] \
+        * (np.minimum(np.arange(1, wr + 1) * f, w) - np.arange(wr) * f)[None, :]
+    if a.ndim == 3:
+        n = n[:, :, None]
+    return ((s + n // 2) // n).astype(np.uint8)
+
+
 def _window(lo: int, hi: int, n: int, halo: int, f: int) -> tuple:
     """Latent rows (or columns) [a0, a1) whose synthesis decodes pixels [lo, hi) exactly: the
     latents under them, widened by the halo and clipped to the n latents of the image."""
@@ -373,12 +399,31 @@ class Codec:
                     (x,) = m.run("postfilter", {"x": x, "q": qv})
                 return x
 
+        return self._tiled(run, y_hat, h, w, f, ex if exact else None)
+
+    def _synthesise_reduced(self, m: Model, y_hat: np.ndarray, h: int, w: int, factor: int) -> np.ndarray:
+        """The image reduced by ``factor`` (h, w: its reduced size), uint8 RGB: the synthesis's
+        first stages and that factor's head (BitExactDecoder.reduced), in the same tiles as
+        _synthesise (the head reaches 2 latent pixels, within SYNTHESIS_HALO), no post-filter."""
+        ex, threads = m.bitexact(), self._net_threads()
+        net = ex.reduced(factor, m.check_reduce())
+
+        def run(feed, release=False):
+            return net.run(feed["y"], 0.0, threads)
+
+        return self._tiled(run, y_hat, h, w, (m.stride // 4) // factor, ex)
+
+    @staticmethod
+    def _tiled(run, y_hat: np.ndarray, h: int, w: int, f: int, ex=None) -> np.ndarray:
+        """run({"y": latents}) -> (1, 3, f H, f W) over the whole latent, or over overlapping tiles
+        of it for large images, to uint8 (h, w, 3). f: output pixels per latent pixel. ex: the
+        bit-exact decoder whose buffers the tiles share (None for onnxruntime's graphs)."""
         hy, wy = y_hat.shape[2:]
         if _small(hy, wy):
             x = run({"y": y_hat})
             return _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), h, w)
         out = np.empty((h, w, 3), np.uint8)
-        if exact:
+        if ex is not None:
             ex.hold()  # every tile reuses the first one's buffers; trimmed after the last
         try:
             for (ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last in _tile_grid(hy, wy, halo=SYNTHESIS_HALO):
@@ -392,7 +437,7 @@ class Codec:
                 px = _core.tensor_to_pixels(np.ascontiguousarray(x, dtype=np.float32), r1 - a0 * f, c1 - b0 * f)
                 out[r0:r1, c0:c1] = px[r0 - a0 * f:, c0 - b0 * f:]
         finally:
-            if exact:
+            if ex is not None:
                 ex.trim()
         return out
 
@@ -634,12 +679,13 @@ class Codec:
         _, _, _, ext = fmt.parse_all(data, max_pixels=self.max_pixels)
         return fmt.metadata_of(ext)
 
-    def _decode_symbols(self, data, ext_out: dict | None = None, box=None):
+    def _decode_symbols(self, data, ext_out: dict | None = None, box=None, exact: bool = False):
         """Parses and entropy-decodes a file: (header, model, hyper-latent symbols and groups,
         residuals, scale bins, means, window). The means cover the latent window (a0, a1, b0, b1):
         rows [a0, a1) and columns [b0, b1), all latents without a box; with a box (pixels,
         _check_box) the ones that its synthesis needs. The symbols always cover the whole image
-        (the streams are sequential, and parsing them needs every scale bin)."""
+        (the streams are sequential, and parsing them needs every scale bin). exact: the means of
+        the bit-exact decoder whatever the Codec's decoder (the reduced decoding's)."""
         data = _read_if_path(data)
         hdr, zdata, chunks, ext = fmt.parse_all(data, max_pixels=self.max_pixels)
         if ext_out is not None:
@@ -662,7 +708,7 @@ class Codec:
             za0, za1 = _window(win[0], win[1], zh, HALO, 4)
             zb0, zb1 = _window(win[2], win[3], zw, HALO, 4)
             z_in = np.ascontiguousarray(z_int[:, :, za0:za1, zb0:zb1])
-        if self._decoder_name(m, hdr.quality) != "float":  # an exact decoder: the exact mean too
+        if exact or self._decoder_name(m, hdr.quality) != "float":  # an exact decoder: the exact mean too
             mu = _hyper(m, "hyper_decoder", z_in.astype(np.float32), net=m.bitexact().mean,
                         threads=self._net_threads())
         else:
@@ -685,7 +731,7 @@ class Codec:
         _map(lambda ic: decode_chunk(*ic), list(enumerate(chunk_ranges(M, len(chunks)))))
         return hdr, m, z_sym, z_groups, r, bins, mu, win
 
-    def decompress(self, data, box=None) -> np.ndarray:
+    def decompress(self, data, box=None, reduce: int = 1) -> np.ndarray:
         """Decode .fcc bytes (or a path to a .fcc file) to a uint8 array: (H, W, 3) RGB, (H, W)
         grayscale, or with the file's alpha plane (H, W, 4) RGBA and (H, W, 2) grayscale + alpha.
 
@@ -694,13 +740,31 @@ class Codec:
         decoded image, pixel for pixel, with every decoder but "float" (onnxruntime's, within
         one level), and costs the entropy decoding of the whole file plus the synthesis of the
         region and a margin of 48 pixels: for a 1 MP region of a large photo a small fraction of
-        decoding it all."""
-        return self._decompress(data, {}, box)
+        decoding it all.
 
-    def _decompress(self, data, ext: dict, box=None) -> np.ndarray:
-        hdr, m, _, _, r, _, mu, (a0, a1, b0, b1) = self._decode_symbols(data, ext, box)
+        reduce: 2, 4 or 8 decodes the image reduced by that factor, ceil(H / reduce) x
+        ceil(W / reduce) pixels, each about the mean of a reduce x reduce block (as
+        ``PIL.Image.reduce``), for thumbnails: the model's reduce heads read the synthesis's inner
+        features and skip its full-resolution layers (at 24 MP, reduce=8 decodes several times
+        faster than the whole image), deterministically on every machine, whatever decoder the
+        Codec names and without the post-filter. A model without a head for the factor decodes
+        the whole image and averages its blocks. Not combined with box."""
+        return self._decompress(data, {}, box, reduce)
+
+    def _decompress(self, data, ext: dict, box=None, reduce: int = 1) -> np.ndarray:
+        reduce = _check_reduce(reduce)
+        if reduce > 1 and box is not None:
+            raise ArgumentError("box and reduce cannot be combined: decode the region and reduce it, "
+                                "or decode the reduced image and crop it")
+        hdr, m, _, _, r, _, mu, (a0, a1, b0, b1) = self._decode_symbols(data, ext, box, exact=reduce > 1)
         # the alpha plane first: a damaged one fails before the costly synthesis
         alpha = fmt.decode_alpha(ext[fmt.EXT_ALPHA], hdr.width, hdr.height) if fmt.EXT_ALPHA in ext else None
+        if reduce > 1 and reduce in m.reduce_factors():
+            y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), m.igain_bitexact(hdr.quality))
+            del r, mu
+            h, w = -(-hdr.height // reduce), -(-hdr.width // reduce)
+            px = self._synthesise_reduced(m, y_hat, h, w, reduce)
+            return to_output(px, hdr.channels, None if alpha is None else reduce_pixels(alpha, reduce))
         if self._decoder_name(m, hdr.quality) != "float":
             igain = m.igain_bitexact(hdr.quality)
         else:
@@ -708,7 +772,9 @@ class Codec:
         if box is None:
             y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), igain)
             del r, mu
-            return to_output(self._synthesise(m, y_hat, hdr.height, hdr.width, hdr.quality), hdr.channels, alpha)
+            out = to_output(self._synthesise(m, y_hat, hdr.height, hdr.width, hdr.quality), hdr.channels, alpha)
+            # no head for this factor: the blocks of the whole image
+            return reduce_pixels(out, reduce) if reduce > 1 else out
         # a region: the synthesis of its latent window, whose top-left latent is pixel
         # (16 a0, 16 b0); the window's own edges lie SYNTHESIS_HALO latents outside the box
         # (or on the image's edges), so the box's pixels are those of the whole image
@@ -748,13 +814,13 @@ class Codec:
                         "overhead_vs_information_pct": 100.0 * ((8 * hdr.file_size - ext_bits) / info_total - 1)}
         return out
 
-    def decompress_image(self, data, box=None):
+    def decompress_image(self, data, box=None, reduce: int = 1):
         """Decode to a ``PIL.Image`` ('RGB', 'L', or 'RGBA' / 'LA' with an alpha plane) whose
         ``info`` holds the file's EXIF, XMP and ICC profile ("exif", "xmp", "icc_profile"), so
         that ``im.save`` keeps them.
-        box: only this region, as in ``decompress``."""
+        box: only this region; reduce: the image reduced by 2, 4 or 8; as in ``decompress``."""
         ext = {}
-        a = self._decompress(data, ext, box)
+        a = self._decompress(data, ext, box, reduce)
         return to_image(a, fmt.metadata_of(ext))
 
 

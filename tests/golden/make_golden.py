@@ -7,6 +7,7 @@ exporting a new default model:
     python tests/golden/make_golden.py --decoders   # only the pixels of the optional decoders
     python tests/golden/make_golden.py --pixels     # the pixels of every decoder, for the same files
     python tests/golden/make_golden.py --bitexact   # the exact decoders' pixels, every model's folder
+                                                    # (and the default model's reduced decodes)
 
 Pixels are stored for every decoder the model offers: <name>.png from the float reference and
 <name>.<decoder>.png from each other one ("bitexact", and the optional ones of model.json
@@ -111,6 +112,10 @@ def exact_pixels():
             pixels[dec] = hashlib.sha256(px.tobytes()).hexdigest()
         large[name] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "shape": list(px.shape),
                        "pixels_sha256": pixels}
+        if codec.model.reduce_factors():  # since 0.13: the reduced decodes (exact, whatever the decoder)
+            large[name]["reduced_sha256"] = {
+                str(f): hashlib.sha256(fastcodec.Codec(threads=2).decompress(path.read_bytes(), reduce=f)
+                                       .tobytes()).hexdigest() for f in codec.model.reduce_factors()}
     (out / "bitexact.json").write_text(json.dumps({"model": codec.model.id, "files": large}, indent=1) + "\n")
     print(f"wrote {out / 'bitexact.json'}")
 
