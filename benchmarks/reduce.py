@@ -2,14 +2,14 @@
 """Reduced-size decoding (thumbnails): ``decompress(data, reduce=F)`` against decoding the whole
 image and reducing it.
 
-    python benchmarks/reduce.py [--qualities 10,40,75] [--every 1] [--sizes 24mp] [--repeat 3] [--threads 2]
+    python benchmarks/reduce.py [--qualities 10,40,75] [--every 1] [--sizes 24mp] [--repeat 3] [--threads 2] [--speed-only]
 
 Quality: on the Kodak images (every --every'th), each compressed at each quality with the
 default encoder, PSNR of the reduced decode against the original reduced the same way
 (``PIL.Image.reduce``, the mean of each F x F block), for the reduce heads and for the whole
 decode (default decoder and post-filter) reduced afterwards. Speed: the best of --repeat on
 kodim23 and on the --sizes test images (made as in benchmarks/speed.py, mosaics of Kodak
-images), at quality 75.
+images), at quality 75, and of a 256x256 tile at each scale (``decompress(data, box=..., reduce=F)``).
 """
 from __future__ import annotations
 
@@ -53,11 +53,14 @@ def main(argv=None):
     ap.add_argument("--sizes", default="24mp")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--speed-only", action="store_true", help="only the timings")
     args = ap.parse_args(argv)
     if not KODAK.is_dir():
         sys.exit(f"needs the Kodak images in {KODAK}")
     import fastcodec
     codec = fastcodec.Codec(threads=args.threads)
+    if args.speed_only:
+        return speed(codec, args)
     files = sorted(KODAK.glob("kodim*.png"))[::args.every]
     print(f"fastcodec {fastcodec.__version__}, model {codec.model.id}, reduce heads for "
           f"{codec.model.reduce_factors() or 'no factor'}, {args.threads} threads\n")
@@ -79,12 +82,17 @@ def main(argv=None):
             rows.append(row)
         m = np.mean(rows, axis=0)
         print(f"| {q:g} | {np.mean(bpp):.3f} | " + " | ".join(f"{v:.2f}" for v in m) + " |", flush=True)
+    speed(codec, args)
+
+
+def speed(codec, args):
     print("\nSpeed: seconds, best of", args.repeat, "(quality 75)\n")
     print("| image | whole decode | " + " | ".join(f"reduce={f}" for f in FACTORS)
           + " | whole decode + PIL reduce=8 |")
     print("|---|---:|" + "---:|" * len(FACTORS) + "---:|")
     imgs = [("kodim23", np.asarray(Image.open(KODAK / "kodim23.png").convert("RGB")))]
     imgs += [(s, make_image(s)) for s in args.sizes.split(",") if s]
+    tiles = []
     for name, img in imgs:
         h, w = img.shape[:2]
         data = codec.compress(img, quality=75)
@@ -94,6 +102,23 @@ def main(argv=None):
         t_pil, _ = best(lambda: reduce(codec.decompress(data), 8), 1)
         print(f"| {name} ({w}x{h}) | {t_whole:.3f} | " + " | ".join(f"{t:.3f} ({t_whole / t:.1f}x)" for t in ts)
               + f" | {t_pil:.3f} |", flush=True)
+        tiles.append((name, w, h, data, reps))
+    print("\nA 256x256 tile of the image at each scale (box in the reduced image's pixels, centred; "
+          "checked against cropping the whole reduced decode)\n")
+    print("| image | " + " | ".join(f"reduce={f}" for f in (1,) + FACTORS) + " |")
+    print("|---|" + "---:|" * (1 + len(FACTORS)))
+    for name, w, h, data, reps in tiles:
+        row = []
+        for f in (1,) + FACTORS:
+            hr, wr = -(-h // f), -(-w // f)
+            s = min(256, hr, wr)
+            box = ((wr - s) // 2, (hr - s) // 2, (wr - s) // 2 + s, (hr - s) // 2 + s)
+            t, tile = best(lambda: codec.decompress(data, box=box, reduce=f), reps)
+            whole = codec.decompress(data, reduce=f)
+            if not np.array_equal(tile, whole[box[1]:box[3], box[0]:box[2]]):
+                sys.exit(f"{name}: the tile at reduce={f} differs from the whole reduced decode")
+            row.append(t)
+        print(f"| {name} ({w}x{h}) | " + " | ".join(f"{t:.3f}" for t in row) + " |", flush=True)
 
 
 if __name__ == "__main__":

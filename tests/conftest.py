@@ -65,6 +65,21 @@ def tiny_tiles(monkeypatch, tile=8):
     monkeypatch.setattr(C, "TILE_MAX", tile)
 
 
+def latent_shapes(monkeypatch, method="_synthesise"):
+    """From now on (in this test) Codec.<method> (a synthesis: self, model, latents, ...) records
+    the shape (rows, columns) of the latents it runs on, in the list returned."""
+    import fastcodec.codec as C
+    seen = []
+    real = getattr(C.Codec, method)
+
+    def spy(self, m, y_hat, *rest):
+        seen.append(tuple(y_hat.shape[2:]))
+        return real(self, m, y_hat, *rest)
+
+    monkeypatch.setattr(C.Codec, method, spy)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def codec():
     import fastcodec

@@ -1,6 +1,7 @@
 """Reduced-size decoding (``decompress(data, reduce=F)``, thumbnails): sizes as PIL.Image.reduce,
 quality close to decoding the whole image and reducing it, the same pixels tiled or not and on
-every kernel, alpha and grayscale, the Pillow plugin's draft(), the CLI, and clear errors."""
+every kernel, alpha and grayscale, regions of the reduced image, the Pillow plugin's draft(), the
+CLI, and clear errors."""
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ from PIL import Image
 
 import fastcodec
 import fastcodec.codec as C
-from conftest import kodak_files, needs_kodak, outputs_by_kernel, psnr, synthetic, tiny_tiles
+from conftest import kodak_files, latent_shapes, needs_kodak, outputs_by_kernel, psnr, synthetic, tiny_tiles
 from fastcodec._model import available_models, default_model_name
 from fastcodec.codec import reduce_pixels
 from fastcodec.errors import ArgumentError, ModelError
@@ -119,9 +120,62 @@ def test_bad_factors_are_refused(data, bad):
         fastcodec.decompress(data, reduce=bad)
 
 
-def test_box_and_reduce_are_not_combined(data):
-    with pytest.raises(ArgumentError, match="box and reduce cannot be combined"):
-        fastcodec.decompress(data, box=(0, 0, 10, 10), reduce=2)
+def reduced_boxes(h, w):
+    """Boxes of an h x w (reduced) image: all of it, corners, single pixels, thin strips, inner."""
+    return [(0, 0, w, h), (0, 0, 1, 1), (w - 1, h - 1, w, h), (w // 3, 0, w // 3 + 1, h), (0, h // 2, w, h // 2 + 1),
+            (w // 4, h // 4, 3 * w // 4, 3 * h // 4), (w - 5, 0, w, 4)]
+
+
+@pytest.mark.parametrize("f", [2, 4, 8])
+def test_box_of_a_reduced_image(monkeypatch, data, f):
+    """With reduce, box is a region of the reduced image: the same pixels as cropping it, from
+    that window of latents (tiled or not), with the heads and without them."""
+    codec = fastcodec.Codec()
+    small = codec.decompress(data, reduce=f)
+    h, w = small.shape[:2]
+    for left, upper, right, lower in reduced_boxes(h, w):
+        part = codec.decompress(data, box=(left, upper, right, lower), reduce=f)
+        assert np.array_equal(part, small[upper:lower, left:right]), (left, upper, right, lower)
+    tiny_tiles(monkeypatch, 4)
+    monkeypatch.setattr(C, "HYPER_TILE", 1)
+    monkeypatch.setattr(C, "HYPER_TILE_MAX", 1)
+    box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    assert np.array_equal(codec.decompress(data, box=box, reduce=f), small[h // 4:3 * h // 4, w // 4:3 * w // 4])
+
+
+@needs_heads
+def test_box_of_a_reduced_image_runs_only_its_window(monkeypatch, data):
+    codec = fastcodec.Codec()
+    seen = latent_shapes(monkeypatch, "_synthesise_reduced")
+    codec.decompress(data, reduce=4)
+    codec.decompress(data, box=(0, 0, 8, 8), reduce=4)  # 32 x 32 pixels: 2 latents + the halo of 3
+    assert seen == [(16, 24), (5, 5)]  # the whole (padded to 256 x 384), then the window
+
+
+def test_box_of_a_reduced_image_with_alpha_gray_and_without_heads(tmp_path):
+    rgba = np.dstack([IMG, np.tile((np.arange(330) * 255 // 329).astype(np.uint8), (200, 1))])
+    gray = IMG[..., 1]
+    bare = tmp_path / "bundle"
+    shutil.copytree(DEFAULT, bare)
+    meta = json.loads((bare / "model.json").read_text())
+    meta.pop("reduce", None)
+    (bare / "model.json").write_text(json.dumps(meta))
+    for codec in (fastcodec.Codec(), fastcodec.Codec(bare)):
+        for img in (rgba, gray):
+            d = codec.compress(img, quality=40)
+            for f in (2, 8):
+                small = codec.decompress(d, reduce=f)
+                h, w = small.shape[:2]
+                for left, upper, right, lower in reduced_boxes(h, w):
+                    part = codec.decompress(d, box=(left, upper, right, lower), reduce=f)
+                    assert np.array_equal(part, small[upper:lower, left:right]), (f, left, upper, right, lower)
+
+
+def test_box_outside_the_reduced_image_is_refused(data):
+    with pytest.raises(ArgumentError, match=r"right <= 83 .*the image is 83 x 50"):
+        fastcodec.decompress(data, box=(0, 0, 84, 10), reduce=4)
+    with pytest.raises(ArgumentError, match="box must be four integers"):
+        fastcodec.decompress(data, box=(0, 0, 8), reduce=4)
 
 
 def test_numpy_integer_factor(data):
@@ -181,7 +235,16 @@ def test_pillow_thumbnail_decodes_reduced(tmp_path, monkeypatch):
         assert im.draft("RGB", (41, 25)) == ("RGB", (0, 0, 330 / 8, 200 / 8))
         assert im.size == (42, 25)
         assert np.array_equal(np.asarray(im), real(fastcodec.Codec(), path.read_bytes(), reduce=8))
-        assert im.crop((0, 0, 10, 10)).size == (10, 10)  # after draft, crops are of the reduced image
+        assert np.array_equal(np.asarray(im.crop((3, 2, 13, 12))), np.asarray(im)[2:12, 3:13])
+    with Image.open(path) as im:  # after draft, before load: a crop decodes that region of the reduced image
+        im.draft("RGB", (80, 50))
+        calls = []
+        real_image = fastcodec.Codec.decompress_image
+        monkeypatch.setattr(fastcodec.Codec, "decompress_image",
+                            lambda self, d, box=None, reduce=1: calls.append((box, reduce)) or real_image(self, d, box, reduce))
+        part = im.crop((3, 2, 13, 12))
+        assert calls == [((3, 2, 13, 12), 4)] and part.size == (10, 10)
+        assert np.array_equal(np.asarray(part), real(fastcodec.Codec(), path.read_bytes(), reduce=4)[2:12, 3:13])
     with Image.open(path) as im:
         assert im.draft("RGB", (300, 100)) is None and im.size == (330, 200)  # no factor fits
 

@@ -5,7 +5,7 @@ import pytest
 
 import fastcodec
 import fastcodec.codec as C
-from conftest import synthetic, tiny_tiles
+from conftest import latent_shapes, synthetic, tiny_tiles
 
 IMG = synthetic(200, 330, seed=7)  # 4 x 6 hyper-latents, 13 x 21 latents (padded to 256 x 384)
 
@@ -62,14 +62,7 @@ def test_region_runs_only_its_window(monkeypatch, files):
     """The synthesis sees the box's latents plus SYNTHESIS_HALO, not the whole image, and the
     means are computed for that window only."""
     codec = fastcodec.Codec()
-    seen = []
-    real = fastcodec.Codec._synthesise
-
-    def spy(self, m, y_hat, h, w, quality):
-        seen.append(y_hat.shape[2:])
-        return real(self, m, y_hat, h, w, quality)
-
-    monkeypatch.setattr(fastcodec.Codec, "_synthesise", spy)
+    seen = latent_shapes(monkeypatch)
     codec.decompress(files[30], box=(160, 96, 176, 112))  # one latent: 10 x 10 of pixel 16 x 16
     assert seen == [(1 + 2 * C.SYNTHESIS_HALO, 1 + 2 * C.SYNTHESIS_HALO)]
     seen.clear()

@@ -76,8 +76,9 @@ class FccImageFile(ImageFile.ImageFile):
     def crop(self, box=None):
         """Before the pixels are loaded, an integer box inside the image decodes only that
         region (Codec.decompress's box: the same pixels, a fraction of the work for a small
-        region of a large image); anything else crops as Pillow does, after a full load."""
-        inside = (box is not None and self.tile and self._reduce == 1 and len(box) == 4
+        region of a large image; after draft(), of the reduced image); anything else crops as
+        Pillow does, after a full load."""
+        inside = (box is not None and self.tile and len(box) == 4
                   and all(isinstance(v, int) and not isinstance(v, bool) for v in box)
                   and 0 <= box[0] < box[2] <= self.width and 0 <= box[1] < box[3] <= self.height)
         if not inside:
@@ -85,7 +86,7 @@ class FccImageFile(ImageFile.ImageFile):
         from . import default_codec
 
         self.fp.seek(0)
-        im = default_codec().decompress_image(self.fp.read(), box=tuple(box))
+        im = default_codec().decompress_image(self.fp.read(), box=tuple(box), reduce=self._reduce)
         im.info = self.info.copy()
         return im
 

@@ -1,7 +1,7 @@
 """The ``fastcodec`` command line tool.
 
     fastcodec compress IN... [-o OUT] [-q Q | --target-bpp B | --target-size S] [-j N] [--force] [--quiet|--json]
-    fastcodec decompress IN.fcc... [-o OUT] [--format png] [--box L,T,R,B | --reduce F] [-j N] [--force] [--quiet|--json]
+    fastcodec decompress IN.fcc... [-o OUT] [--format png] [--box L,T,R,B] [--reduce F] [-j N] [--force] [--quiet|--json]
     fastcodec info FILE.fcc [--detail] [--json]
 
 Several inputs, folders (searched recursively) and globs are processed in parallel with one
@@ -138,7 +138,8 @@ def build_parser():
                    "as PIL's Image.crop); the same pixels as cropping the whole image, for a fraction of the work")
     d.add_argument("--reduce", type=int, choices=(1, 2, 4, 8), default=1, metavar="F",
                    help="decode the image reduced by F (2, 4 or 8; each pixel about the mean of an F x F block, "
-                   "as PIL's Image.reduce), much faster than the whole image: for thumbnails")
+                   "as PIL's Image.reduce), much faster than the whole image: for thumbnails; with --box, the box is "
+                   "a region of the reduced image")
     _batch_options(d)
 
     sv = sub.add_parser("serve", help="run the HTTP service (needs the 'server' extra)",

@@ -679,13 +679,14 @@ class Codec:
         _, _, _, ext = fmt.parse_all(data, max_pixels=self.max_pixels)
         return fmt.metadata_of(ext)
 
-    def _decode_symbols(self, data, ext_out: dict | None = None, box=None, exact: bool = False):
+    def _decode_symbols(self, data, ext_out: dict | None = None, box=None, reduce: int = 1):
         """Parses and entropy-decodes a file: (header, model, hyper-latent symbols and groups,
         residuals, scale bins, means, window). The means cover the latent window (a0, a1, b0, b1):
         rows [a0, a1) and columns [b0, b1), all latents without a box; with a box (pixels,
         _check_box) the ones that its synthesis needs. The symbols always cover the whole image
-        (the streams are sequential, and parsing them needs every scale bin). exact: the means of
-        the bit-exact decoder whatever the Codec's decoder (the reduced decoding's)."""
+        (the streams are sequential, and parsing them needs every scale bin). reduce > 1: the box
+        is one of the image reduced by that factor, and the means are the bit-exact decoder's
+        whatever the Codec's decoder (the reduced decoding's)."""
         data = _read_if_path(data)
         hdr, zdata, chunks, ext = fmt.parse_all(data, max_pixels=self.max_pixels)
         if ext_out is not None:
@@ -702,13 +703,16 @@ class Codec:
         win = (0, ph // f, 0, pw // f)
         z_in = z_int
         if box is not None:
-            left, upper, right, lower = _check_box(box, hdr.width, hdr.height)
+            left, upper, right, lower = _check_box(box, -(-hdr.width // reduce), -(-hdr.height // reduce))
+            if reduce > 1:  # the pixels of the whole image under the box
+                left, upper = left * reduce, upper * reduce
+                right, lower = min(right * reduce, hdr.width), min(lower * reduce, hdr.height)
             win = (*_window(upper, lower, ph // f, SYNTHESIS_HALO, f), *_window(left, right, pw // f, SYNTHESIS_HALO, f))
             # the hyper-latents under that window, with the hyper-decoder's halo (its tiles' HALO)
             za0, za1 = _window(win[0], win[1], zh, HALO, 4)
             zb0, zb1 = _window(win[2], win[3], zw, HALO, 4)
             z_in = np.ascontiguousarray(z_int[:, :, za0:za1, zb0:zb1])
-        if exact or self._decoder_name(m, hdr.quality) != "float":  # an exact decoder: the exact mean too
+        if reduce > 1 or self._decoder_name(m, hdr.quality) != "float":  # an exact decoder: the exact mean too
             mu = _hyper(m, "hyper_decoder", z_in.astype(np.float32), net=m.bitexact().mean,
                         threads=self._net_threads())
         else:
@@ -748,23 +752,18 @@ class Codec:
         features and skip its full-resolution layers (at 24 MP, reduce=8 decodes several times
         faster than the whole image), deterministically on every machine, whatever decoder the
         Codec names and without the post-filter. A model without a head for the factor decodes
-        the whole image and averages its blocks. Not combined with box."""
+        the whole image and averages its blocks. With box, the box is a region of the reduced
+        image (inside ceil(W / reduce) x ceil(H / reduce)): the same pixels as cropping the
+        whole reduced image, from the latents under it only (tiles of a zoomable image)."""
         return self._decompress(data, {}, box, reduce)
 
     def _decompress(self, data, ext: dict, box=None, reduce: int = 1) -> np.ndarray:
         reduce = _check_reduce(reduce)
-        if reduce > 1 and box is not None:
-            raise ArgumentError("box and reduce cannot be combined: decode the region and reduce it, "
-                                "or decode the reduced image and crop it")
-        hdr, m, _, _, r, _, mu, (a0, a1, b0, b1) = self._decode_symbols(data, ext, box, exact=reduce > 1)
+        hdr, m, _, _, r, _, mu, (a0, a1, b0, b1) = self._decode_symbols(data, ext, box, reduce)
         # the alpha plane first: a damaged one fails before the costly synthesis
         alpha = fmt.decode_alpha(ext[fmt.EXT_ALPHA], hdr.width, hdr.height) if fmt.EXT_ALPHA in ext else None
-        if reduce > 1 and reduce in m.reduce_factors():
-            y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), m.igain_bitexact(hdr.quality))
-            del r, mu
-            h, w = -(-hdr.height // reduce), -(-hdr.width // reduce)
-            px = self._synthesise_reduced(m, y_hat, h, w, reduce)
-            return to_output(px, hdr.channels, None if alpha is None else reduce_pixels(alpha, reduce))
+        if reduce > 1:
+            return self._decompress_reduced(hdr, m, r, mu, (a0, a1, b0, b1), alpha, box, reduce)
         if self._decoder_name(m, hdr.quality) != "float":
             igain = m.igain_bitexact(hdr.quality)
         else:
@@ -772,9 +771,7 @@ class Codec:
         if box is None:
             y_hat = _core.dequantize_latent(r, np.ascontiguousarray(mu), igain)
             del r, mu
-            out = to_output(self._synthesise(m, y_hat, hdr.height, hdr.width, hdr.quality), hdr.channels, alpha)
-            # no head for this factor: the blocks of the whole image
-            return reduce_pixels(out, reduce) if reduce > 1 else out
+            return to_output(self._synthesise(m, y_hat, hdr.height, hdr.width, hdr.quality), hdr.channels, alpha)
         # a region: the synthesis of its latent window, whose top-left latent is pixel
         # (16 a0, 16 b0); the window's own edges lie SYNTHESIS_HALO latents outside the box
         # (or on the image's edges), so the box's pixels are those of the whole image
@@ -788,6 +785,40 @@ class Codec:
         if alpha is not None:
             alpha = alpha[upper:lower, left:right]
         return to_output(np.ascontiguousarray(px), hdr.channels, alpha)
+
+    def _decompress_reduced(self, hdr, m: Model, r, mu, win, alpha, box, f: int) -> np.ndarray:
+        """decompress(reduce=f > 1): the reduce head of the model, or the whole image (or the
+        box's pixels of it) reduced where the model has no head for f; then the box, a region of
+        the reduced image, if any."""
+        hr, wr = -(-hdr.height // f), -(-hdr.width // f)
+        left, upper, right, lower = (0, 0, wr, hr) if box is None else _check_box(box, wr, hr)
+        a0, a1, b0, b1 = win
+        if alpha is not None:
+            alpha = reduce_pixels(alpha, f)[upper:lower, left:right]
+        if f not in m.reduce_factors():  # no head for this factor: the blocks of the whole decode
+            if self._decoder_name(m, hdr.quality) != "float":
+                igain = m.igain_bitexact(hdr.quality)
+            else:
+                _, igain = m.gain_vectors(hdr.quality)
+            y_hat = _core.dequantize_latent(np.ascontiguousarray(r[:, :, a0:a1, b0:b1]), np.ascontiguousarray(mu), igain)
+            del r, mu
+            # the whole-resolution pixels of the window (from its first latent), to the box's lower right
+            fp = m.stride // 4
+            px = self._synthesise(m, y_hat, min(lower * f, hdr.height) - a0 * fp, min(right * f, hdr.width) - b0 * fp,
+                                  hdr.quality)
+            # (gray from RGB before the blocks, as the whole decode reduced); the window starts on a
+            # multiple of 16 pixels, so of f: its blocks are the image's
+            out = reduce_pixels(to_output(px, hdr.channels), f)[upper - a0 * fp // f:, left - b0 * fp // f:]
+        else:
+            y_hat = _core.dequantize_latent(np.ascontiguousarray(r[:, :, a0:a1, b0:b1]), np.ascontiguousarray(mu),
+                                            m.igain_bitexact(hdr.quality))
+            del r, mu
+            fr = (m.stride // 4) // f  # reduced pixels per latent
+            px = self._synthesise_reduced(m, y_hat, lower - a0 * fr, right - b0 * fr, f)
+            out = to_output(np.ascontiguousarray(px[upper - a0 * fr:, left - b0 * fr:]), hdr.channels)
+        if alpha is not None:
+            out = np.concatenate([out.reshape(out.shape[:2] + (-1,)), alpha[:, :, None]], axis=2)
+        return np.ascontiguousarray(out)
 
     def inspect(self, data) -> dict:
         """Bits on disk against the model's information content (sum of -log2 p of every coded

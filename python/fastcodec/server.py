@@ -152,7 +152,8 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
                                              "(thumbnails; much faster than the whole image)")):
         """Decode the .fcc file in the request body to PNG (default), WebP or JPEG (by `format` or Accept);
         with `box`, only that region (the same pixels as cropping the whole image; 400 if it is
-        not inside the image); with `reduce`, the image reduced by that factor (2, 4 or 8)."""
+        not inside the image); with `reduce`, the image reduced by that factor (2, 4 or 8), and with
+        both, that region of the reduced image."""
         region = tuple(int(v) for v in box.split(",")) if box else None
         fmt = (format or "").replace("jpg", "jpeg")
         if not fmt:
