@@ -139,9 +139,11 @@ def test_models_lists_bundles_and_old_files_decode(tmp_path):
     assert default[0]["id"] == fastcodec.Codec(threads=1).model.id
     spec = fastcodec.Codec(threads=1).model.postfilter
     assert default[0]["postfilter_max_quality"] == (spec["max_quality"] if spec else None)
+    assert default[0]["reduce_heads"] == list(fastcodec.Codec(threads=1).model.reduce_factors())
     r = run("models")
     assert r.returncode == 0 and "(default)" in r.stdout
     assert ("post-filter up to quality" in r.stdout) == (spec is not None)
+    assert ("reduce heads: 1/" in r.stdout) == bool(default[0]["reduce_heads"])
     # a file of every model with golden files decodes through the command line
     for mid in (x["id"] for x in rows):
         golden = Path(__file__).parent / "golden" / mid / "rgb_q50.fcc"

@@ -178,6 +178,16 @@ def test_box_outside_the_reduced_image_is_refused(data):
         fastcodec.decompress(data, box=(0, 0, 8), reduce=4)
 
 
+def test_thumbnails_of_many_files(data):
+    codec = fastcodec.Codec(threads=1)
+    files = [data, fastcodec.compress(IMG[:64, :80], quality=30), b"not a file"]
+    out = codec.decompress_many(files, workers=2, return_exceptions=True, reduce=8)
+    assert np.array_equal(out[0], codec.decompress(data, reduce=8)) and out[1].shape == (8, 10, 3)
+    assert isinstance(out[2], fastcodec.FormatError)
+    with pytest.raises(ArgumentError, match="reduce must be one of"):
+        codec.decompress_many(files, reduce=3, return_exceptions=True)
+
+
 def test_numpy_integer_factor(data):
     assert fastcodec.decompress(data, reduce=np.int64(8)).shape == (25, 42, 3)
 

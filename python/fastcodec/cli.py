@@ -215,7 +215,9 @@ def _models(args) -> int:
                      "default_decoder": meta.get("default_decoder", "float"),
                      "default_decoder_by_quality": meta.get("default_decoder_by_quality", []),
                      "postfilter_max_quality": (meta["postfilter"].get("max_quality", 100)
-                                                if isinstance(meta.get("postfilter"), dict) else None)})
+                                                if isinstance(meta.get("postfilter"), dict) else None),
+                     "reduce_heads": (list(meta["reduce"].get("factors", []))
+                                      if isinstance(meta.get("reduce"), dict) else [])})
     if args.json:
         print(json.dumps(rows))
         return EXIT_OK
@@ -225,6 +227,8 @@ def _models(args) -> int:
         enc += "".join(f" ({n} up to quality {q:g})" for q, n in r["default_decoder_by_quality"])
         if r["postfilter_max_quality"] is not None:
             enc += f"  post-filter up to quality {r['postfilter_max_quality']:g}"
+        if r["reduce_heads"]:
+            enc += f"  reduce heads: {', '.join(f'1/{f}' for f in r['reduce_heads'])}"
         print(f"{r['name']:<8}{r['id']}  {r['use']:<14}{r['levels']:>3} levels {r['training_steps']:>8,} steps"
               f"{'  (default)' if r['default'] else ''}{enc}")
     return EXIT_OK

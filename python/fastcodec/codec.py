@@ -642,9 +642,12 @@ class Codec:
                                                   keep_metadata=keep_metadata, exact=exact, effort=effort),
                           sources, workers, return_exceptions)
 
-    def decompress_many(self, files, workers: int | None = None, return_exceptions: bool = False) -> list:
-        """Decode many .fcc files (bytes or paths) concurrently; results in input order."""
-        return self._many(self.decompress, files, workers, return_exceptions)
+    def decompress_many(self, files, workers: int | None = None, return_exceptions: bool = False,
+                        reduce: int = 1) -> list:
+        """Decode many .fcc files (bytes or paths) concurrently; results in input order.
+        reduce: 2, 4 or 8 for thumbnails of them all (see decompress)."""
+        _check_reduce(reduce)  # a bad factor fails the call, not each item
+        return self._many(lambda f: self.decompress(f, reduce=reduce), files, workers, return_exceptions)
 
     @staticmethod
     def _many(fn, items, workers, return_exceptions):
