@@ -86,10 +86,10 @@ def prep(args):
 
 
 class Head(nn.Module):
-    def __init__(self, factor: int, ch: int):
+    def __init__(self, factor: int, ch: int, k1: int = 3):
         super().__init__()
         self.shuffle = STAGES[factor][1]
-        self.c1 = nn.Conv2d(96, ch, 3, padding=1)
+        self.c1 = nn.Conv2d(96, ch, k1, padding=k1 // 2)
         self.c2 = nn.Conv2d(ch, 3 * self.shuffle ** 2, 3, padding=1)
 
     def forward(self, f):
@@ -115,7 +115,7 @@ def batches(d, factor, idx):
 
 
 def head_path(args, factor):
-    return os.path.join(args.out, f"head{factor}_ch{args.ch}.pt")
+    return os.path.join(args.out, f"head{factor}_ch{args.ch}" + ("_k1" if args.k1 == 1 else "") + ".pt")
 
 
 def train(args):
@@ -124,7 +124,7 @@ def train(args):
     d = load(args)
     n = len(d["q"])
     tr = np.nonzero(np.arange(n) % 10 != 0)[0]
-    net = Head(args.factor, args.ch)
+    net = Head(args.factor, args.ch, args.k1)
     path = head_path(args, args.factor)
     if args.resume and os.path.exists(path):
         net.load_state_dict(torch.load(path))
@@ -163,7 +163,7 @@ def evaluate(args):
     d = load(args)
     n = len(d["q"])
     held = np.nonzero(np.arange(n) % 10 == 0)[0]
-    net = Head(args.factor, args.ch)
+    net = Head(args.factor, args.ch, args.k1)
     net.load_state_dict(torch.load(head_path(args, args.factor)))
     net.eval()
     rows = []
@@ -190,7 +190,7 @@ def export(args):
     for factor in args.factors:
         sd = torch.load(chosen.get(str(factor), head_path(args, factor)))
         chans[factor] = int(sd["c1.weight"].shape[0])
-        net = Head(factor, chans[factor])
+        net = Head(factor, chans[factor], int(sd["c1.weight"].shape[2]))
         net.load_state_dict(sd)
         for k, v in net.state_dict().items():
             arrays[f"f{factor}.{k.replace('.', '_')}"] = v.numpy().astype(np.float32)
@@ -228,6 +228,7 @@ def main():
     p.add_argument("--factor", type=int, choices=sorted(STAGES), default=4)
     p.add_argument("--factors", type=int, nargs="+", default=[8, 4, 2])
     p.add_argument("--ch", type=int, default=64)
+    p.add_argument("--k1", type=int, choices=(1, 3), default=3, help="kernel of the head's first convolution")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seconds", type=float, default=900)
