@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from region import best  # noqa: E402
 from speed import KODAK, make_image  # noqa: E402
 
 FACTORS = (2, 4, 8)
-
-
-def best(fn, repeat):
-    t, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        t.append(time.perf_counter() - t0)
-    return min(t), out
 
 
 def psnr(a, b):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import sys
@@ -200,20 +199,15 @@ def export(args):
     np.savez(tmp, **arrays)
     os.replace(tmp, out)
     sha = hashlib.sha256(open(out, "rb").read()).hexdigest()
-    mj = os.path.join(bundle, "model.json")
-    meta = json.load(open(mj))
-    meta["reduce"] = {
+    from qgraph import update_model_json
+
+    update_model_json(args.bundle, lambda meta: meta.update(reduce={
         "file": "reduce.npz", "sha256": sha, "factors": sorted(args.factors, reverse=True),
         "channels": {str(f): c for f, c in chans.items()},
         "note": args.note or ("heads (conv 3x3 96->ch, ReLU, conv 3x3) on the synthesis's 1/8 (factor 8) and 1/4 "
                               "(factors 4, 2) features, trained on crops of the training photos against the box "
                               "average of the original (training/reduce_heads.py)"),
-    }
-    tmp = mj + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(meta, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, mj)
+    }))
     print(f"wrote {out} ({os.path.getsize(out)} bytes) and model.json")
 
 
