@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "training" / "cascade.py"
 STAGES = ["export", "postfilter", "refine", "int8_decoder", "mixed_decoder", "policy", "postfilter_int8",
-          "fast_encoder", "int8_encoder"]
+          "fast_encoder", "int8_encoder", "reduce"]
 
 pytestmark = pytest.mark.skipif(not (ROOT / "models" / "hp1" / "model.json").is_file()
                                 or not (ROOT / "models" / "hp2" / "model.json").is_file(),

@@ -19,12 +19,14 @@ order of what a bundle gains from it, each stage a command line of the scripts t
     postfilter_int8 training/postfilter.py prep (the policy's decoders) and training/qat_postfilter.py
     fast_encoder    training/encoder_finetune.py (from --from's fast encoder) and training/add_encoder.py
     int8_encoder    training/qat_encoder.py calibrate / train / export --name int8
+    reduce          training/reduce_heads.py prep / train (factors 8, 4, 2) / export: thumbnail heads
 
 A stage is done when models/NAME/model.json lists what it makes, so the script resumes after an
 interruption, and a bundle is consistent (shippable) after every stage: what is missing falls
 back to the default paths. Training times are each stage's default seconds times --scale
-(1.0: 3 h 10 min of training plus about 20 min of data preparation, calibration and
-measurement on 2 cores; 0.5: about 1 h 50 min; 0.02 ran every stage in 10 min, a smoke test).
+(1.0: 4 h 15 min of training plus about 25 min of data preparation, calibration and
+measurement on 2 cores; 0.5: about 2 h 25 min; 0.02 ran every stage but reduce in 10 min, a
+smoke test).
 A rehearsal at 0.5 with the int8 decoders' earlier 1,500 s (hp2's weights as a 13-level bundle,
 93.6 min) made a post-filter, fast and int8 encoders and an int8 post-filter as good as hp2's,
 but int8 and mixed decoders about twice as lossy (350 fine-tuning steps against hp2's 1,068 and
@@ -115,6 +117,14 @@ def stages(a, run):
            "--log", f"{run}/qate.log", "--seconds", s(1500)],
           [PY, f"{T}/qat_encoder.py", "export", "--init", f"{run}/qate.pt", "--bundle", B, "--name", "int8",
            "--note", f"int8 version of {B}'s fast encoder (training/cascade.py)"]]),
+        ("reduce", lambda m: "reduce" in m,
+         [[PY, f"{T}/reduce_heads.py", "prep", "--out", f"{run}/rh", "--bundle", B,
+           "--crops", str(max(200, int(3000 * min(1.0, a.scale * 2))))],
+          *[[PY, f"{T}/reduce_heads.py", "train", "--out", f"{run}/rh", "--factor", str(f), "--threads", "2",
+             "--seconds", s(t)] for f, t in ((8, 900), (4, 1500), (2, 1500))],
+          [PY, f"{T}/reduce_heads.py", "export", "--out", f"{run}/rh", "--bundle", B, "--factors", "8", "4", "2",
+           "--note", f"reduce heads of {B}: conv 3x3 96->64, ReLU, conv 3x3 on its 1/8 and 1/4 features "
+                     "(training/cascade.py)"]]),
     ]
 
 
