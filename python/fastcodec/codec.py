@@ -790,38 +790,31 @@ class Codec:
         return to_output(np.ascontiguousarray(px), hdr.channels, alpha)
 
     def _decompress_reduced(self, hdr, m: Model, r, mu, win, alpha, box, f: int) -> np.ndarray:
-        """decompress(reduce=f > 1): the reduce head of the model, or the whole image (or the
-        box's pixels of it) reduced where the model has no head for f; then the box, a region of
-        the reduced image, if any."""
-        hr, wr = -(-hdr.height // f), -(-hdr.width // f)
-        left, upper, right, lower = (0, 0, wr, hr) if box is None else _check_box(box, wr, hr)
-        a0, a1, b0, b1 = win
+        """decompress(reduce=f > 1): the reduce head of the model, or where it has none for f the
+        whole decode's pixels under the box reduced; box: a region of the reduced image."""
+        left, upper, right, lower = (0, 0, -(-hdr.width // f), -(-hdr.height // f)) if box is None \
+            else _check_box(box, -(-hdr.width // f), -(-hdr.height // f))
+        # the box's pixels in the whole image: it starts on a multiple of f, so its blocks are the image's
+        top, lft, bot, rgt = upper * f, left * f, min(lower * f, hdr.height), min(right * f, hdr.width)
         if alpha is not None:
-            alpha = reduce_pixels(alpha, f)[upper:lower, left:right]
-        if f not in m.reduce_factors():  # no head for this factor: the blocks of the whole decode
-            if self._decoder_name(m, hdr.quality) != "float":
-                igain = m.igain_bitexact(hdr.quality)
-            else:
-                _, igain = m.gain_vectors(hdr.quality)
-            y_hat = _core.dequantize_latent(np.ascontiguousarray(r[:, :, a0:a1, b0:b1]), np.ascontiguousarray(mu), igain)
-            del r, mu
-            # the whole-resolution pixels of the window (from its first latent), to the box's lower right
-            fp = m.stride // 4
-            px = self._synthesise(m, y_hat, min(lower * f, hdr.height) - a0 * fp, min(right * f, hdr.width) - b0 * fp,
-                                  hdr.quality)
-            # (gray from RGB before the blocks, as the whole decode reduced); the window starts on a
-            # multiple of 16 pixels, so of f: its blocks are the image's
-            out = reduce_pixels(to_output(px, hdr.channels), f)[upper - a0 * fp // f:, left - b0 * fp // f:]
+            alpha = alpha[top:bot, lft:rgt]
+        heads = f in m.reduce_factors()
+        if heads or self._decoder_name(m, hdr.quality) != "float":
+            igain = m.igain_bitexact(hdr.quality)
         else:
-            y_hat = _core.dequantize_latent(np.ascontiguousarray(r[:, :, a0:a1, b0:b1]), np.ascontiguousarray(mu),
-                                            m.igain_bitexact(hdr.quality))
-            del r, mu
+            _, igain = m.gain_vectors(hdr.quality)
+        a0, a1, b0, b1 = win
+        y_hat = _core.dequantize_latent(np.ascontiguousarray(r[:, :, a0:a1, b0:b1]), np.ascontiguousarray(mu), igain)
+        del r, mu
+        if heads:
             fr = (m.stride // 4) // f  # reduced pixels per latent
             px = self._synthesise_reduced(m, y_hat, lower - a0 * fr, right - b0 * fr, f)
-            out = to_output(np.ascontiguousarray(px[upper - a0 * fr:, left - b0 * fr:]), hdr.channels)
-        if alpha is not None:
-            out = np.concatenate([out.reshape(out.shape[:2] + (-1,)), alpha[:, :, None]], axis=2)
-        return np.ascontiguousarray(out)
+            return to_output(np.ascontiguousarray(px[upper - a0 * fr:, left - b0 * fr:]), hdr.channels,
+                             None if alpha is None else reduce_pixels(alpha, f))
+        # no head for this factor: the blocks of the whole decode (gray made from RGB first, as there)
+        fp = m.stride // 4
+        px = self._synthesise(m, y_hat, bot - a0 * fp, rgt - b0 * fp, hdr.quality)[top - a0 * fp:, lft - b0 * fp:]
+        return reduce_pixels(to_output(px, hdr.channels, alpha), f)
 
     def inspect(self, data) -> dict:
         """Bits on disk against the model's information content (sum of -log2 p of every coded
