@@ -27,7 +27,7 @@ __version__ = "0.13.0"
 from ._pillow import register as _register_pillow  # noqa: E402
 
 _register_pillow()
-FORMAT_VERSION = _fmt.VERSION_EXT  # the newest format version it reads and writes
+FORMAT_VERSION = _fmt.VERSION_PIXELS  # the newest format version it reads and writes
 
 _default = None
 _default_lock = threading.Lock()
@@ -43,11 +43,15 @@ def default_codec() -> Codec:
     return _default
 
 
-def compress(src, quality: float = 75, target_bpp: float | None = None, target_size: int | None = None,
-             keep_metadata: bool = True, exact: bool = False, effort: int = 1) -> bytes:
-    """Compress ``src`` (path, image bytes, PIL.Image or uint8 array) to .fcc bytes; see Codec.compress."""
+def compress(src, quality: float | None = None, target_bpp: float | None = None, target_size: int | None = None,
+             keep_metadata: bool = True, exact: bool = False, effort: int = 1, lossless: bool = False,
+             max_error: int | None = None) -> bytes:
+    """Compress ``src`` (path, image bytes, PIL.Image or uint8 array) to .fcc bytes; quality 75 unless
+    given. ``lossless=True`` keeps every pixel exactly, ``max_error=k`` every value within k levels
+    (near-lossless); see Codec.compress."""
     return default_codec().compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size,
-                                    keep_metadata=keep_metadata, exact=exact, effort=effort)
+                                    keep_metadata=keep_metadata, exact=exact, effort=effort, lossless=lossless,
+                                    max_error=max_error)
 
 
 def decompress(data, box=None, reduce: int = 1):
@@ -75,13 +79,13 @@ def metadata(data) -> dict:
     return default_codec().metadata(data)
 
 
-def compress_file(src, dst, quality: float = 75, target_bpp: float | None = None,
+def compress_file(src, dst, quality: float | None = None, target_bpp: float | None = None,
                   overwrite: bool = False, target_size: int | None = None, keep_metadata: bool = True,
-                  exact: bool = False, effort: int = 1) -> int:
+                  exact: bool = False, effort: int = 1, lossless: bool = False, max_error: int | None = None) -> int:
     """Compress image file ``src`` to ``dst`` atomically; returns the number of bytes written."""
     dst = check_output(dst, overwrite, src)
     data = compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size,
-                    keep_metadata=keep_metadata, exact=exact, effort=effort)
+                    keep_metadata=keep_metadata, exact=exact, effort=effort, lossless=lossless, max_error=max_error)
     write_atomic(dst, data, overwrite)
     return len(data)
 

@@ -64,6 +64,7 @@ def _from_pil(im, keep_icc: bool = True):
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(im.convert("I"), dtype=np.int64)
         shift = 8 if a.max(initial=0) < 65536 else 24
+        meta["lossy_conversion"] = f"has {16 if shift == 8 else 32}-bit gray values (mode {mode!r}), scaled to 8 bits"
         return (np.clip(a, 0, None) >> shift).astype(np.uint8), 1, None, meta
     if mode == "F":
         raise ImageError("floating-point images (mode 'F') are not supported: convert to 8-bit first")
@@ -74,6 +75,7 @@ def _from_pil(im, keep_icc: bool = True):
             return np.ascontiguousarray(rgba[..., 0]), 1, alpha, meta
         return rgba[..., :3], 3, alpha, meta
     if mode != "RGB":
+        meta["lossy_conversion"] = f"is in mode {mode!r}, converted to RGB"
         im = im.convert("RGB")
     return np.asarray(im), 3, None, meta
 

@@ -13,7 +13,7 @@ import numpy as np
 from . import _core, _refine, format as fmt
 from ._imageio import fill_transparent, load_image, to_image, to_output
 from ._model import Model, _release_options, available_models, default_model_name, load_model
-from .errors import ArgumentError, FastcodecError, FormatError, ModelError
+from .errors import ArgumentError, FastcodecError, FormatError, ImageError, ModelError
 
 QUALITY_MIN, QUALITY_MAX = 1, 100
 EFFORT_MIN, EFFORT_MAX = 1, 3
@@ -37,6 +37,10 @@ REFINE_TILE, REFINE_TILE_MAX = 32, 48
 # Latent chunks: the encoder splits the latent channels into independently decodable chunks of
 # about CHUNK_SYMBOLS symbols each (one chunk for Kodak-size images).
 CHUNK_SYMBOLS = 1 << 19
+
+# Lossless / near-lossless files (format version 3) code stripes of about this many pixels each,
+# independently: in parallel, and in bounded memory.
+STRIPE_PIXELS = 1 << 20
 
 # compress(target_bpp=...) stops searching once the file is within this fraction below the budget
 TARGET_SLACK = 0.002
@@ -143,8 +147,8 @@ class FileInfo:
     width: int
     height: int
     channels: int
-    quality: float
-    model_id: str
+    quality: float | None  # None for lossless / near-lossless files (format version 3)
+    model_id: str | None  # None for lossless / near-lossless files: they need no model
     version: int
     file_size: int
     header_size: int
@@ -153,6 +157,12 @@ class FileInfo:
     alpha: bool = False  # the file holds an alpha plane (decoded as a 4th or 2nd channel)
     metadata: tuple = ()  # the metadata it carries: "exif", "xmp", "icc"
     extension_sizes: tuple = ()  # ((name, bytes), ...) of its extension sections (format version 2)
+    max_error: int | None = None  # lossless (0) / near-lossless files: the largest difference from the original
+
+    @property
+    def lossless(self) -> bool:
+        """True for a lossless file: it decodes to exactly the pixels it was made from."""
+        return self.max_error == 0
 
     @property
     def y_size(self) -> int:
@@ -500,15 +510,15 @@ class Codec:
             out[:, :, ty0:ty1, tx0:tx1] = u[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
         return out
 
-    def compress(self, src, quality: float = 75, target_bpp: float | None = None,
+    def compress(self, src, quality: float | None = None, target_bpp: float | None = None,
                  target_size: int | None = None, keep_metadata: bool = True, exact: bool = False,
-                 effort: int = 1) -> bytes:
+                 effort: int = 1, lossless: bool = False, max_error: int | None = None) -> bytes:
         """Compress an image to .fcc bytes.
 
         ``src``: a path, encoded image bytes, a ``PIL.Image`` or a uint8 array (H, W[, 1|2|3|4]).
         An alpha channel that is not fully opaque is kept, losslessly (a fully opaque one is
         dropped); the decoded array then has 4 channels (2 for grayscale).
-        ``quality``: 1..100 (hundredths allowed), higher is better.
+        ``quality``: 1..100 (hundredths allowed), higher is better; 75 when not given.
         ``target_bpp``: if given, ``quality`` is ignored and searched for (about 5-9 codings of
         the latent, one analysis transform) so that the file is at most this many bits per pixel
         and within 0.2 % of it where the 0.01 quality steps allow (quality 1 if even that is
@@ -533,7 +543,34 @@ class Codec:
         With ``target_bpp``/``target_size`` the search runs at effort 1 and the refinement once,
         at the quality found (the result then usually comes out a little below the budget; if
         refining ever made it larger than the budget, the unrefined file is returned).
+        ``lossless``: code the pixels exactly instead (format version 3, no network: the file
+        decodes to the very pixels given, alpha included). ``max_error``: near-lossless, every
+        decoded value within this many levels of the original (1..32; 0 is lossless). Neither
+        takes a quality, target or effort.
         """
+        if not isinstance(lossless, bool):
+            raise ArgumentError(f"lossless must be True or False, got {lossless!r}")
+        if max_error is not None:
+            if isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)) \
+                    or not 0 <= max_error <= fmt.MAX_ERROR:
+                raise ArgumentError(f"max_error must be a whole number from 0 (lossless) to {fmt.MAX_ERROR}, "
+                                    f"got {max_error!r}")
+            if lossless and max_error != 0:
+                raise ArgumentError(f"lossless=True means max_error=0, got max_error={max_error}")
+        if lossless or max_error is not None:
+            given = [name for name, v in (("quality", quality), ("target_bpp", target_bpp),
+                                          ("target_size", target_size)) if v is not None]
+            if effort != 1:
+                given.append("effort")
+            if given:
+                raise ArgumentError(f"lossless and near-lossless coding take no {' / '.join(given)}: the file "
+                                    "keeps every pixel (within max_error); drop those arguments, or lossless / "
+                                    "max_error for the learned codec")
+            if not isinstance(keep_metadata, bool):
+                raise ArgumentError(f"keep_metadata must be True or False, got {keep_metadata!r}")
+            return self._compress_pixels(src, 0 if max_error is None else int(max_error), keep_metadata)
+        if quality is None:
+            quality = 75
         if self.model.decode_only:
             raise ModelError(f"model {self.model.path.name} ({self.model.id}) ships for decoding only, so that "
                              f"files written with it keep decoding; compress with the default model "
@@ -578,6 +615,27 @@ class Codec:
             refined = self._pack(y, q, h, w, channels, ext, pixels, effort)
             return refined if len(refined) <= budget or len(best) > budget else best
         return self._pack(y, q, h, w, channels, ext, pixels, effort)
+
+    def _compress_pixels(self, src, max_error: int, keep_metadata: bool) -> bytes:
+        """compress(lossless=True / max_error=k): format version 3, stripes coded in parallel by
+        the native pixel coder (cpp/pixels.cpp). The alpha plane is kept exactly, colours of
+        transparent pixels too."""
+        pixels, channels, alpha, meta = load_image(src, self.max_pixels, keep_icc=keep_metadata)
+        if "lossy_conversion" in meta:
+            raise ImageError(f"{'lossless' if max_error == 0 else 'near-lossless'} coding keeps 8 bits per "
+                             f"channel of RGB or gray, and this image {meta['lossy_conversion']}: the file would "
+                             "not hold its pixels; convert it first (to 8-bit RGB or L), or use the lossy codec")
+        h, w = pixels.shape[:2]
+        ext = []
+        if alpha is not None:
+            ext.append((fmt.EXT_ALPHA, fmt.encode_alpha(alpha)))
+        if keep_metadata:
+            ext += [(t, meta[name]) for name, t in fmt.METADATA if name in meta]
+        planes = pixels if channels == 3 else pixels[..., :1]
+        rows = stripe_rows(h, w)
+        stripes = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error)[0],
+                       range(0, h, rows))
+        return fmt.pack_pixels(w, h, channels, max_error, rows, stripes, ext)
 
     def _pack(self, y, q, h, w, channels, ext=(), pixels=None, effort: int = 1) -> bytes:
         m = self.model
@@ -628,10 +686,10 @@ class Codec:
                 side = 1
         return best, lo
 
-    def compress_many(self, sources, quality: float = 75, target_bpp: float | None = None,
+    def compress_many(self, sources, quality: float | None = None, target_bpp: float | None = None,
                       workers: int | None = None, return_exceptions: bool = False,
                       target_size: int | None = None, keep_metadata: bool = True, exact: bool = False,
-                      effort: int = 1) -> list:
+                      effort: int = 1, lossless: bool = False, max_error: int | None = None) -> list:
         """Compress many images concurrently with this codec; results in input order.
 
         With ``return_exceptions=True`` a failing input yields its exception object instead of
@@ -639,7 +697,8 @@ class Codec:
         without oversubscribing the cores.
         """
         return self._many(lambda s: self.compress(s, quality=quality, target_bpp=target_bpp, target_size=target_size,
-                                                  keep_metadata=keep_metadata, exact=exact, effort=effort),
+                                                  keep_metadata=keep_metadata, exact=exact, effort=effort,
+                                                  lossless=lossless, max_error=max_error),
                           sources, workers, return_exceptions)
 
     def decompress_many(self, files, workers: int | None = None, return_exceptions: bool = False,
@@ -762,6 +821,9 @@ class Codec:
 
     def _decompress(self, data, ext: dict, box=None, reduce: int = 1) -> np.ndarray:
         reduce = _check_reduce(reduce)
+        data = _read_if_path(data)
+        if fmt.is_pixel_file(data):
+            return self._decompress_pixels(data, ext, box, reduce)
         hdr, m, _, _, r, _, mu, (a0, a1, b0, b1) = self._decode_symbols(data, ext, box, reduce)
         # the alpha plane first: a damaged one fails before the costly synthesis
         alpha = fmt.decode_alpha(ext[fmt.EXT_ALPHA], hdr.width, hdr.height) if fmt.EXT_ALPHA in ext else None
@@ -788,6 +850,38 @@ class Codec:
         if alpha is not None:
             alpha = alpha[upper:lower, left:right]
         return to_output(np.ascontiguousarray(px), hdr.channels, alpha)
+
+    def _decompress_pixels(self, data, ext: dict, box, f: int) -> np.ndarray:
+        """A lossless / near-lossless file (format version 3): only the stripes under the box are
+        decoded, in parallel; reduce f > 1 averages the decoded blocks (box: of the reduced image)."""
+        hdr, _, stripes, e = fmt.parse_all(data, max_pixels=self.max_pixels)
+        ext.update(e)
+        alpha = fmt.decode_alpha(e[fmt.EXT_ALPHA], hdr.width, hdr.height) if fmt.EXT_ALPHA in e else None
+        W, H = -(-hdr.width // f), -(-hdr.height // f)
+        left, upper, right, lower = (0, 0, W, H) if box is None else _check_box(box, W, H)
+        top, lft, bot, rgt = upper * f, left * f, min(lower * f, hdr.height), min(right * f, hdr.width)
+        R, C = hdr.stripe_rows, hdr.channels
+        s0, s1 = top // R, -(-bot // R)
+        out = np.empty((min(s1 * R, hdr.height) - s0 * R, hdr.width, C), np.uint8)
+
+        def decode(i):
+            r0 = (i - s0) * R
+            rows = min(R, hdr.height - i * R)
+            try:
+                _core.pixel_decode_stripe(stripes[i], hdr.width, rows, C, hdr.max_error, out[r0:r0 + rows])
+            except FormatError as e:
+                raise FormatError(f"stripe {i + 1} of {len(stripes)}: {e}") from None
+
+        _map(decode, range(s0, s1))
+        px = out[top - s0 * R:bot - s0 * R, lft:rgt]
+        if alpha is not None:
+            alpha = alpha[top:bot, lft:rgt]
+        if C == 1:
+            px = px[..., 0]
+            px = np.ascontiguousarray(px) if alpha is None else np.stack([px, alpha], axis=2)
+        else:
+            px = to_output(np.ascontiguousarray(px), 3, alpha)
+        return reduce_pixels(px, f) if f > 1 else px
 
     def _decompress_reduced(self, hdr, m: Model, r, mu, win, alpha, box, f: int) -> np.ndarray:
         """decompress(reduce=f > 1): the reduce head of the model, or where it has none for f the
@@ -853,9 +947,17 @@ class Codec:
 
 def file_info(hdr: fmt.Header) -> FileInfo:
     names = tuple((fmt.EXT_NAMES.get(t, f"type {t}"), size) for t, size in hdr.extension_sizes)
-    return FileInfo(hdr.width, hdr.height, hdr.channels, hdr.quality, hdr.model_id.hex(), hdr.version,
+    return FileInfo(hdr.width, hdr.height, hdr.channels, hdr.quality,
+                    None if hdr.pixel_coded else hdr.model_id.hex(), hdr.version,
                     hdr.file_size, hdr.header_size, hdr.z_size, hdr.chunk_sizes, alpha=hdr.has_alpha,
-                    metadata=tuple(n for n, _ in names if n in dict(fmt.METADATA)), extension_sizes=names)
+                    metadata=tuple(n for n, _ in names if n in dict(fmt.METADATA)), extension_sizes=names,
+                    max_error=hdr.max_error)
+
+
+def stripe_rows(height: int, width: int) -> int:
+    """Rows per stripe of a lossless / near-lossless file: about STRIPE_PIXELS pixels each (so a
+    large image codes in parallel, in bounded memory), at least 16 rows, at most the image."""
+    return min(height, max(16, -(-STRIPE_PIXELS // width)))
 
 
 def _information_bits(values, groups, pmf, off, vmin) -> float:

@@ -7,6 +7,12 @@ Layout (little-endian):
 Every section has its own CRC-32, so damage is reported per section (and chunk), and chunks
 decode independently (in parallel). Version 2 adds extension sections (alpha plane, EXIF, XMP);
 a file without any is written as version 1, byte for byte as fastcodec 0.1-0.2 wrote it.
+
+Version 3 (since fastcodec 0.14) holds a lossless or near-lossless image coded pixel by pixel
+(no model):
+    fixed header (20 bytes: magic, version, flags, channels, max_error, width, height, stripe rows) |
+    extension count | (size, crc32) per stripe | (type, size, crc32) per extension | header crc32 |
+    stripe payloads | extension payloads
 """
 from __future__ import annotations
 
@@ -19,9 +25,13 @@ from .errors import FormatError, LimitError
 MAGIC = b"\x89FCC"
 VERSION = 1  # the version of files without extension sections
 VERSION_EXT = 2  # with extension sections
-SUPPORTED_VERSIONS = (1, 2)
+VERSION_PIXELS = 3  # lossless / near-lossless pixel coding
+SUPPORTED_VERSIONS = (1, 2, 3)
 _FIXED = struct.Struct("<4sBBBBIIH8s")  # magic, version, flags, channels, nchunks, w, h, q100, model
 FIXED_SIZE = _FIXED.size  # 26
+_FIXED3 = struct.Struct("<4sBBBBIII")  # magic, version, flags, channels, max_error, w, h, stripe rows
+FIXED3_SIZE = _FIXED3.size  # 20
+MAX_ERROR = 32  # version 3: max_error 0 (lossless) .. 32
 _ENTRY = struct.Struct("<II")  # size, crc32
 _EXT_ENTRY = struct.Struct("<BII")  # type, size, crc32
 MAX_DIMENSION = 1 << 20
@@ -45,17 +55,29 @@ def header_size(nchunks: int, next: int = 0) -> int:
     return FIXED_SIZE + _ENTRY.size * (1 + nchunks) + ext + 4
 
 
+def pixel_header_size(nstripes: int, next: int = 0) -> int:
+    """Bytes before the first payload of a version-3 file."""
+    return FIXED3_SIZE + 1 + _ENTRY.size * nstripes + _EXT_ENTRY.size * next + 4
+
+
 @dataclass(frozen=True)
 class Header:
     width: int
     height: int
     channels: int  # 3 = RGB, 1 = grayscale (coded as RGB, returned as one channel)
-    quality: float  # 1.00 .. 100.00, hundredths
+    quality: float | None  # 1.00 .. 100.00, hundredths; None in version 3
     model_id: bytes  # 8 bytes
     z_size: int
     chunk_sizes: tuple
     version: int = VERSION
     extension_sizes: tuple = ()  # ((type, size), ...) in file order
+    max_error: int | None = None  # version 3: 0 (lossless) .. 32; None for learned (version 1, 2) files
+    stripe_rows: int = 0  # version 3: rows per stripe (chunk_sizes are the stripes' sizes)
+
+    @property
+    def pixel_coded(self) -> bool:
+        """A version-3 file: pixels coded losslessly (max_error 0) or within max_error, no model."""
+        return self.max_error is not None
 
     @property
     def y_size(self) -> int:
@@ -71,6 +93,8 @@ class Header:
 
     @property
     def header_size(self) -> int:
+        if self.pixel_coded:
+            return pixel_header_size(len(self.chunk_sizes), len(self.extension_sizes))
         return header_size(len(self.chunk_sizes), len(self.extension_sizes))
 
     @property
@@ -98,6 +122,27 @@ def pack(width, height, channels, quality, model_id: bytes, z: bytes, chunks, ex
     return b"".join([head, struct.pack("<I", zlib.crc32(head)), z, *chunks, *(p for _, p in extensions)])
 
 
+def pack_pixels(width, height, channels, max_error: int, stripe_rows: int, stripes, extensions=()) -> bytes:
+    """A version-3 file: stripes are the coded payloads of rows [i * stripe_rows, ...)."""
+    if not 1 <= stripe_rows or len(stripes) != -(-height // stripe_rows):
+        raise ValueError("one stripe per stripe_rows rows")
+    if len(extensions) > MAX_EXTENSIONS or len({t for t, _ in extensions}) != len(extensions):
+        raise ValueError(f"at most {MAX_EXTENSIONS} extensions, each type once")
+    if any(not p for _, p in extensions) or any(not p for p in stripes):
+        raise ValueError("payloads are never empty")
+    head = [_FIXED3.pack(MAGIC, VERSION_PIXELS, 0, channels, max_error, width, height, stripe_rows),
+            bytes([len(extensions)])]
+    head += [_ENTRY.pack(len(p), zlib.crc32(p)) for p in stripes]
+    head += [_EXT_ENTRY.pack(t, len(p), zlib.crc32(p)) for t, p in extensions]
+    head = b"".join(head)
+    return b"".join([head, struct.pack("<I", zlib.crc32(head)), *stripes, *(p for _, p in extensions)])
+
+
+def is_pixel_file(data) -> bool:
+    """Whether bytes start like a version-3 (lossless / near-lossless) file; parse validates it."""
+    return len(data) > 4 and bytes(data[:4]) == MAGIC and data[4] == VERSION_PIXELS
+
+
 def parse(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = True):
     """Returns (Header, z payload, [chunk payloads]) as memoryviews. Raises FormatError/LimitError.
 
@@ -121,6 +166,8 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
     if version not in SUPPORTED_VERSIONS:
         raise FormatError(f"unsupported format version {version}: this fastcodec reads versions "
                           f"{', '.join(map(str, SUPPORTED_VERSIONS))}; upgrade fastcodec to read newer files")
+    if version == VERSION_PIXELS:
+        return _parse_pixels(mv, max_pixels, verify_crc)
     if n < FIXED_SIZE:
         raise FormatError(f"truncated file: {n} bytes, the header alone has at least {header_size(1)}")
     _, _, flags, channels, nchunks, w, h, q100, model_id = _FIXED.unpack_from(mv, 0)
@@ -153,17 +200,7 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
     entries = [_ENTRY.unpack_from(mv, FIXED_SIZE + _ENTRY.size * i) for i in range(1 + nchunks)]
     ext_base = header_size(nchunks) - 4 + 1
     ext_entries = [_EXT_ENTRY.unpack_from(mv, ext_base + _EXT_ENTRY.size * i) for i in range(next)]
-    seen = set()
-    for t, size, _ in ext_entries:
-        if t in seen:
-            raise FormatError(f"extension type {t} appears twice; each type is allowed once")
-        seen.add(t)
-        if t < 128 and t not in EXT_NAMES:
-            raise FormatError(f"unknown critical extension type {t}: this fastcodec reads "
-                              f"{', '.join(f'{k} ({v})' for k, v in EXT_NAMES.items())}; "
-                              "upgrade fastcodec to read this file")
-        if size == 0:
-            raise FormatError(f"empty extension section (type {t}): extension payloads are never empty")
+    _check_extension_table(ext_entries)
     expected = hs + sum(size for size, _ in entries) + sum(size for _, size, _ in ext_entries)
     if expected != n:
         what = "truncated" if n < expected else "trailing data after"
@@ -176,6 +213,29 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
             raise FormatError(f"checksum mismatch in the {what}: the file is corrupted")
         views.append(v)
         pos += size
+    ext = _extension_payloads(mv, pos, ext_entries, verify_crc)
+    hdr = Header(width=w, height=h, channels=channels, quality=q100 / 100.0, model_id=bytes(model_id),
+                 z_size=entries[0][0], chunk_sizes=tuple(s for s, _ in entries[1:]), version=version,
+                 extension_sizes=tuple((t, size) for t, size, _ in ext_entries))
+    return hdr, views[0], views[1:], ext
+
+
+def _check_extension_table(ext_entries):
+    seen = set()
+    for t, size, _ in ext_entries:
+        if t in seen:
+            raise FormatError(f"extension type {t} appears twice; each type is allowed once")
+        seen.add(t)
+        if t < 128 and t not in EXT_NAMES:
+            raise FormatError(f"unknown critical extension type {t}: this fastcodec reads "
+                              f"{', '.join(f'{k} ({v})' for k, v in EXT_NAMES.items())}; "
+                              "upgrade fastcodec to read this file")
+        if size == 0:
+            raise FormatError(f"empty extension section (type {t}): extension payloads are never empty")
+
+
+def _extension_payloads(mv, pos: int, ext_entries, verify_crc: bool) -> dict:
+    """{type: payload view} of the known extensions starting at pos, each checked."""
     ext = {}
     for t, size, crc in ext_entries:
         v = mv[pos:pos + size]
@@ -192,10 +252,61 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
         if t in EXT_NAMES:
             ext[t] = v
         pos += size
-    hdr = Header(width=w, height=h, channels=channels, quality=q100 / 100.0, model_id=bytes(model_id),
-                 z_size=entries[0][0], chunk_sizes=tuple(s for s, _ in entries[1:]), version=version,
-                 extension_sizes=tuple((t, size) for t, size, _ in ext_entries))
-    return hdr, views[0], views[1:], ext
+    return ext
+
+
+def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
+    """parse_all for a version-3 file: (Header, empty z view, [stripe payloads], extensions)."""
+    n = mv.nbytes
+    if n < FIXED3_SIZE + 1:
+        raise FormatError(f"truncated file: {n} bytes, a version-3 header has at least {pixel_header_size(1)}")
+    _, _, flags, channels, max_error, w, h, rows = _FIXED3.unpack_from(mv, 0)
+    next = mv[FIXED3_SIZE]
+    if flags != 0:
+        raise FormatError(f"reserved header flags are set ({flags:#04x}); they must be 0")
+    if channels not in (1, 3):
+        raise FormatError(f"invalid channel count {channels}: allowed are 1 (grayscale) and 3 (RGB)")
+    if max_error > MAX_ERROR:
+        raise FormatError(f"invalid max_error {max_error}: allowed 0 (lossless) .. {MAX_ERROR}")
+    if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
+        raise FormatError(f"invalid image size {w}x{h}: width and height must be 1..{MAX_DIMENSION}")
+    if not 1 <= rows <= h:
+        raise FormatError(f"invalid stripe height {rows}: allowed 1..{h} (the image's height)")
+    if next > MAX_EXTENSIONS:
+        raise FormatError(f"invalid extension count {next}: allowed 0..{MAX_EXTENSIONS}")
+    nstripes = -(-h // rows)
+    hs = pixel_header_size(nstripes, next)
+    if n < hs:
+        raise FormatError(f"truncated file: {n} bytes, its header needs {hs}")
+    (hcrc,) = struct.unpack_from("<I", mv, hs - 4)
+    if verify_crc and zlib.crc32(mv[:hs - 4]) != hcrc:
+        raise FormatError("header checksum mismatch: the header is corrupted")
+    if w * h > max_pixels:
+        raise LimitError(f"image of {w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}")
+    base = FIXED3_SIZE + 1
+    entries = [_ENTRY.unpack_from(mv, base + _ENTRY.size * i) for i in range(nstripes)]
+    ext_base = base + _ENTRY.size * nstripes
+    ext_entries = [_EXT_ENTRY.unpack_from(mv, ext_base + _EXT_ENTRY.size * i) for i in range(next)]
+    _check_extension_table(ext_entries)
+    if any(size == 0 for size, _ in entries):
+        raise FormatError("empty stripe: a stripe's payload is never empty")
+    expected = hs + sum(size for size, _ in entries) + sum(size for _, size, _ in ext_entries)
+    if expected != n:
+        what = "truncated" if n < expected else "trailing data after"
+        raise FormatError(f"{what} file: sections declare {expected} bytes, file has {n}")
+    views, pos = [], hs
+    for i, (size, crc) in enumerate(entries):
+        v = mv[pos:pos + size]
+        if verify_crc and zlib.crc32(v) != crc:
+            raise FormatError(f"checksum mismatch in stripe {i + 1} of {nstripes}: the file is corrupted")
+        views.append(v)
+        pos += size
+    ext = _extension_payloads(mv, pos, ext_entries, verify_crc)
+    hdr = Header(width=w, height=h, channels=channels, quality=None, model_id=b"", z_size=0,
+                 chunk_sizes=tuple(s for s, _ in entries), version=VERSION_PIXELS,
+                 extension_sizes=tuple((t, size) for t, size, _ in ext_entries), max_error=max_error,
+                 stripe_rows=rows)
+    return hdr, mv[0:0], views, ext
 
 
 def is_icc_profile(b) -> bool:
@@ -217,6 +328,12 @@ def repack(data, **changes) -> bytes:
     channels, quality, model_id): for tests and fuzzing, which damage files on purpose and still
     want to get past the CRCs. The known extension sections are kept, unknown ones dropped."""
     hdr, z, chunks, ext = parse_all(data, max_pixels=1 << 40, verify_crc=False)
+    if hdr.pixel_coded:
+        f = dict(width=hdr.width, height=hdr.height, channels=hdr.channels, max_error=hdr.max_error,
+                 stripe_rows=hdr.stripe_rows)
+        f.update(changes)
+        return pack_pixels(f["width"], f["height"], f["channels"], f["max_error"], f["stripe_rows"],
+                           [bytes(c) for c in chunks], [(t, bytes(v)) for t, v in ext.items()])
     f = dict(width=hdr.width, height=hdr.height, channels=hdr.channels, quality=hdr.quality,
              model_id=hdr.model_id)
     f.update(changes)

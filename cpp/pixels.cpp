@@ -1,0 +1,584 @@
+#include "pixels.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "bitio.hpp"
+#include "huffman.hpp"
+#include "symbols.hpp"
+
+namespace fastcodec {
+
+namespace {
+
+// Literal ranges a table may use (4-bit index): values -v..v are literals, the rest escapes.
+constexpr int kV[16] = {0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36, 48, 64, 85, 113};
+constexpr int kMaxAlphabet = 4096;
+constexpr int kMaxRuns = 32;  // run classes of a zero-run table: 1..32
+constexpr int kGClasses = 3;  // green-error classes of a colour-difference context
+
+inline int activity_class(int a) {
+    return (a >= 1) + (a >= 3) + (a >= 6) + (a >= 10) + (a >= 16) + (a >= 26) + (a >= 42);
+}
+
+inline int zigzag(int d) { return d >= 0 ? 2 * d : -2 * d - 1; }
+inline int unzigzag(uint32_t z) { return (z & 1) ? -int((z + 1) >> 1) : int(z >> 1); }
+
+struct PlaneConfig {
+    int shift = 0;  // activity classes 8 >> shift
+    int g = 0;      // colour differences: contexts split by the green error's class
+    int nctx() const { return (kPixelActivityClasses >> shift) * (g ? kGClasses : 1); }
+    int ctx(int ca, int gc) const { return g ? (ca >> shift) * kGClasses + gc : ca >> shift; }
+};
+
+// Neighbours and prediction of sample (y, x) of one plane, from its reconstructed rows.
+struct Predictor {
+    int pred;
+    int cls;  // activity class 0..7
+};
+
+inline Predictor predict(const int16_t* cur, const int16_t* prv, int y, int x, int width, int near) {
+    int L, U, UL, UR, LL;
+    if (y == 0) {
+        if (x == 0) {
+            L = U = UL = UR = LL = 0;
+        } else {
+            L = cur[x - 1];
+            U = UL = UR = L;
+            LL = x >= 2 ? cur[x - 2] : L;
+        }
+    } else {
+        U = prv[x];
+        UR = x + 1 < width ? prv[x + 1] : U;
+        if (x == 0) {
+            L = UL = LL = U;
+        } else {
+            L = cur[x - 1];
+            UL = prv[x - 1];
+            LL = x >= 2 ? cur[x - 2] : L;
+        }
+    }
+    const int mx = std::max(L, U), mn = std::min(L, U);
+    const int pred = UL >= mx ? mn : (UL <= mn ? mx : L + U - UL);
+    const int a = std::abs(UR - U) + std::abs(U - UL) + std::abs(UL - L) + std::abs(L - LL);
+    return {pred, activity_class(a / (near + 1))};
+}
+
+inline int quantise(int e, int near, int step) {
+    return e >= 0 ? (e + near) / step : -((-e + near) / step);
+}
+
+inline int clamp255(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+
+int alphabet_size(int mode, int v, int nruns) { return mode == 0 ? 2 * v + 2 : nruns * (2 * v + 1); }
+
+int terminal_index(int q, int v) {  // run mode: nonzero literal -> index, else ESC (2v)
+    if (q >= -v && q <= v) return q < 0 ? q + v : q + v - 1;
+    return 2 * v;
+}
+
+uint64_t escape_bits(int q, int v) { return 1 + uint64_t(eg0_length(uint32_t(std::abs(q) - v - 1))); }
+
+uint64_t lengths_bits(const std::vector<uint8_t>& len) {
+    uint64_t b = 0;
+    int prev = 0;
+    for (uint8_t l : len) {
+        b += uint64_t(eg0_length(uint32_t(zigzag(int(l) - prev))));
+        prev = l;
+    }
+    return b;
+}
+
+struct Phrase {
+    uint32_t run;
+    int32_t term;  // the nonzero value after the run (unused for the trailing phrase)
+};
+
+// The values of one table's samples, in coding order, and what a table of them costs.
+struct TableChoice {
+    int mode = 0, vi = 0, nruns = 1;
+    int trail_t = -1;  // run mode: the trailing phrase's terminal index (-1: no trailing run)
+    std::vector<uint8_t> lengths;
+    uint64_t bits = UINT64_MAX;  // description + data
+};
+
+struct Stats {
+    std::vector<uint32_t> hist;  // q + 510
+    uint64_t n = 0, zeros = 0;
+    int maxabs = 0;
+    std::vector<Phrase> phrases;
+    uint32_t trailing = 0;  // zeros after the last nonzero value
+    bool has_trailing = false;
+    Stats() : hist(2 * kPixelMaxQuantised + 1, 0) {}
+    void add(int q) {
+        ++hist[q + kPixelMaxQuantised];
+        ++n;
+        if (q == 0) {
+            ++zeros;
+            ++trailing;
+        } else {
+            maxabs = std::max(maxabs, std::abs(q));
+            phrases.push_back({trailing, q});
+            trailing = 0;
+        }
+    }
+    void finish() { has_trailing = trailing > 0; }
+};
+
+TableChoice direct_table(const Stats& s, int vi) {
+    const int v = kV[vi];
+    std::vector<uint32_t> f(size_t(2 * v + 2), 0);
+    uint64_t esc_bits = 0;
+    for (int q = -kPixelMaxQuantised; q <= kPixelMaxQuantised; ++q) {
+        const uint32_t c = s.hist[q + kPixelMaxQuantised];
+        if (!c) continue;
+        if (q >= -v && q <= v) {
+            f[size_t(q + v)] += c;
+        } else {
+            f[size_t(2 * v + 1)] += c;
+            esc_bits += uint64_t(c) * escape_bits(q, v);
+        }
+    }
+    TableChoice t;
+    t.mode = 0;
+    t.vi = vi;
+    t.lengths = huffman_code_lengths(f, kPixelMaxCodeLength);
+    uint64_t b = 1 + 4 + lengths_bits(t.lengths) + esc_bits;
+    for (size_t i = 0; i < f.size(); ++i) b += uint64_t(f[i]) * t.lengths[i];
+    t.bits = b;
+    return t;
+}
+
+TableChoice run_table(const Stats& s, int vi, int nruns) {
+    const int v = kV[vi];
+    const int nt = 2 * v + 1;
+    if (nruns * nt > kMaxAlphabet) return TableChoice{};
+    std::vector<uint32_t> f(size_t(nruns * nt), 0);
+    uint64_t extra = 0;
+    const int last = nruns - 1;
+    const uint32_t last_base = SymbolCoder::run_class_base(last);
+    auto cls_bits = [&](uint32_t run, int& k) -> uint64_t {
+        k = std::min(SymbolCoder::run_class_of(run, kMaxRuns), last);
+        if (k == last) return uint64_t(eg0_length(run - last_base));
+        return uint64_t(SymbolCoder::run_class_extra_bits(k));
+    };
+    for (const Phrase& p : s.phrases) {
+        int k;
+        extra += cls_bits(p.run, k);
+        const int t = terminal_index(p.term, v);
+        if (t == nt - 1) extra += escape_bits(p.term, v);
+        ++f[size_t(k * nt + t)];
+    }
+    TableChoice c;
+    c.mode = 1;
+    c.vi = vi;
+    c.nruns = nruns;
+    if (s.has_trailing) {
+        int k;
+        extra += cls_bits(s.trailing, k);
+        int t = -1;
+        uint32_t best = 0;
+        for (int i = 0; i < nt - 1; ++i)
+            if (f[size_t(k * nt + i)] > best) best = f[size_t(k * nt + i)], t = i;
+        if (t < 0) t = v >= 1 ? v : nt - 1;  // value +1, or ESC when the table has no literal
+        if (t == nt - 1) extra += 2;          // ESC '0' eg0(0): the value v + 1, never used
+        ++f[size_t(k * nt + t)];
+        c.trail_t = t;
+    }
+    c.lengths = huffman_code_lengths(f, kPixelMaxCodeLength);
+    uint64_t b = 1 + 4 + 5 + lengths_bits(c.lengths) + extra;
+    for (size_t i = 0; i < f.size(); ++i) b += uint64_t(f[i]) * c.lengths[i];
+    c.bits = b;
+    return c;
+}
+
+TableChoice best_table(const Stats& s) {
+    // Literal ranges around the values' spread: the smallest kV covering the largest value,
+    // and the three below it.
+    int top = 0;
+    while (top < 15 && kV[top] < s.maxabs) ++top;
+    TableChoice best;
+    for (int vi = std::max(0, top - 3); vi <= top; ++vi) {
+        TableChoice t = direct_table(s, vi);
+        if (t.bits < best.bits) best = std::move(t);
+    }
+    if (s.zeros * 2 >= s.n) {  // zero runs pay only where zeros dominate
+        uint32_t maxrun = s.trailing;
+        for (const Phrase& p : s.phrases) maxrun = std::max(maxrun, p.run);
+        const int kmax = SymbolCoder::run_class_of(maxrun, kMaxRuns);
+        const int rtop = std::min(top, 8);  // run tables: literals up to 15
+        for (int vi = std::max(0, rtop - 2); vi <= rtop; ++vi) {
+            for (int nr : {kmax + 1, kmax - 3, kmax - 7}) {
+                if (nr < 1 || nr > kMaxRuns) continue;
+                TableChoice t = run_table(s, vi, nr);
+                if (t.bits < best.bits) best = std::move(t);
+            }
+        }
+    }
+    return best;
+}
+
+struct PlanePlan {
+    PlaneConfig cfg;
+    int ntables = 0;
+    std::vector<int> map;  // context -> table
+    std::vector<TableChoice> tables;
+    uint64_t bits = UINT64_MAX;
+};
+
+// Samples of the stripe in coding order: for pixel (y, x), plane 0, then 1, 2.
+struct Samples {
+    std::vector<int16_t> q;
+    std::vector<uint8_t> cls;
+};
+
+PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix) {
+    PlanePlan best;
+    const int gmax = (p > 0) ? 1 : 0;
+    for (int g = 0; g <= gmax; ++g) {
+        for (int shift = 0; shift <= 3; ++shift) {
+            PlanePlan plan;
+            plan.cfg.shift = shift;
+            plan.cfg.g = g;
+            const int nctx = plan.cfg.nctx();
+            std::vector<Stats> st(static_cast<size_t>(nctx));
+            for (size_t i = 0; i < npix; ++i) {
+                const size_t j = i * size_t(channels) + size_t(p);
+                const int gc = g ? std::min(std::abs(int(sm.q[i * size_t(channels)])), kGClasses - 1) : 0;
+                st[size_t(plan.cfg.ctx(sm.cls[j], gc))].add(sm.q[j]);
+            }
+            plan.map.assign(size_t(nctx), 0);
+            uint64_t bits = 2 + (p > 0 ? 1 : 0);
+            for (int c = 0; c < nctx; ++c) {
+                if (!st[size_t(c)].n) continue;
+                st[size_t(c)].finish();
+                plan.map[size_t(c)] = plan.ntables++;
+                plan.tables.push_back(best_table(st[size_t(c)]));
+                bits += plan.tables.back().bits;
+            }
+            bits += uint64_t(eg0_length(uint32_t(plan.ntables - 1)));
+            if (plan.ntables < nctx) {
+                int w = 0;
+                while ((1 << w) < plan.ntables) ++w;
+                bits += uint64_t(nctx) * uint64_t(w);
+            }
+            plan.bits = bits;
+            if (plan.bits < best.bits) best = std::move(plan);
+        }
+    }
+    return best;
+}
+
+void write_escape(BitWriter& bw, int q, int v) {
+    bw.put(q < 0 ? 1 : 0, 1);
+    bw.put_eg0(uint32_t(std::abs(q) - v - 1));
+}
+
+// Encoder-side state of one table while the samples are written.
+struct EncTable {
+    const TableChoice* choice;
+    HuffmanCode code;
+    int v, nt;
+    std::vector<int16_t> seq;  // the table's values in coding order
+    size_t pos = 0;            // next value of seq
+    uint64_t remaining = 0;    // samples still covered by the last written phrase
+};
+
+void write_run_phrase(BitWriter& bw, EncTable& t) {
+    const TableChoice& c = *t.choice;
+    size_t j = t.pos;
+    while (j < t.seq.size() && t.seq[j] == 0) ++j;
+    const uint32_t run = uint32_t(j - t.pos);
+    const bool trailing = j == t.seq.size();
+    const int last = c.nruns - 1;
+    const int k = std::min(SymbolCoder::run_class_of(run, kMaxRuns), last);
+    const int q = trailing ? 0 : t.seq[j];
+    const int ti = trailing ? c.trail_t : terminal_index(q, t.v);
+    t.code.encode(bw, uint32_t(k * t.nt + ti));
+    const uint32_t base = SymbolCoder::run_class_base(k);
+    if (k == last)
+        bw.put_eg0(run - base);
+    else
+        bw.put(run - base, SymbolCoder::run_class_extra_bits(k));
+    if (ti == t.nt - 1) {
+        if (trailing)
+            write_escape(bw, t.v + 1, t.v);
+        else
+            write_escape(bw, q, t.v);
+    }
+    t.remaining = trailing ? run : uint64_t(run) + 1;
+}
+
+// Decoder-side state of one table.
+struct DecTable {
+    int mode = 0, v = 0, nruns = 1, nt = 1;
+    HuffmanCode code;
+    uint64_t pending = 0;  // zeros still to return
+    bool has_term = false;
+    int32_t term = 0;
+};
+
+int32_t read_escape(BitReader& br, int v) {
+    const uint32_t neg = br.get(1);
+    const uint32_t e = br.get_eg0();
+    const int64_t mag = int64_t(v) + 1 + int64_t(e);
+    if (mag > kPixelMaxQuantised)
+        throw FormatError("pixel stream: escaped value of magnitude " + std::to_string(mag) +
+                          " exceeds the largest possible, " + std::to_string(kPixelMaxQuantised));
+    return neg ? -int32_t(mag) : int32_t(mag);
+}
+
+inline int32_t next_value(DecTable& t, BitReader& br) {
+    if (t.mode == 0) {
+        const uint32_t s = t.code.decode(br);
+        if (s == uint32_t(2 * t.v + 1)) return read_escape(br, t.v);
+        return int32_t(s) - t.v;
+    }
+    if (t.pending) {
+        --t.pending;
+        return 0;
+    }
+    if (t.has_term) {
+        t.has_term = false;
+        return t.term;
+    }
+    const uint32_t s = t.code.decode(br);
+    const int k = int(s / uint32_t(t.nt));
+    const int ti = int(s % uint32_t(t.nt));
+    const int last = t.nruns - 1;
+    uint64_t run = SymbolCoder::run_class_base(k);
+    run += k == last ? uint64_t(br.get_eg0()) : uint64_t(br.get(SymbolCoder::run_class_extra_bits(k)));
+    const int32_t term = ti == t.nt - 1 ? read_escape(br, t.v) : (ti < t.v ? ti - t.v : ti - t.v + 1);
+    if (run == 0) return term;
+    t.pending = run - 1;
+    t.has_term = true;
+    t.term = term;
+    return 0;
+}
+
+void check_dims(int width, int rows, int channels, int max_error) {
+    if (width < 1 || rows < 1 || width > (1 << 20) || rows > (1 << 20))
+        throw ArgumentError("pixel stripe: width and rows must be 1..2^20, got " + std::to_string(width) + "x" +
+                            std::to_string(rows));
+    if (channels != 1 && channels != 3)
+        throw ArgumentError("pixel stripe: channels must be 1 or 3, got " + std::to_string(channels));
+    if (max_error < 0 || max_error > kPixelMaxError)
+        throw ArgumentError("pixel stripe: max_error must be 0.." + std::to_string(kPixelMaxError) + ", got " +
+                            std::to_string(max_error));
+}
+
+// Output component of plane p: green first, then red and blue as differences from green.
+constexpr int kPlaneChannel[3] = {1, 0, 2};
+
+}  // namespace
+
+std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride, ptrdiff_t col_stride,
+                                         ptrdiff_t ch_stride, int width, int rows, int channels,
+                                         int max_error, uint8_t* recon, PixelStripeStats* stats) {
+    check_dims(width, rows, channels, max_error);
+    const int near = max_error, step = 2 * near + 1;
+    const size_t W = size_t(width), npix = W * size_t(rows), C = size_t(channels);
+    Samples sm;
+    sm.q.resize(npix * C);
+    sm.cls.resize(npix * C);
+    // Two reconstructed rows per plane (the previous and the current one).
+    std::vector<int16_t> ring(C * 2 * W, 0);
+    auto row_of = [&](size_t p, int y) { return ring.data() + (p * 2 + size_t(y & 1)) * W; };
+    for (int y = 0; y < rows; ++y) {
+        const uint8_t* src = px + ptrdiff_t(y) * row_stride;
+        for (int x = 0; x < width; ++x) {
+            const uint8_t* pix = src + ptrdiff_t(x) * col_stride;
+            const size_t i = (size_t(y) * W + size_t(x)) * C;
+            int g_rec = 0;
+            for (size_t p = 0; p < C; ++p) {
+                int16_t* cur = row_of(p, y);
+                const Predictor pr = predict(cur, row_of(p, y + 1), y, x, width, near);
+                const int ch = C == 3 ? kPlaneChannel[p] : 0;
+                const int orig = pix[ptrdiff_t(ch) * ch_stride];
+                const int target = p == 0 ? orig : orig - g_rec;
+                const int q = quantise(target - pr.pred, near, step);
+                sm.q[i + p] = int16_t(q);
+                sm.cls[i + p] = uint8_t(pr.cls);
+                const int d = pr.pred + q * step;
+                int value;
+                if (p == 0) {
+                    value = clamp255(d);
+                    g_rec = value;
+                    cur[x] = int16_t(value);
+                } else {
+                    value = clamp255(g_rec + d);
+                    cur[x] = int16_t(value - g_rec);
+                }
+                if (recon) recon[i + size_t(ch)] = uint8_t(value);
+            }
+        }
+    }
+    // Tables per plane, then the samples in coding order.
+    std::vector<PlanePlan> plans;
+    for (size_t p = 0; p < C; ++p) plans.push_back(plan_plane(sm, int(p), channels, npix));
+    BitWriter bw(npix * C / 2 + 64);
+    std::vector<std::vector<EncTable>> tabs(C);
+    for (size_t p = 0; p < C; ++p) {
+        const PlanePlan& pl = plans[p];
+        bw.put(uint32_t(pl.cfg.shift), 2);
+        if (p > 0) bw.put(uint32_t(pl.cfg.g), 1);
+        bw.put_eg0(uint32_t(pl.ntables - 1));
+        const int nctx = pl.cfg.nctx();
+        if (pl.ntables < nctx) {
+            int w = 0;
+            while ((1 << w) < pl.ntables) ++w;
+            for (int c = 0; c < nctx; ++c) bw.put(uint32_t(pl.map[size_t(c)]), w);
+        }
+        tabs[p].resize(pl.tables.size());
+        for (size_t t = 0; t < pl.tables.size(); ++t) {
+            const TableChoice& tc = pl.tables[t];
+            bw.put(uint32_t(tc.mode), 1);
+            bw.put(uint32_t(tc.vi), 4);
+            if (tc.mode == 1) bw.put(uint32_t(tc.nruns - 1), 5);
+            int prev = 0;
+            for (uint8_t l : tc.lengths) {
+                bw.put_eg0(uint32_t(zigzag(int(l) - prev)));
+                prev = l;
+            }
+            EncTable& et = tabs[p][t];
+            et.choice = &tc;
+            et.code = HuffmanCode(tc.lengths);
+            et.v = kV[tc.vi];
+            et.nt = 2 * et.v + 1;
+        }
+    }
+    const uint64_t header_bits = bw.bits_written();
+    // Each table's values in coding order (for the zero runs' look-ahead).
+    std::vector<uint8_t> table_of(npix * C);
+    for (size_t i = 0; i < npix; ++i) {
+        const int gc = std::min(std::abs(int(sm.q[i * C])), kGClasses - 1);
+        for (size_t p = 0; p < C; ++p) {
+            const size_t j = i * C + p;
+            const int t = plans[p].map[size_t(plans[p].cfg.ctx(sm.cls[j], gc))];
+            table_of[j] = uint8_t(t);
+            if (plans[p].tables[size_t(t)].mode == 1) tabs[p][size_t(t)].seq.push_back(sm.q[j]);
+        }
+    }
+    for (size_t i = 0; i < npix; ++i) {
+        for (size_t p = 0; p < C; ++p) {
+            const size_t j = i * C + p;
+            EncTable& t = tabs[p][table_of[j]];
+            const int q = sm.q[j];
+            if (t.choice->mode == 0) {
+                if (q >= -t.v && q <= t.v) {
+                    t.code.encode(bw, uint32_t(q + t.v));
+                } else {
+                    t.code.encode(bw, uint32_t(2 * t.v + 1));
+                    write_escape(bw, q, t.v);
+                }
+                continue;
+            }
+            if (t.remaining == 0) write_run_phrase(bw, t);
+            --t.remaining;
+            ++t.pos;
+        }
+    }
+    if (stats) {
+        stats->header_bits = header_bits;
+        stats->data_bits = bw.bits_written() - header_bits;
+    }
+    return bw.finish();
+}
+
+void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, int channels,
+                         int max_error, uint8_t* out, ptrdiff_t out_row_stride) {
+    check_dims(width, rows, channels, max_error);
+    const int near = max_error, step = 2 * near + 1;
+    const size_t W = size_t(width), C = size_t(channels);
+    BitReader br(data, size);
+    PlaneConfig cfg[3];
+    std::vector<int> map[3];
+    std::vector<DecTable> tabs[3];
+    for (size_t p = 0; p < C; ++p) {
+        cfg[p].shift = int(br.get(2));
+        cfg[p].g = p > 0 ? int(br.get(1)) : 0;
+        const int nctx = cfg[p].nctx();
+        const uint32_t nt = br.get_eg0() + 1;
+        if (nt > uint32_t(nctx))
+            throw FormatError("pixel stream: plane " + std::to_string(p) + " declares " + std::to_string(nt) +
+                              " tables for " + std::to_string(nctx) + " contexts");
+        const int ntables = int(nt);
+        map[p].assign(size_t(nctx), 0);
+        if (ntables < nctx) {
+            int w = 0;
+            while ((1 << w) < ntables) ++w;
+            for (int c = 0; c < nctx; ++c) {
+                const uint32_t t = br.get(w);
+                if (t >= nt) throw FormatError("pixel stream: context mapped to a table that does not exist");
+                map[p][size_t(c)] = int(t);
+            }
+        } else {
+            for (int c = 0; c < nctx; ++c) map[p][size_t(c)] = c;
+        }
+        tabs[p].resize(size_t(ntables));
+        for (DecTable& t : tabs[p]) {
+            t.mode = int(br.get(1));
+            t.v = kV[br.get(4)];
+            t.nruns = t.mode == 1 ? int(br.get(5)) + 1 : 1;
+            t.nt = 2 * t.v + 1;
+            const int asz = alphabet_size(t.mode, t.v, t.nruns);
+            if (asz > kMaxAlphabet)
+                throw FormatError("pixel stream: a zero-run table's alphabet of " + std::to_string(asz) +
+                                  " symbols exceeds " + std::to_string(kMaxAlphabet));
+            std::vector<uint8_t> len(static_cast<size_t>(asz));
+            int prev = 0;
+            for (int s = 0; s < asz; ++s) {
+                const int l = prev + unzigzag(br.get_eg0());
+                if (l < 0 || l > kPixelMaxCodeLength)
+                    throw FormatError("pixel stream: code length " + std::to_string(l) + " outside 0.." +
+                                      std::to_string(kPixelMaxCodeLength));
+                len[size_t(s)] = uint8_t(l);
+                prev = l;
+            }
+            t.code = HuffmanCode(len);  // FormatError if the lengths are no prefix code
+            if (br.overrun()) throw FormatError("pixel stream: truncated in its tables");
+        }
+    }
+    std::vector<int16_t> ring(C * 2 * W, 0);
+    auto row_of = [&](size_t p, int y) { return ring.data() + (p * 2 + size_t(y & 1)) * W; };
+    for (int y = 0; y < rows; ++y) {
+        uint8_t* dst = out + ptrdiff_t(y) * out_row_stride;
+        for (int x = 0; x < width; ++x) {
+            int g_rec = 0, gq = 0;
+            for (size_t p = 0; p < C; ++p) {
+                int16_t* cur = row_of(p, y);
+                const Predictor pr = predict(cur, row_of(p, y + 1), y, x, width, near);
+                const int gc = std::min(std::abs(gq), kGClasses - 1);
+                DecTable& t = tabs[p][size_t(map[p][size_t(cfg[p].ctx(pr.cls, gc))])];
+                const int32_t q = next_value(t, br);
+                if (q > kPixelMaxQuantised || q < -kPixelMaxQuantised)
+                    throw FormatError("pixel stream: value " + std::to_string(q) + " outside -510..510");
+                const int d = pr.pred + q * step;
+                const int ch = C == 3 ? kPlaneChannel[p] : 0;
+                int value;
+                if (p == 0) {
+                    value = clamp255(d);
+                    g_rec = value;
+                    gq = q;
+                    cur[x] = int16_t(value);
+                } else {
+                    value = clamp255(g_rec + d);
+                    cur[x] = int16_t(value - g_rec);
+                }
+                dst[size_t(x) * C + size_t(ch)] = uint8_t(value);
+            }
+        }
+        if (br.overrun()) throw FormatError("pixel stream: truncated");
+    }
+    for (size_t p = 0; p < C; ++p)
+        for (const DecTable& t : tabs[p])
+            if (t.pending) throw FormatError("pixel stream: a run of zeros goes past the end of the stripe");
+    const size_t used = br.bits_consumed();
+    if (used > size * 8) throw FormatError("pixel stream: truncated");
+    if (size * 8 - used > 7)
+        throw FormatError("pixel stream: " + std::to_string(size * 8 - used) +
+                          " bits left over after the last pixel (at most 7 allowed)");
+}
+
+}  // namespace fastcodec

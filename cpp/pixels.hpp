@@ -1,0 +1,46 @@
+// Pixel coding: lossless and near-lossless images (format version 3, docs/format.md "Pixel
+// coding").
+//
+// Each stripe of rows is coded on its own: the green plane, then red - green and blue - green
+// (one plane for grayscale), predicted pixel by pixel from already coded neighbours (the
+// median edge detector of LOCO-I / JPEG-LS), the prediction error quantised with step
+// 2 * max_error + 1 (max_error 0: lossless), and the quantised errors coded with canonical
+// Huffman tables chosen per context (local activity, and for the colour differences the size of
+// the green error at the same pixel), in direct or zero-run mode, the tables written at the
+// start of the stripe. Every reconstructed value is within max_error of the original.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "errors.hpp"
+
+namespace fastcodec {
+
+constexpr int kPixelMaxError = 32;          // max_error is 0 .. 32
+constexpr int kPixelActivityClasses = 8;    // activity classes before a plane's shift
+constexpr int kPixelMaxCodeLength = 16;     // longest Huffman code in a pixel table
+constexpr int kPixelMaxQuantised = 510;     // |quantised error| bound of a valid stream
+
+struct PixelStripeStats {
+    uint64_t header_bits = 0;  // plane configurations and tables
+    uint64_t data_bits = 0;    // the coded samples
+};
+
+// Codes `rows` x `width` pixels of `channels` (1 or 3) uint8 components; component c of pixel
+// (y, x) is at px[y * row_stride + x * col_stride + c * ch_stride] (strides in bytes, any sign).
+// If recon is not null it receives the decoded pixels (rows * width * channels, packed), which
+// equal px when max_error is 0 and are within max_error of it otherwise. Throws ArgumentError for
+// dimensions or max_error out of range.
+std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride, ptrdiff_t col_stride,
+                                         ptrdiff_t ch_stride, int width, int rows, int channels,
+                                         int max_error, uint8_t* recon = nullptr,
+                                         PixelStripeStats* stats = nullptr);
+
+// Decodes a stripe into out (rows x width x channels, row stride out_row_stride bytes, pixels
+// packed within a row). Throws FormatError for any stream that is not a valid stripe of these
+// dimensions (never reads outside [data, data + size)), ArgumentError for bad arguments.
+void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, int channels,
+                         int max_error, uint8_t* out, ptrdiff_t out_row_stride);
+
+}  // namespace fastcodec
