@@ -138,10 +138,16 @@ def test_decompress_image_and_pil(codec):
     assert im.mode == "RGB" and im.size == (50, 40)
 
 
-@pytest.mark.parametrize("bad", [0, 0.5, 101, -3, float("nan"), "75", None, True])
+@pytest.mark.parametrize("bad", [0, 0.5, 101, -3, float("nan"), "75", True])
 def test_invalid_quality(codec, bad):
     with pytest.raises(ArgumentError, match="quality"):
         codec.compress(synthetic(8, 8), quality=bad)
+
+
+def test_quality_none_is_75(codec):
+    img = synthetic(40, 56)
+    data = codec.compress(img, quality=None)
+    assert codec.info(data).quality == 75 and data == codec.compress(img)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 100, float("nan"), "1", True])

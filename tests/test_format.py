@@ -50,7 +50,7 @@ def patched(offset, value):
     (b"PNG\x89", "magic"),
     (b"\x89FCC", "truncated"),
     (b"\x89FCC\x01" + b"\0" * 10, "truncated"),
-    (patched(4, b"\x03"), "unsupported format version 3"),
+    (patched(4, b"\x04"), "unsupported format version 4"),
     (patched(4, b"\x00"), "unsupported format version 0"),
     (patched(5, b"\x01"), "reserved"),
     (patched(6, b"\x04"), "channel count 4"),

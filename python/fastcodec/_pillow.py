@@ -44,8 +44,12 @@ class FccImageFile(ImageFile.ImageFile):
         w, h = hdr.width, hdr.height
         self._size = (w, h)
         self._mode = ("L" if hdr.channels == 1 else "RGB") + ("A" if hdr.has_alpha else "")
-        self.info["quality"] = hdr.quality
-        self.info["model"] = hdr.model_id.hex()
+        if hdr.pixel_coded:  # lossless / near-lossless (format version 3): no quality, no model
+            self.info["max_error"] = hdr.max_error
+            self.info["lossless"] = hdr.max_error == 0
+        else:
+            self.info["quality"] = hdr.quality
+            self.info["model"] = hdr.model_id.hex()
         self.info.update(pil_info(fmt.metadata_of(ext)))
         tile = getattr(ImageFile, "_Tile", None)
         args = ("fcc", (0, 0, w, h), 0, self._mode)
@@ -113,10 +117,11 @@ def _save(im, fp, filename):
     if override:  # Pillow's convention: save(..., exif=..., xmp=..., icc_profile=...) replaces the image's own
         im = im.copy()
         im.info.update(override)
-    data = default_codec().compress(im, quality=info.get("quality", 75), target_bpp=info.get("target_bpp"),
+    data = default_codec().compress(im, quality=info.get("quality"), target_bpp=info.get("target_bpp"),
                                     target_size=info.get("target_size"),
                                     keep_metadata=bool(info.get("keep_metadata", True)),
-                                    exact=bool(info.get("exact", False)), effort=info.get("effort", 1))
+                                    exact=bool(info.get("exact", False)), effort=info.get("effort", 1),
+                                    lossless=bool(info.get("lossless", False)), max_error=info.get("max_error"))
     fp.write(data)
 
 

@@ -104,11 +104,14 @@ def build_parser():
     c.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     c.add_argument("-o", "--output", help="output file (one input) or folder (default: beside each input)")
     g = c.add_mutually_exclusive_group()
-    g.add_argument("-q", "--quality", type=_quality, default=75.0, help="quality 1..100, higher is better "
+    g.add_argument("-q", "--quality", type=_quality, help="quality 1..100, higher is better "
                    "(default 75)")
     g.add_argument("--target-bpp", type=_bpp, help="largest size in bits per pixel; quality is searched")
     g.add_argument("--target-size", type=_size, help="largest file size, e.g. 150K, 150000, 1.5MB or 100KiB "
                    "(K = 1000 bytes); quality is searched")
+    g.add_argument("--lossless", action="store_true", help="keep every pixel exactly (no network; format v3)")
+    g.add_argument("--max-error", type=_number("max error", int, 0, 32), metavar="K",
+                   help="near-lossless: every value within K levels of the original (1..32; 0 = --lossless)")
     c.add_argument("--encoder", default="default", help="analysis transform: default, or a faster one the model "
                    "offers (see 'fastcodec models'; 'fast' and its int8 version 'int8' trade some "
                    "compression for encode speed)")
@@ -242,20 +245,30 @@ def _info(args) -> int:
     hdr, _, _ = fmt.parse(_read_if_path(args.input))
     ext = {fmt.EXT_NAMES.get(t, f"type {t}"): size for t, size in hdr.extension_sizes}
     d = {"file": args.input, "width": hdr.width, "height": hdr.height,
-         "channels": hdr.channels, "alpha": hdr.has_alpha, "quality": hdr.quality, "model": hdr.model_id.hex(),
+         "channels": hdr.channels, "alpha": hdr.has_alpha, "quality": hdr.quality,
+         "model": None if hdr.pixel_coded else hdr.model_id.hex(),
          "format_version": hdr.version, "bytes": hdr.file_size,
          "bpp": round(8 * hdr.file_size / (hdr.width * hdr.height), 4),
          "chunks": len(hdr.chunk_sizes),
          "sections": {"header": hdr.header_size, "hyper_latent": hdr.z_size, "latent": hdr.y_size, **ext}}
-    if args.detail:
+    if hdr.pixel_coded:  # lossless / near-lossless: stripes of pixels, no model
+        del d["chunks"]
+        d.update(max_error=hdr.max_error, stripes=len(hdr.chunk_sizes), stripe_rows=hdr.stripe_rows,
+                 sections={"header": hdr.header_size, "pixels": hdr.y_size, **ext})
+    if args.detail and not hdr.pixel_coded:
         d["detail"] = fastcodec.Codec().inspect(args.input)
     if args.json:
         print(json.dumps(d))
         return EXIT_OK
     kind = ("RGB" if hdr.channels == 3 else "grayscale") + (" + alpha" if hdr.has_alpha else "")
-    print(f"{d['file']}: {hdr.width}x{hdr.height} {kind}, "
-          f"quality {hdr.quality:g}, model {d['model']}, format v{hdr.version}")
-    print(f"  {d['bytes']} bytes, {d['bpp']} bpp, latent in {d['chunks']} chunk(s)")
+    if hdr.pixel_coded:
+        how = "lossless" if hdr.max_error == 0 else f"near-lossless (max error {hdr.max_error})"
+        print(f"{d['file']}: {hdr.width}x{hdr.height} {kind}, {how}, format v{hdr.version}")
+        print(f"  {d['bytes']} bytes, {d['bpp']} bpp, pixels in {d['stripes']} stripe(s) of {hdr.stripe_rows} rows")
+    else:
+        print(f"{d['file']}: {hdr.width}x{hdr.height} {kind}, "
+              f"quality {hdr.quality:g}, model {d['model']}, format v{hdr.version}")
+        print(f"  {d['bytes']} bytes, {d['bpp']} bpp, latent in {d['chunks']} chunk(s)")
     for k, v in d["sections"].items():
         print(f"  {k:<13}{v:>10} bytes")
     if args.detail:
@@ -345,11 +358,14 @@ def _batch(args) -> int:
             if compress:
                 data = codec.compress(src, quality=args.quality, target_bpp=args.target_bpp,
                                       target_size=args.target_size, keep_metadata=not args.strip_metadata,
-                                      exact=args.exact, effort=args.effort)
+                                      exact=args.exact, effort=args.effort, lossless=args.lossless,
+                                      max_error=args.max_error)
                 inf = codec.info(data)
                 write_atomic(dst, data, args.force)
                 rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(data),
                            pixels=inf.width * inf.height, bpp=round(inf.bpp, 5), quality=inf.quality)
+                if inf.max_error is not None:
+                    rec["max_error"] = inf.max_error
             else:
                 im = codec.decompress_image(src, box=args.box, reduce=args.reduce)
                 out = encode_image(im, fastcodec._format_from_ext(dst))
@@ -400,8 +416,10 @@ def _line(rec, compress):
     if rec["status"] == "skipped":
         return f"{rec['input']}: skipped ({rec['reason']})"
     if compress:
+        how = (f"quality {rec['quality']:g}" if rec.get("max_error") is None
+               else "lossless" if rec["max_error"] == 0 else f"max error {rec['max_error']}")
         return (f"{rec['input']} -> {rec['output']}: {rec['bytes_out']} bytes, {rec['bpp']:.4f} bpp, "
-                f"quality {rec['quality']:g} ({rec['seconds']:.2f} s)")
+                f"{how} ({rec['seconds']:.2f} s)")
     return f"{rec['input']} -> {rec['output']} ({rec['seconds']:.2f} s)"
 
 

@@ -2,7 +2,8 @@
 
 Endpoints
     POST /v1/compress     body: an image file (any format Pillow reads); query: quality, target_bpp or target_size,
-                          strip_metadata, effort (up to the server's max_effort, 1 unless configured)
+                          strip_metadata, effort (up to the server's max_effort, 1 unless configured);
+                          or lossless=true / max_error=K (near-lossless)
                           -> application/x-fastcodec (.fcc bytes)
     POST /v1/decompress   body: .fcc bytes; query: format=png|webp|jpeg (else from Accept) -> image
     GET  /healthz         liveness
@@ -120,12 +121,15 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
 
     @app.post("/v1/compress", response_class=Response,
               responses={200: {"content": {FCC_MIME: {}}, "description": "the .fcc file"}})
-    async def compress(request: Request, quality: float = Query(75, ge=1, le=100),
+    async def compress(request: Request, quality: float | None = Query(None, ge=1, le=100, description="1..100 (default 75)"),
                        target_bpp: float | None = Query(None, gt=0, lt=64),
                        target_size: int | None = Query(None, ge=1, le=1 << 40),
                        strip_metadata: bool = Query(False, description="drop the image's EXIF, XMP and ICC profile (the profile applied first)"),
                        effort: int = Query(1, ge=1, le=3, description="1, or 2-3 to refine the latents (slower "
-                                           "encoding, smaller files) where the server allows it (max_effort)")):
+                                           "encoding, smaller files) where the server allows it (max_effort)"),
+                       lossless: bool = Query(False, description="keep every pixel exactly (format v3, no quality)"),
+                       max_error: int | None = Query(None, ge=0, le=32, description="near-lossless: every value "
+                                                     "within this many levels of the original")):
         """Compress the image in the request body (PNG, JPEG, WebP, ... any format Pillow reads).
         Transparency (alpha), EXIF, XMP and the ICC profile are kept unless ``strip_metadata``."""
         if effort > max_effort:
@@ -135,12 +139,14 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
         body = await body_of(request, "compress")
         data = await guarded("compress", lambda: codec.compress(body, quality=quality, target_bpp=target_bpp,
                                                                 target_size=target_size,
-                                                                keep_metadata=not strip_metadata, effort=effort))
+                                                                keep_metadata=not strip_metadata, effort=effort,
+                                                                lossless=lossless, max_error=max_error))
         bytes_out.labels("compress").inc(len(data))
         inf = codec.info(data)
+        quality = {"X-Fastcodec-Quality": f"{inf.quality:g}"} if inf.max_error is None \
+            else {"X-Fastcodec-Max-Error": str(inf.max_error)}
         return Response(data, media_type=FCC_MIME, headers={
-            "X-Fastcodec-Bpp": f"{inf.bpp:.5f}", "X-Fastcodec-Quality": f"{inf.quality:g}",
-            "X-Fastcodec-Size": f"{inf.width}x{inf.height}"})
+            "X-Fastcodec-Bpp": f"{inf.bpp:.5f}", **quality, "X-Fastcodec-Size": f"{inf.width}x{inf.height}"})
 
     @app.post("/v1/decompress", response_class=Response,
               responses={200: {"content": {m: {} for m in OUTPUT_MIME.values()}, "description": "the image"}})
