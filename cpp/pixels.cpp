@@ -574,12 +574,13 @@ std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride
     return bw.finish();
 }
 
-void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, int channels,
-                         int max_error, uint8_t* out, ptrdiff_t out_row_stride) {
-    check_dims(width, rows, channels, max_error);
+namespace {
+
+// Decodes the stripe; false if a zero run is left unfinished (its zeros go past the stripe).
+bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_error, uint8_t* out,
+                   ptrdiff_t out_row_stride) {
     const int near = max_error, step = 2 * near + 1;
     const size_t W = size_t(width), C = size_t(channels);
-    BitReader br(data, size);
     PlaneConfig cfg[3];
     std::vector<int> map[3];
     std::vector<DecTable> tabs[3];
@@ -664,9 +665,27 @@ void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, 
     }
     for (size_t p = 0; p < C; ++p)
         for (const DecTable& t : tabs[p])
-            if (t.pending) throw FormatError("pixel stream: a run of zeros goes past the end of the stripe");
+            if (t.pending) return false;
+    return true;
+}
+
+}  // namespace
+
+void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, int channels,
+                         int max_error, uint8_t* out, ptrdiff_t out_row_stride) {
+    check_dims(width, rows, channels, max_error);
+    BitReader br(data, size);
+    bool runs_done;
+    try {
+        runs_done = decode_stripe(br, width, rows, channels, max_error, out, out_row_stride);
+    } catch (const FormatError&) {
+        // past the end every bit reads as 0, which may look like an over-long code first
+        if (br.bits_consumed() + 32 > size * 8) throw FormatError("pixel stream: truncated");
+        throw;
+    }
     const size_t used = br.bits_consumed();
     if (used > size * 8) throw FormatError("pixel stream: truncated");
+    if (!runs_done) throw FormatError("pixel stream: a run of zeros goes past the end of the stripe");
     if (size * 8 - used > 7)
         throw FormatError("pixel stream: " + std::to_string(size * 8 - used) +
                           " bits left over after the last pixel (at most 7 allowed)");

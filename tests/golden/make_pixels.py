@@ -1,0 +1,57 @@
+"""Writes the golden lossless / near-lossless files (format version 3) of tests/golden/pixels/:
+each .fcc beside the SHA-256 of the pixels it must decode to (expected.json). Run once per
+format change (never to make a failing test pass: the files are what old decoders wrote).
+
+    PYTHONPATH=python python tests/golden/make_pixels.py
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+import fastcodec
+from fastcodec import codec as codec_mod
+
+OUT = Path(__file__).resolve().parent / "pixels"
+
+
+def source(h, w):
+    """Integer-only test pattern (no random generator, so it never changes): gradients, a sharp
+    edge, a flat area and a pseudo-random texture."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
+    r = (x * 255) // max(w - 1, 1)
+    g = np.where(x + y < (h + w) // 2, 40, 200) + ((x * 7 + y * 13) * 2654435761 >> 13) % 9
+    b = np.where((y // 8) % 2 == 0, 128, (x * y) % 256)
+    return np.stack([r, g, b], axis=2).clip(0, 255).astype(np.uint8)
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    c = fastcodec.Codec()
+    rgb = source(40, 48)
+    rgba = np.dstack([rgb, ((np.arange(48) * 5) % 256).astype(np.uint8)[None].repeat(40, 0)])
+    files = {
+        "rgb_lossless.fcc": c.compress(rgb, lossless=True),
+        "rgb_max_error_3.fcc": c.compress(rgb, max_error=3),
+        "gray_alpha_max_error_1.fcc": c.compress(np.dstack([rgb[..., 1], rgba[..., 3]]), max_error=1),
+        "rgba_lossless.fcc": c.compress(rgba, lossless=True),
+    }
+    old = codec_mod.STRIPE_PIXELS
+    codec_mod.STRIPE_PIXELS = 16 * 48  # 16-row stripes: three of them
+    try:
+        files["rgb_stripes.fcc"] = c.compress(source(40, 48)[::-1], lossless=True)
+    finally:
+        codec_mod.STRIPE_PIXELS = old
+    expected = {}
+    for name, data in files.items():
+        (OUT / name).write_bytes(data)
+        px = fastcodec.decompress(data)
+        expected[name] = {"shape": list(px.shape), "sha256": hashlib.sha256(px.tobytes()).hexdigest(),
+                          "max_error": fastcodec.info(data).max_error}
+    (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
+    print(json.dumps(expected, indent=1))
+
+
+if __name__ == "__main__":
+    main()

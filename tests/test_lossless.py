@@ -1,0 +1,288 @@
+"""Lossless and near-lossless coding (format version 3, cpp/pixels.cpp, docs/format.md "Pixel coding")."""
+import hashlib
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastcodec
+from fastcodec import _core, codec as codec_mod, format as fmt
+from fastcodec.errors import ArgumentError, FormatError, ImageError
+
+from conftest import SHARED, synthetic
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "pixels"
+TRAIN = SHARED / "data" / "train"
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return fastcodec.Codec()
+
+
+def noise(h, w, c=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, c), dtype=np.uint8)
+
+
+def photo():
+    files = sorted(TRAIN.glob("mcmaster_*.png")) if TRAIN.is_dir() else []
+    if not files:
+        pytest.skip(f"training photos not found at {TRAIN} (set FASTCODEC_SHARED)")
+    return np.asarray(Image.open(files[0]).convert("RGB"))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2), (17, 33), (64, 48)])
+@pytest.mark.parametrize("kind", ["noise", "smooth", "flat"])
+def test_lossless_round_trip(codec, shape, kind):
+    h, w = shape
+    img = {"noise": lambda: noise(h, w), "smooth": lambda: synthetic(h, w),
+           "flat": lambda: np.full((h, w, 3), 77, np.uint8)}[kind]()
+    data = codec.compress(img, lossless=True)
+    assert np.array_equal(codec.decompress(data), img)
+    inf = codec.info(data)
+    assert (inf.version, inf.max_error, inf.lossless, inf.quality, inf.model_id) == (3, 0, True, None, None)
+
+
+def test_extremes_and_edges(codec):
+    # values at both ends of the range and sharp jumps: the colour differences span -255..255
+    img = np.zeros((24, 40, 3), np.uint8)
+    img[::2, :, 0] = 255
+    img[:, ::3, 2] = 255
+    img[5:9, 7:30, 1] = 255
+    for k in (0, 1, 7, 32):
+        out = codec.decompress(codec.compress(img, max_error=k))
+        assert np.abs(out.astype(int) - img).max() <= k
+
+
+def test_photo_lossless_and_smaller_than_png(codec):
+    img = photo()
+    data = codec.compress(img, lossless=True)
+    assert np.array_equal(codec.decompress(data), img)
+    png = io.BytesIO()
+    Image.fromarray(img).save(png, "PNG", optimize=True)
+    assert len(data) < 0.95 * len(png.getvalue())  # a noisy film scan: PNG's best case
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 32])
+def test_near_lossless_bound(codec, k):
+    img = synthetic(50, 70, seed=k)
+    out = codec.decompress(codec.compress(img, max_error=k))
+    err = np.abs(out.astype(int) - img)
+    assert err.max() <= k and err.max() > 0
+
+
+def test_near_lossless_smaller_as_error_grows(codec):
+    img = photo()[:160, :200]
+    sizes = [len(codec.compress(img, max_error=k)) for k in (0, 1, 2, 4, 8)]
+    assert all(a > b for a, b in zip(sizes, sizes[1:])), sizes
+
+
+def test_gray_and_alpha(codec):
+    g = synthetic(30, 40)[..., 1]
+    out = codec.decompress(codec.compress(g, lossless=True))
+    assert out.shape == (30, 40) and np.array_equal(out, g)
+    # RGBA: alpha exact, and the colours under fully transparent pixels too (no fill in lossless mode)
+    rgba = np.dstack([noise(30, 40), np.where(np.arange(40) < 20, 0, 180).astype(np.uint8)[None].repeat(30, 0)])
+    out = codec.decompress(codec.compress(rgba, lossless=True))
+    assert np.array_equal(out, rgba)
+    la = np.dstack([g, rgba[..., 3]])
+    out = codec.decompress(codec.compress(la, max_error=2))
+    assert out.shape == la.shape and np.array_equal(out[..., 1], la[..., 1])
+    assert np.abs(out[..., 0].astype(int) - g).max() <= 2
+
+
+def test_metadata_kept(codec):
+    im = Image.fromarray(synthetic(20, 30))
+    exif = im.getexif()
+    exif[0x010F] = "Lossless camera"
+    im.info["exif"] = exif.tobytes()
+    data = codec.compress(im, lossless=True)
+    assert codec.decompress_image(data).getexif()[0x010F] == "Lossless camera"
+    assert set(codec.metadata(data)) == {"exif"}
+    assert codec.metadata(codec.compress(im, lossless=True, keep_metadata=False)) == {}
+
+
+def test_stripes_box_and_reduce(codec, monkeypatch):
+    monkeypatch.setattr(codec_mod, "STRIPE_PIXELS", 16 * 50)  # 16-row stripes
+    img = noise(70, 50, seed=3)
+    data = codec.compress(img, lossless=True)
+    hdr, _, stripes, _ = fmt.parse_all(data)
+    assert hdr.stripe_rows == 16 and len(stripes) == 5
+    assert np.array_equal(codec.decompress(data), img)
+    calls = []
+    real = _core.pixel_decode_stripe
+    monkeypatch.setattr(_core, "pixel_decode_stripe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    box = (5, 20, 45, 40)  # rows 20..39: stripes 2 and 3 only
+    assert np.array_equal(codec.decompress(data, box=box), img[20:40, 5:45])
+    assert len(calls) == 2
+    red = codec.decompress(data, reduce=4)
+    assert red.shape == (18, 13, 3)
+    assert np.array_equal(red, np.asarray(Image.fromarray(img).reduce(4)))
+    assert np.array_equal(codec.decompress(data, reduce=2, box=(3, 4, 10, 9)),
+                          np.asarray(Image.fromarray(img).reduce(2))[4:9, 3:10])
+
+
+def test_stripe_rows():
+    assert codec_mod.stripe_rows(512, 768) == 512  # a Kodak image: one stripe
+    assert codec_mod.stripe_rows(4000, 6000) == 175  # 24 MP: 23 stripes of about 2^20 pixels
+    assert codec_mod.stripe_rows(5, 1 << 20) == 5
+    assert codec_mod.stripe_rows(100000, 1) == 1 << 20 if 100000 >= 1 << 20 else 100000
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(lossless=True, quality=80), "quality"),
+    (dict(lossless=True, target_bpp=2.0), "target_bpp"),
+    (dict(max_error=2, target_size=1000), "target_size"),
+    (dict(lossless=True, effort=2), "effort"),
+    (dict(lossless=True, max_error=2), "max_error=0"),
+    (dict(max_error=-1), "max_error"),
+    (dict(max_error=33), "max_error"),
+    (dict(max_error=1.5), "max_error"),
+    (dict(max_error=True), "max_error"),
+    (dict(lossless="yes"), "lossless"),
+])
+def test_argument_errors(codec, kwargs, msg):
+    with pytest.raises(ArgumentError, match=msg):
+        codec.compress(synthetic(8, 8), **kwargs)
+
+
+def test_refuses_what_it_cannot_keep(codec):
+    im16 = Image.fromarray((np.arange(64 * 32, dtype=np.uint16).reshape(32, 64) * 31))
+    assert im16.mode.startswith("I;16")
+    with pytest.raises(ImageError, match="16-bit"):
+        codec.compress(im16, lossless=True)
+    cmyk = Image.new("CMYK", (8, 8), (10, 20, 30, 40))
+    with pytest.raises(ImageError, match="CMYK"):
+        codec.compress(cmyk, max_error=1)
+    codec.compress(im16)  # the lossy codec scales it, as documented
+
+
+def test_golden_files_decode():
+    expected = json.loads((GOLDEN / "expected.json").read_text())
+    assert len(expected) >= 5
+    for name, e in expected.items():
+        data = (GOLDEN / name).read_bytes()
+        px = fastcodec.decompress(data)
+        assert list(px.shape) == e["shape"], name
+        assert hashlib.sha256(px.tobytes()).hexdigest() == e["sha256"], name
+        assert fastcodec.info(data).max_error == e["max_error"]
+
+
+def _stripe_file(data, payload):
+    """data with its only stripe replaced by payload (checksums recomputed)."""
+    hdr, _, _, ext = fmt.parse_all(data)
+    return fmt.pack_pixels(hdr.width, hdr.height, hdr.channels, hdr.max_error, hdr.stripe_rows, [payload],
+                           [(t, bytes(v)) for t, v in ext.items()])
+
+
+def test_rejects_damaged_files(codec):
+    img = synthetic(24, 32)
+    data = codec.compress(img, lossless=True)
+    hs = fmt.pixel_header_size(1)
+    bad = bytearray(data)
+    bad[hs + 5] ^= 0x10
+    with pytest.raises(FormatError, match="stripe 1 of 1"):
+        codec.decompress(bytes(bad))
+    with pytest.raises(FormatError, match="truncated"):
+        codec.decompress(data[:-1])
+    with pytest.raises(FormatError, match="trailing"):
+        codec.decompress(data + b"\0")
+    def patched(offset, value):  # a header field changed, the header checksum recomputed
+        head = bytearray(data[:hs - 4])
+        head[offset:offset + len(value)] = value
+        return bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + data[hs:]
+
+    for offset, value, msg in ((7, b"\x21", "max_error 33"), (16, struct.pack("<I", 0), "stripe height 0"),
+                               (16, struct.pack("<I", 25), "stripe height 25"), (6, b"\x02", "channel count 2"),
+                               (5, b"\x01", "flags"), (20, b"\x09", "extension count 9"),
+                               (8, struct.pack("<I", 0), "image size")):
+        with pytest.raises(FormatError, match=msg):
+            codec.decompress(patched(offset, value))
+    assert np.array_equal(codec.decompress(fmt.repack(data)), img)
+    payload = fmt.parse_all(data)[2][0]
+    with pytest.raises(FormatError, match="truncated"):
+        codec.decompress(_stripe_file(data, bytes(payload)[: len(payload) // 2]))
+    with pytest.raises(FormatError, match="left over"):
+        codec.decompress(_stripe_file(data, bytes(payload) + b"\0\0"))
+
+
+def test_garbage_stripes_fail_cleanly(codec):
+    """Random payloads and bit flips (with valid checksums): every one decodes or raises FormatError."""
+    img = synthetic(20, 24)
+    rng = np.random.default_rng(5)
+    for k in (0, 2):
+        data = codec.compress(img, max_error=k)
+        payload = bytearray(fmt.parse_all(data)[2][0])
+        outcomes = set()
+        for i in range(300):
+            p = bytearray(payload) if i % 2 else bytearray(rng.integers(0, 256, rng.integers(1, 200), dtype=np.uint8))
+            if i % 2:
+                for _ in range(1 + i % 4):
+                    p[rng.integers(0, len(p))] ^= 1 << int(rng.integers(0, 8))
+            try:
+                out = codec.decompress(_stripe_file(data, bytes(p)))
+                assert out.shape == img.shape
+                outcomes.add("ok")
+            except FormatError:
+                outcomes.add("error")
+        assert "error" in outcomes
+
+
+def test_cli_lossless(tmp_path):
+    from fastcodec.cli import main
+
+    src = tmp_path / "a.png"
+    img = noise(21, 34, seed=9)
+    Image.fromarray(img).save(src)
+    assert main(["compress", str(src), "--lossless", "-o", str(tmp_path / "a.fcc")]) == 0
+    assert main(["decompress", str(tmp_path / "a.fcc"), "-o", str(tmp_path / "b.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), img)
+    assert main(["compress", str(src), "--max-error", "2", "-o", str(tmp_path / "c.fcc")]) == 0
+    assert fastcodec.info(tmp_path / "c.fcc").max_error == 2
+    with pytest.raises(SystemExit):  # argparse: not allowed together
+        main(["compress", str(src), "--lossless", "-q", "50", "-o", str(tmp_path / "d.fcc")])
+
+
+def test_cli_info(tmp_path, capsys):
+    from fastcodec.cli import main
+
+    p = tmp_path / "a.fcc"
+    p.write_bytes(fastcodec.compress(synthetic(16, 16), max_error=1))
+    assert main(["info", str(p)]) == 0
+    assert "near-lossless (max error 1)" in capsys.readouterr().out
+    assert main(["info", "--json", str(p)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["max_error"] == 1 and d["model"] is None and d["format_version"] == 3
+
+
+def test_pillow(tmp_path):
+    img = noise(12, 20, seed=2)
+    p = tmp_path / "x.fcc"
+    Image.fromarray(img).save(p, lossless=True)
+    with Image.open(p) as im:
+        assert im.format == "FCC" and im.mode == "RGB" and im.info["lossless"]
+        assert np.array_equal(np.asarray(im), img)
+    Image.fromarray(img).save(p, max_error=3)
+    with Image.open(p) as im:
+        assert im.info["max_error"] == 3
+        assert np.abs(np.asarray(im).astype(int) - img).max() <= 3
+
+
+def test_native_stripe_api():
+    img = noise(9, 11, seed=4)
+    data, recon, table_bits, sample_bits = _core.pixel_encode_stripe(img, 2, True)
+    assert np.abs(recon.astype(int) - img).max() <= 2
+    assert 8 * len(data) - 7 <= table_bits + sample_bits <= 8 * len(data)
+    assert np.array_equal(_core.pixel_decode_stripe(data, 11, 9, 3, 2), recon)
+    strided = np.asarray(Image.fromarray(noise(10, 30)).transpose(Image.Transpose.TRANSPOSE))[:, ::2]
+    d2, r2, _, _ = _core.pixel_encode_stripe(strided, 0, True)  # any strides, no copy
+    assert np.array_equal(r2, strided) and np.array_equal(_core.pixel_decode_stripe(d2, 5, 30, 3, 0), strided)
+    with pytest.raises(ArgumentError, match="max_error"):
+        _core.pixel_encode_stripe(img, 40)
+    with pytest.raises(FormatError, match="truncated"):
+        _core.pixel_decode_stripe(data[:3], 11, 9, 3, 2)
