@@ -82,43 +82,127 @@ struct BiasState {
     }
 };
 
-inline Predictor predict(const int16_t* cur, const int16_t* prv, int y, int x, int width, const BiasState& bs) {
-    int L, U, UL, UR, LL;
-    if (y == 0) {
-        if (x == 0) {
-            L = U = UL = UR = LL = 0;
-        } else {
-            L = cur[x - 1];
-            U = UL = UR = L;
-            LL = x >= 2 ? cur[x - 2] : L;
-        }
-    } else {
-        U = prv[x];
-        UR = x + 1 < width ? prv[x + 1] : U;
-        if (x == 0) {
-            L = UL = LL = U;
-        } else {
-            L = cur[x - 1];
-            UL = prv[x - 1];
-            LL = x >= 2 ? cur[x - 2] : L;
-        }
-    }
-    const int mx = std::max(L, U), mn = std::min(L, U);
-    int pred = UL >= mx ? mn : (UL <= mn ? mx : L + U - UL);
-    int q1 = bs.quant(UR - U), q2 = bs.quant(U - UL), q3 = bs.quant(UL - L);
-    int sign = 1;
-    if ((q1 < 0 || (q1 == 0 && (q2 < 0 || (q2 == 0 && q3 < 0))))) {
-        q1 = -q1, q2 = -q2, q3 = -q3;
-        sign = -1;
-    }
-    const int q = (q1 + 4) * 81 + (q2 + 4) * 9 + (q3 + 4);
-    // the bias correction pays in near-lossless coding (-9 % bits at max_error 2 on training
-    // photos) but not in lossless coding (+1.7 %), so only the former uses it
-    if (bs.near > 0) pred += sign * bs.C[q];
-    pred = pred < bs.lo ? bs.lo : (pred > bs.hi ? bs.hi : pred);
-    const int a = std::abs(UR - U) + std::abs(U - UL) + std::abs(UL - L) + std::abs(L - LL);
-    return {pred, activity_class(a / (bs.near + 1)), q, sign};
+inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
+    const int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
 }
+
+constexpr int kSub = 8;  // sub-predictors of the weighted prediction
+
+// Weight of a sub-predictor whose errors at the four neighbours sum to s (times 4):
+// 2^36 / (1 + min(s / 4, 4095))^2, a table instead of a division per sub-predictor.
+struct WeightTable {
+    int64_t w[4096];
+    WeightTable() {
+        for (int64_t i = 0; i < 4096; ++i) w[i] = (int64_t(1) << 36) / ((1 + i) * (1 + i));
+    }
+};
+const WeightTable kWeights;
+
+// One plane's prediction state within a stripe: its last three reconstructed rows, each
+// sub-predictor's error at the last two rows' positions, and the bias contexts.
+class PlaneModel {
+public:
+    PlaneModel(int width, int near, int lo, int hi)
+        : W_(size_t(width)), bias_(near, lo, hi), a_(3 * W_, 0), err_(size_t(kSub) * 2 * W_, 0) {}
+
+    // Prediction of sample (y, x); remembers the sub-predictions for commit().
+    Predictor predict(int y, int x) {
+        const int16_t* cur = row(y);
+        const int16_t* prv = row(y + 2);  // y - 1
+        const int16_t* pp = row(y + 1);   // y - 2
+        const int width = int(W_);
+        int L, U, UL, UR, LL, UU, UUR;
+        if (y == 0) {
+            if (x == 0) {
+                L = U = UL = UR = LL = 0;
+            } else {
+                L = cur[x - 1];
+                U = UL = UR = L;
+                LL = x >= 2 ? cur[x - 2] : L;
+            }
+        } else {
+            U = prv[x];
+            UR = x + 1 < width ? prv[x + 1] : U;
+            if (x == 0) {
+                L = UL = LL = U;
+            } else {
+                L = cur[x - 1];
+                UL = prv[x - 1];
+                LL = x >= 2 ? cur[x - 2] : L;
+            }
+        }
+        if (y >= 2) {
+            UU = pp[x];
+            UUR = x + 1 < width ? pp[x + 1] : UU;
+        } else {
+            UU = U;
+            UUR = UR;
+        }
+        const int mx = std::max(L, U), mn = std::min(L, U);
+        const int med = UL >= mx ? mn : (UL <= mn ? mx : L + U - UL);
+        // sub-predictions, times 4
+        sub_[0] = 4 * L;
+        sub_[1] = 4 * U;
+        sub_[2] = 4 * (L + U - UL);
+        sub_[3] = 2 * (L + UR);
+        sub_[4] = 4 * (U + UR - UUR);
+        sub_[5] = 4 * (2 * L - LL);
+        sub_[6] = 4 * (2 * U - UU);
+        sub_[7] = 4 * med;
+        // weights from the sub-predictor's errors at L, U, UL and UR (positions outside the
+        // stripe count 0)
+        int32_t e[kSub] = {};
+        const int32_t* ec = errs(y) + size_t(x) * kSub;  // sub-predictor errors at (y, x)
+        const int32_t* ep = errs(y + 1) + size_t(x) * kSub;  // ... at (y - 1, x)
+        for (int i = 0; i < kSub; ++i) {
+            if (x > 0) e[i] += ec[i - kSub];
+            if (y > 0) {
+                e[i] += ep[i];
+                if (x > 0) e[i] += ep[i - kSub];
+                if (x + 1 < width) e[i] += ep[i + kSub];
+            }
+        }
+        int64_t num = 0, den = 0;
+        for (int i = 0; i < kSub; ++i) {
+            const int64_t w = kWeights.w[std::min(e[i] >> 2, 4095)];
+            num += w * sub_[i];
+            den += w;
+        }
+        int pred = int(floor_div(2 * num + 4 * den, 8 * den));  // round(num / den / 4)
+        int q1 = bias_.quant(UR - U), q2 = bias_.quant(U - UL), q3 = bias_.quant(UL - L);
+        int sign = 1;
+        if (q1 < 0 || (q1 == 0 && (q2 < 0 || (q2 == 0 && q3 < 0)))) {
+            q1 = -q1, q2 = -q2, q3 = -q3;
+            sign = -1;
+        }
+        const int q = (q1 + 4) * 81 + (q2 + 4) * 9 + (q3 + 4);
+        // the bias correction pays in near-lossless coding but not in lossless coding, so only
+        // the former uses it
+        if (bias_.near > 0) pred += sign * bias_.C[q];
+        pred = pred < bias_.lo ? bias_.lo : (pred > bias_.hi ? bias_.hi : pred);
+        const int act = std::abs(UR - U) + std::abs(U - UL) + std::abs(UL - L) + std::abs(L - LL);
+        return {pred, activity_class(act / (bias_.near + 1)), q, sign};
+    }
+
+    // Records the reconstructed value of sample (y, x) and the coded error of its bias context.
+    void commit(int y, int x, int value, const Predictor& pr, int coded) {
+        row(y)[x] = int16_t(value);
+        int32_t* ec = errs(y) + size_t(x) * kSub;
+        for (int i = 0; i < kSub; ++i) ec[i] = std::abs(4 * value - sub_[i]);
+        if (bias_.near) bias_.update(pr.q, coded);
+    }
+
+private:
+    int16_t* row(int y) { return a_.data() + size_t(y % 3) * W_; }
+    int32_t* errs(int y) { return err_.data() + size_t(y & 1) * W_ * kSub; }
+
+    size_t W_;
+    BiasState bias_;
+    std::vector<int16_t> a_;    // reconstructed values, rows y % 3
+    std::vector<int32_t> err_;  // |4 a - sub-prediction| per position and sub-predictor, rows y % 2
+    int32_t sub_[kSub] = {};
+};
 
 inline int quantise(int e, int near, int step) {
     return e >= 0 ? (e + near) / step : -((-e + near) / step);
@@ -468,10 +552,8 @@ std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride
     sm.q.resize(npix * C);
     sm.cls.resize(npix * C);
     // Two reconstructed rows per plane (the previous and the current one).
-    std::vector<int16_t> ring(C * 2 * W, 0);
-    auto row_of = [&](size_t p, int y) { return ring.data() + (p * 2 + size_t(y & 1)) * W; };
-    std::vector<BiasState> bias;
-    for (size_t p = 0; p < C; ++p) bias.emplace_back(near, p == 0 ? 0 : -255, 255);
+    std::vector<PlaneModel> model;
+    for (size_t p = 0; p < C; ++p) model.emplace_back(width, near, p == 0 ? 0 : -255, 255);
     for (int y = 0; y < rows; ++y) {
         const uint8_t* src = px + ptrdiff_t(y) * row_stride;
         for (int x = 0; x < width; ++x) {
@@ -479,24 +561,22 @@ std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride
             const size_t i = (size_t(y) * W + size_t(x)) * C;
             int g_rec = 0;
             for (size_t p = 0; p < C; ++p) {
-                int16_t* cur = row_of(p, y);
-                const Predictor pr = predict(cur, row_of(p, y + 1), y, x, width, bias[p]);
+                const Predictor pr = model[p].predict(y, x);
                 const int ch = C == 3 ? kPlaneChannel[p] : 0;
                 const int orig = pix[ptrdiff_t(ch) * ch_stride];
                 const int target = p == 0 ? orig : orig - g_rec;
                 const int q = quantise(pr.sign * (target - pr.pred), near, step);
                 sm.q[i + p] = int16_t(q);
                 sm.cls[i + p] = uint8_t(pr.cls);
-                if (near) bias[p].update(pr.q, q);
                 const int d = pr.pred + pr.sign * q * step;
                 int value;
                 if (p == 0) {
                     value = clamp255(d);
                     g_rec = value;
-                    cur[x] = int16_t(value);
+                    model[p].commit(y, x, value, pr, q);
                 } else {
                     value = clamp255(g_rec + d);
-                    cur[x] = int16_t(value - g_rec);
+                    model[p].commit(y, x, value - g_rec, pr, q);
                 }
                 if (recon) recon[i + size_t(ch)] = uint8_t(value);
             }
@@ -580,7 +660,7 @@ namespace {
 bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_error, uint8_t* out,
                    ptrdiff_t out_row_stride) {
     const int near = max_error, step = 2 * near + 1;
-    const size_t W = size_t(width), C = size_t(channels);
+    const size_t C = size_t(channels);
     PlaneConfig cfg[3];
     std::vector<int> map[3];
     std::vector<DecTable> tabs[3];
@@ -629,23 +709,19 @@ bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_err
             if (br.overrun()) throw FormatError("pixel stream: truncated in its tables");
         }
     }
-    std::vector<int16_t> ring(C * 2 * W, 0);
-    auto row_of = [&](size_t p, int y) { return ring.data() + (p * 2 + size_t(y & 1)) * W; };
-    std::vector<BiasState> bias;
-    for (size_t p = 0; p < C; ++p) bias.emplace_back(near, p == 0 ? 0 : -255, 255);
+    std::vector<PlaneModel> model;
+    for (size_t p = 0; p < C; ++p) model.emplace_back(width, near, p == 0 ? 0 : -255, 255);
     for (int y = 0; y < rows; ++y) {
         uint8_t* dst = out + ptrdiff_t(y) * out_row_stride;
         for (int x = 0; x < width; ++x) {
             int g_rec = 0, gq = 0;
             for (size_t p = 0; p < C; ++p) {
-                int16_t* cur = row_of(p, y);
-                const Predictor pr = predict(cur, row_of(p, y + 1), y, x, width, bias[p]);
+                const Predictor pr = model[p].predict(y, x);
                 const int gc = std::min(std::abs(gq), kGClasses - 1);
                 DecTable& t = tabs[p][size_t(map[p][size_t(cfg[p].ctx(pr.cls, gc))])];
                 const int32_t q = next_value(t, br);
                 if (q > kPixelMaxQuantised || q < -kPixelMaxQuantised)
                     throw FormatError("pixel stream: value " + std::to_string(q) + " outside -510..510");
-                if (near) bias[p].update(pr.q, q);
                 const int d = pr.pred + pr.sign * q * step;
                 const int ch = C == 3 ? kPlaneChannel[p] : 0;
                 int value;
@@ -653,10 +729,10 @@ bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_err
                     value = clamp255(d);
                     g_rec = value;
                     gq = q;
-                    cur[x] = int16_t(value);
+                    model[p].commit(y, x, value, pr, q);
                 } else {
                     value = clamp255(g_rec + d);
-                    cur[x] = int16_t(value - g_rec);
+                    model[p].commit(y, x, value - g_rec, pr, q);
                 }
                 dst[size_t(x) * C + size_t(ch)] = uint8_t(value);
             }

@@ -2,8 +2,9 @@
 // coding").
 //
 // Each stripe of rows is coded on its own: the green plane, then red - green and blue - green
-// (one plane for grayscale), predicted pixel by pixel from already coded neighbours (the
-// median edge detector of LOCO-I / JPEG-LS), the prediction error quantised with step
+// (one plane for grayscale), predicted pixel by pixel from already coded neighbours (eight
+// simple predictors, the median edge detector of LOCO-I / JPEG-LS among them, weighted by their
+// errors at the neighbours), the prediction error quantised with step
 // 2 * max_error + 1 (max_error 0: lossless), and the quantised errors coded with canonical
 // Huffman tables chosen per context (local activity, and for the colour differences the size of
 // the green error at the same pixel), in direct or zero-run mode, the tables written at the
