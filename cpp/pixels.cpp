@@ -87,7 +87,7 @@ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
     return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
-constexpr int kSub = 8;  // sub-predictors of the weighted prediction
+constexpr int kSub = 11;  // sub-predictors of the weighted prediction
 
 // Weight of a sub-predictor whose errors at the four neighbours sum to s (times 4):
 // 2^36 / (1 + min(s / 4, 4095))^2, a table instead of a division per sub-predictor.
@@ -150,6 +150,9 @@ public:
         sub_[5] = 4 * (2 * L - LL);
         sub_[6] = 4 * (2 * U - UU);
         sub_[7] = 4 * med;
+        sub_[8] = 2 * (L + U);
+        sub_[9] = 2 * (U + UR);
+        sub_[10] = 4 * (L + UR - U);
         // weights from the sub-predictor's errors at L, U, UL and UR (positions outside the
         // stripe count 0)
         int32_t e[kSub] = {};

@@ -2,7 +2,7 @@
 // coding").
 //
 // Each stripe of rows is coded on its own: the green plane, then red - green and blue - green
-// (one plane for grayscale), predicted pixel by pixel from already coded neighbours (eight
+// (one plane for grayscale), predicted pixel by pixel from already coded neighbours (eleven
 // simple predictors, the median edge detector of LOCO-I / JPEG-LS among them, weighted by their
 // errors at the neighbours), the prediction error quantised with step
 // 2 * max_error + 1 (max_error 0: lossless), and the quantised errors coded with canonical

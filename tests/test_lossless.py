@@ -286,3 +286,17 @@ def test_native_stripe_api():
         _core.pixel_encode_stripe(img, 40)
     with pytest.raises(FormatError, match="truncated"):
         _core.pixel_decode_stripe(data[:3], 11, 9, 3, 2)
+
+
+def test_ray_batch_lossless():
+    """fastcodec.ray's batch callable passes lossless / max_error through (called directly: no cluster)."""
+    from fastcodec.ray import CompressBatch
+
+    img = noise(10, 14, seed=8)
+    png = io.BytesIO()
+    Image.fromarray(img).save(png, "PNG")
+    out = CompressBatch(lossless=True)({"bytes": [png.getvalue()], "path": ["a.png"]})
+    assert out["error"][0] == ""
+    assert np.array_equal(fastcodec.decompress(out["fcc"][0]), img)
+    out = CompressBatch(max_error=2)({"bytes": [png.getvalue()], "path": ["a.png"]})
+    assert fastcodec.info(out["fcc"][0]).max_error == 2

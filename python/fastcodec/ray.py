@@ -57,10 +57,12 @@ def _columns(rows, extra=()):
 class CompressBatch:
     """map_batches callable: rows with ``bytes`` (and ``path``) -> ``fcc`` bytes (or written files)."""
 
-    def __init__(self, quality: float = 75, target_bpp: float | None = None, src_root: str | None = None,
-                 dst_root: str | None = None, overwrite: bool = False, threads: int = 1, effort: int = 1):
+    def __init__(self, quality: float | None = None, target_bpp: float | None = None, src_root: str | None = None,
+                 dst_root: str | None = None, overwrite: bool = False, threads: int = 1, effort: int = 1,
+                 lossless: bool = False, max_error: int | None = None):
         self.codec = Codec(threads=threads)
         self.quality, self.target_bpp, self.effort = quality, target_bpp, effort
+        self.lossless, self.max_error = lossless, max_error
         self.src_root, self.dst_root, self.overwrite = src_root, dst_root, overwrite
 
     def __call__(self, batch: dict) -> dict:
@@ -70,7 +72,7 @@ class CompressBatch:
             dst, err, fcc = "", "", b""
             try:
                 fcc = self.codec.compress(bytes(data), quality=self.quality, target_bpp=self.target_bpp,
-                                          effort=self.effort)
+                                          effort=self.effort, lossless=self.lossless, max_error=self.max_error)
                 if self.dst_root is not None:
                     dst = _out_path(path, self.src_root, self.dst_root, ".fcc")
                     err = _save(dst, fcc, self.overwrite)
@@ -131,14 +133,15 @@ def _run(src, cls, exts, concurrency, batch_size, **kw):
             "bytes": int(sum(r["bytes"] for r in rows)), "errors": errors}
 
 
-def compress_folder(src: str, dst: str, quality: float = 75, target_bpp: float | None = None,
+def compress_folder(src: str, dst: str, quality: float | None = None, target_bpp: float | None = None,
                     overwrite: bool = False, concurrency: int | None = None, batch_size: int = 8,
-                    effort: int = 1) -> dict:
+                    effort: int = 1, lossless: bool = False, max_error: int | None = None) -> dict:
     """Compress every image under ``src`` to ``dst`` (same relative paths, .fcc) on the Ray cluster
     ``ray.init()`` connected to; returns counts, bytes written and per-file errors. ``effort``
-    2 or 3 (see Codec.compress) suits batch jobs: smaller files for more encoder time."""
+    2 or 3 (see Codec.compress) suits batch jobs: smaller files for more encoder time;
+    ``lossless=True`` / ``max_error=k`` archive the pixels exactly / within k levels."""
     return _run(src, CompressBatch, IMAGE_EXTS, concurrency, batch_size, quality=quality, target_bpp=target_bpp,
-                dst_root=dst, overwrite=overwrite, effort=effort)
+                dst_root=dst, overwrite=overwrite, effort=effort, lossless=lossless, max_error=max_error)
 
 
 def decompress_folder(src: str, dst: str, format: str = "png", overwrite: bool = False,
