@@ -104,7 +104,7 @@ const WeightTable kWeights;
 class PlaneModel {
 public:
     PlaneModel(int width, int near, int lo, int hi)
-        : W_(size_t(width)), bias_(near, lo, hi), a_(3 * W_, 0), err_(size_t(kSub) * 2 * W_, 0) {}
+        : W_(size_t(width)), bias_(near, lo, hi), a_(3 * W_, 0), err_(size_t(kSub) * 2 * (W_ + 2), 0) {}
 
     // Prediction of sample (y, x); remembers the sub-predictions for commit().
     Predictor predict(int y, int x) {
@@ -155,17 +155,12 @@ public:
         sub_[10] = 4 * (L + UR - U);
         // weights from the sub-predictor's errors at L, U, UL and UR (positions outside the
         // stripe count 0)
-        int32_t e[kSub] = {};
-        const int32_t* ec = errs(y) + size_t(x) * kSub;  // sub-predictor errors at (y, x)
-        const int32_t* ep = errs(y + 1) + size_t(x) * kSub;  // ... at (y - 1, x)
-        for (int i = 0; i < kSub; ++i) {
-            if (x > 0) e[i] += ec[i - kSub];
-            if (y > 0) {
-                e[i] += ep[i];
-                if (x > 0) e[i] += ep[i - kSub];
-                if (x + 1 < width) e[i] += ep[i + kSub];
-            }
-        }
+        // rows of errors are padded with a zero entry on each side, and the row above the
+        // stripe's first row is all zeros, so every sum reads four entries
+        const int32_t* ec = errs(y) + size_t(x + 1) * kSub;      // errors at (y, x)
+        const int32_t* ep = errs(y + 1) + size_t(x + 1) * kSub;  // ... at (y - 1, x)
+        int32_t e[kSub];
+        for (int i = 0; i < kSub; ++i) e[i] = ec[i - kSub] + ep[i - kSub] + ep[i] + ep[i + kSub];
         int64_t num = 0, den = 0;
         for (int i = 0; i < kSub; ++i) {
             const int64_t w = kWeights.w[std::min(e[i] >> 2, 4095)];
@@ -191,14 +186,14 @@ public:
     // Records the reconstructed value of sample (y, x) and the coded error of its bias context.
     void commit(int y, int x, int value, const Predictor& pr, int coded) {
         row(y)[x] = int16_t(value);
-        int32_t* ec = errs(y) + size_t(x) * kSub;
+        int32_t* ec = errs(y) + size_t(x + 1) * kSub;
         for (int i = 0; i < kSub; ++i) ec[i] = std::abs(4 * value - sub_[i]);
         if (bias_.near) bias_.update(pr.q, coded);
     }
 
 private:
     int16_t* row(int y) { return a_.data() + size_t(y % 3) * W_; }
-    int32_t* errs(int y) { return err_.data() + size_t(y & 1) * W_ * kSub; }
+    int32_t* errs(int y) { return err_.data() + size_t(y & 1) * (W_ + 2) * kSub; }
 
     size_t W_;
     BiasState bias_;
