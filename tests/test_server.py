@@ -74,6 +74,21 @@ def test_roundtrip_over_http(server):
     assert t.status_code == 400 and "not both" in t.json()["error"]
 
 
+def test_lossless_over_http(server):
+    img = synthetic(30, 44, seed=6)
+    r = httpx.post(f"{server.url}/v1/compress?lossless=true", content=png_bytes(img), timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-fastcodec-max-error"] == "0" and "x-fastcodec-quality" not in r.headers
+    d = httpx.post(f"{server.url}/v1/decompress", content=r.content, timeout=60)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(d.content))), img)
+    r = httpx.post(f"{server.url}/v1/compress?max_error=3", content=png_bytes(img), timeout=60)
+    assert r.status_code == 200 and fastcodec.info(r.content).max_error == 3
+    r = httpx.post(f"{server.url}/v1/compress?max_error=3&quality=50", content=png_bytes(img), timeout=60)
+    assert r.status_code == 400 and "quality" in r.json()["error"]
+    r = httpx.post(f"{server.url}/v1/compress?max_error=40", content=png_bytes(img), timeout=60)
+    assert r.status_code == 422
+
+
 def test_region_over_http(server):
     img = synthetic(48, 64, seed=2)
     data = fastcodec.compress(img, quality=60)

@@ -912,7 +912,12 @@ class Codec:
 
     def inspect(self, data) -> dict:
         """Bits on disk against the model's information content (sum of -log2 p of every coded
-        symbol under the discretised distributions the coder uses), per section."""
+        symbol under the discretised distributions the coder uses), per section. Lossless and
+        near-lossless files (format version 3) have no model: ArgumentError (``info`` describes them)."""
+        data = _read_if_path(data)
+        if fmt.is_pixel_file(data):
+            raise ArgumentError("inspect compares a learned file's bits with its model's information content; "
+                                "lossless and near-lossless files (format version 3) have no model: use info()")
         hdr, m, z_sym, z_groups, r, bins, _, _ = self._decode_symbols(data)
         t = m.tables
         out = {}
