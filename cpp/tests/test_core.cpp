@@ -12,6 +12,7 @@
 #include "image.hpp"
 #include "latent.hpp"
 #include "net.hpp"
+#include "pixels.hpp"
 #include "qconv.hpp"
 #include "qnet.hpp"
 
@@ -510,6 +511,57 @@ static void test_qfilter() {
     CHECK(threw);
 }
 
+// Pixel coding (docs/format.md "Pixel coding"): known-answer stripes with literal bytes (any
+// change to them is a format change), and the max_error bound on random images.
+static void test_pixel_stripes() {
+    const uint8_t gray[6] = {10, 12, 11, 9, 200, 13};
+    const std::vector<uint8_t> gray_bytes = {236, 255, 255, 255, 255, 255, 254, 82, 74, 79, 202,
+                                             79,  255, 255, 255, 255, 150, 67,  128, 141, 192, 69};
+    // 1 activity class ('11'), one table ('1'), direct ('0'), literals -48..48 ('1100'), ...
+    CHECK(pixel_encode_stripe(gray, 3, 1, 1, 3, 2, 1, 0) == gray_bytes);
+    uint8_t out[6] = {};
+    pixel_decode_stripe(gray_bytes.data(), gray_bytes.size(), 3, 2, 1, 0, out, 3);
+    CHECK(std::memcmp(out, gray, 6) == 0);
+    const uint8_t rgb[6] = {255, 0, 128, 250, 3, 120};
+    const std::vector<uint8_t> rgb_bytes = {32,  113, 95,  255, 255, 255, 253, 175, 255, 255, 255, 255,
+                                            216, 167, 255, 253, 175, 255, 255, 237, 3,   24,  47,  64};
+    uint8_t recon[6] = {};
+    CHECK(pixel_encode_stripe(rgb, 6, 3, 1, 2, 1, 3, 1, recon) == rgb_bytes);
+    const uint8_t expect[6] = {255, 0, 129, 249, 3, 121};  // within 1 of rgb
+    CHECK(std::memcmp(recon, expect, 6) == 0);
+    pixel_decode_stripe(rgb_bytes.data(), rgb_bytes.size(), 2, 1, 3, 1, out, 6);
+    CHECK(std::memcmp(out, expect, 6) == 0);
+    // a byte less is truncated, a byte more is too many bits left over
+    for (size_t n : {rgb_bytes.size() - 1, rgb_bytes.size() + 1}) {
+        std::vector<uint8_t> b(rgb_bytes);
+        b.resize(n, 0);
+        bool threw = false;
+        try {
+            pixel_decode_stripe(b.data(), b.size(), 2, 1, 3, 1, out, 6);
+        } catch (const FormatError&) {
+            threw = true;
+        }
+        CHECK(threw);
+    }
+    // random images: round trip within max_error (exact when 0), strided input
+    std::mt19937 rng(7);
+    for (int trial = 0; trial < 40; ++trial) {
+        const int w = 1 + int(rng() % 37), h = 1 + int(rng() % 23), c = (trial & 1) ? 3 : 1;
+        const int near = trial % 5 == 0 ? 0 : int(rng() % 9);
+        std::vector<uint8_t> img(size_t(w * h * c) * 2);  // every other byte: a strided view
+        for (size_t i = 0; i < img.size(); ++i)
+            img[i] = uint8_t((trial % 3 == 0) ? rng() : (i / 7 + (rng() % 5)) * 3);
+        std::vector<uint8_t> rec(size_t(w * h * c)), dec(size_t(w * h * c));
+        const std::vector<uint8_t> bytes =
+            pixel_encode_stripe(img.data(), 2 * w * c, 2 * c, 2, w, h, c, near, rec.data());
+        pixel_decode_stripe(bytes.data(), bytes.size(), w, h, c, near, dec.data(), ptrdiff_t(w) * c);
+        CHECK(rec == dec);
+        int worst = 0;
+        for (size_t i = 0; i < dec.size(); ++i) worst = std::max(worst, std::abs(int(dec[i]) - int(img[2 * i])));
+        CHECK(worst <= near);
+    }
+}
+
 int main() {
     test_net_matches_scalar_fma_reference();
     test_qconv_matches_scalar_reference();
@@ -520,6 +572,7 @@ int main() {
     test_tensor_to_pixels_rounding();
     test_scale_grid_and_quantisation();
     test_grouped_roundtrip();
+    test_pixel_stripes();
     std::printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
