@@ -32,7 +32,7 @@ struct PlaneConfig {
     int ctx(int ca, int gc) const { return g ? (ca >> shift) * kGClasses + gc : ca >> shift; }
 };
 
-// Neighbours and prediction of sample (y, x) of one plane, from its reconstructed rows.
+// The prediction of one sample and its contexts.
 struct Predictor {
     int pred;  // corrected prediction
     int cls;   // coding class 0..7
@@ -40,15 +40,15 @@ struct Predictor {
     int sign;  // +1 or -1: the error is coded as sign * (value - pred)
 };
 
-// Adaptive bias correction and error scale per gradient context (as JPEG-LS, ITU-T T.87 A.6).
+// Adaptive bias correction per gradient context (as JPEG-LS, ITU-T T.87 A.6).
 struct BiasState {
-    int32_t A[729], B[729], C[729], N[729];
+    int32_t B[729], C[729], N[729];
     int t1, t2, t3, near, lo, hi;
     BiasState(int near_, int lo_, int hi_) : near(near_), lo(lo_), hi(hi_) {
         t1 = 3 + 3 * near;
         t2 = 7 + 5 * near;
         t3 = 21 + 7 * near;
-        for (int i = 0; i < 729; ++i) A[i] = 4, B[i] = 0, C[i] = 0, N[i] = 1;
+        for (int i = 0; i < 729; ++i) B[i] = 0, C[i] = 0, N[i] = 1;
     }
     int quant(int d) const {
         if (d <= -t3) return -4;
@@ -63,9 +63,7 @@ struct BiasState {
     }
     void update(int q, int err) {  // err: the coded (quantised, sign-normalised) error
         B[q] += err * (2 * near + 1);
-        A[q] += std::abs(err);
         if (N[q] == 64) {
-            A[q] >>= 1;
             B[q] = B[q] >= 0 ? B[q] >> 1 : -((1 - B[q]) >> 1);
             N[q] >>= 1;
         }
@@ -242,7 +240,7 @@ struct TableChoice {
 
 struct Stats {
     std::vector<uint32_t> hist;  // q + 510
-    uint64_t n = 0, zeros = 0;
+    uint64_t n = 0;
     int maxabs = 0;
     bool runs = false;  // phrases collected (zero-run tables considered)
     std::vector<Phrase> phrases;
@@ -260,7 +258,6 @@ struct Stats {
     void finish() {
         for (int q = -kPixelMaxQuantised; q <= kPixelMaxQuantised; ++q)
             if (hist[q + kPixelMaxQuantised]) maxabs = std::max(maxabs, std::abs(q));
-        zeros = hist[kPixelMaxQuantised];
         has_trailing = trailing > 0;
     }
 };
