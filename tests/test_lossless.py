@@ -14,7 +14,7 @@ import fastcodec
 from fastcodec import _core, codec as codec_mod, format as fmt
 from fastcodec.errors import ArgumentError, FormatError, ImageError
 
-from conftest import SHARED, synthetic
+from conftest import SHARED, icc_profile, synthetic
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "pixels"
 TRAIN = SHARED / "data" / "train"
@@ -160,6 +160,12 @@ def test_refuses_what_it_cannot_keep(codec):
     with pytest.raises(ImageError, match="CMYK"):
         codec.compress(cmyk, max_error=1)
     codec.compress(im16)  # the lossy codec scales it, as documented
+    wide = Image.fromarray(synthetic(16, 20))
+    wide.info["icc_profile"] = icc_profile()  # a wide-gamut profile: kept as it is ...
+    data = codec.compress(wide, lossless=True)
+    assert np.array_equal(codec.decompress(data), np.asarray(wide)) and "icc" in codec.metadata(data)
+    with pytest.raises(ImageError, match="ICC profile"):  # ... or applied, which would change the pixels
+        codec.compress(wide, lossless=True, keep_metadata=False)
 
 
 def test_golden_files_decode():

@@ -54,7 +54,10 @@ def _from_pil(im, keep_icc: bool = True):
         elif keep_icc and fits:
             meta["icc"] = bytes(icc)
         elif im.mode in ("RGB", "RGBA", "CMYK", "L"):
-            im = _to_srgb(im, icc)
+            converted = _to_srgb(im, icc)
+            if converted is not im:
+                meta["lossy_conversion"] = "has an ICC profile that was applied (its colours converted to sRGB)"
+            im = converted
     mode = im.mode
     if mode in ("RGB", "L", "1") and im.info.get("transparency") is not None:
         mode = "LA" if mode != "RGB" else "RGBA"  # a transparent colour key becomes an alpha plane

@@ -624,7 +624,8 @@ class Codec:
         if "lossy_conversion" in meta:
             raise ImageError(f"{'lossless' if max_error == 0 else 'near-lossless'} coding keeps 8 bits per "
                              f"channel of RGB or gray, and this image {meta['lossy_conversion']}: the file would "
-                             "not hold its pixels; convert it first (to 8-bit RGB or L), or use the lossy codec")
+                             "not hold its pixels; convert it first (to 8-bit RGB or L), keep its ICC profile "
+                             "(keep_metadata=True), or use the lossy codec")
         h, w = pixels.shape[:2]
         ext = []
         if alpha is not None:
