@@ -13,7 +13,7 @@ namespace fastcodec {
 namespace {
 
 // Literal ranges a table may use (4-bit index): values -v..v are literals, the rest escapes.
-constexpr int kV[16] = {0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36, 48, 64, 85, 113};
+constexpr int kV[16] = {0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36, 48, 64, 113, 255};
 constexpr int kMaxAlphabet = 4096;
 constexpr int kMaxRuns = 32;  // run classes of a zero-run table: 1..32
 constexpr int kGClasses = 3;  // green-error classes of a colour-difference context
@@ -343,11 +343,15 @@ TableChoice best_table(const Stats& s) {
         uint32_t maxrun = s.trailing;
         for (const Phrase& p : s.phrases) maxrun = std::max(maxrun, p.run);
         const int kmax = SymbolCoder::run_class_of(maxrun, kMaxRuns);
-        // literal ranges next to the best direct table's (at most 15), two run-class counts
-        const int rtop = std::min(best.vi, 8);
-        for (int vi = std::max(0, rtop - 1); vi <= rtop; ++vi) {
+        // literal ranges up to 15 next to the best direct table's, and its own if wider; two
+        // run-class counts, within the alphabet's limit
+        const int cap = std::min(best.vi, 8);
+        for (int vi : {cap - 1, cap, best.vi > 8 ? best.vi : -1}) {
+            if (vi < 0) continue;
+            const int most = kMaxAlphabet / (2 * kV[vi] + 1);
             for (int nr : {kmax + 1, kmax - 3}) {
-                if (nr < 1 || nr > kMaxRuns) continue;
+                nr = std::min(nr, std::min(most, kMaxRuns));
+                if (nr < 1) continue;
                 TableChoice t = run_table(s, vi, nr);
                 if (t.bits < best.bits) best = std::move(t);
             }

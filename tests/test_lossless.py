@@ -306,3 +306,22 @@ def test_ray_batch_lossless():
     assert np.array_equal(fastcodec.decompress(out["fcc"][0]), img)
     out = CompressBatch(max_error=2)({"bytes": [png.getvalue()], "path": ["a.png"]})
     assert fastcodec.info(out["fcc"][0]).max_error == 2
+
+
+def test_graphics_smaller_than_png(codec):
+    """Text and flat colours (a screenshot): large jumps on flat runs, coded by zero-run tables
+    with wide literal ranges."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (400, 300), (246, 246, 246))
+    d = ImageDraw.Draw(im)
+    d.rectangle((0, 0, 400, 30), fill=(40, 60, 90))
+    for i in range(8):
+        d.rectangle((10, 40 + i * 32, 390, 66 + i * 32), outline=(200, 200, 210), fill=(255, 255, 255))
+        d.text((16, 46 + i * 32), f"Row {i}: the quick brown fox jumps over the lazy dog {i * 37 % 101}", fill=(20, 20, 20))
+    x = np.asarray(im)
+    data = codec.compress(x, lossless=True)
+    assert np.array_equal(codec.decompress(data), x)
+    png = io.BytesIO()
+    im.save(png, "PNG", optimize=True)
+    assert len(data) < 0.8 * len(png.getvalue()), (len(data), len(png.getvalue()))
