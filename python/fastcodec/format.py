@@ -201,19 +201,8 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
     ext_base = header_size(nchunks) - 4 + 1
     ext_entries = [_EXT_ENTRY.unpack_from(mv, ext_base + _EXT_ENTRY.size * i) for i in range(next)]
     _check_extension_table(ext_entries)
-    expected = hs + sum(size for size, _ in entries) + sum(size for _, size, _ in ext_entries)
-    if expected != n:
-        what = "truncated" if n < expected else "trailing data after"
-        raise FormatError(f"{what} file: sections declare {expected} bytes, file has {n}")
-    views, pos = [], hs
-    for i, (size, crc) in enumerate(entries):
-        v = mv[pos:pos + size]
-        if verify_crc and zlib.crc32(v) != crc:
-            what = "hyper-latent section" if i == 0 else f"latent chunk {i} of {nchunks}"
-            raise FormatError(f"checksum mismatch in the {what}: the file is corrupted")
-        views.append(v)
-        pos += size
-    ext = _extension_payloads(mv, pos, ext_entries, verify_crc)
+    views, ext = _payloads(mv, hs, entries, ext_entries, verify_crc,
+                           lambda i: "the hyper-latent section" if i == 0 else f"the latent chunk {i} of {nchunks}")
     hdr = Header(width=w, height=h, channels=channels, quality=q100 / 100.0, model_id=bytes(model_id),
                  z_size=entries[0][0], chunk_sizes=tuple(s for s, _ in entries[1:]), version=version,
                  extension_sizes=tuple((t, size) for t, size, _ in ext_entries))
@@ -232,6 +221,25 @@ def _check_extension_table(ext_entries):
                               "upgrade fastcodec to read this file")
         if size == 0:
             raise FormatError(f"empty extension section (type {t}): extension payloads are never empty")
+
+
+def _payloads(mv, hs: int, entries, ext_entries, verify_crc: bool, name):
+    """The sections after a header of hs bytes, once the file's length is what its tables declare:
+    ([views of the (size, crc) entries], {known extension type: view}), each CRC verified
+    (name(i) names section i in the error)."""
+    n = mv.nbytes
+    expected = hs + sum(size for size, _ in entries) + sum(size for _, size, _ in ext_entries)
+    if expected != n:
+        what = "truncated" if n < expected else "trailing data after"
+        raise FormatError(f"{what} file: sections declare {expected} bytes, file has {n}")
+    views, pos = [], hs
+    for i, (size, crc) in enumerate(entries):
+        v = mv[pos:pos + size]
+        if verify_crc and zlib.crc32(v) != crc:
+            raise FormatError(f"checksum mismatch in {name(i)}: the file is corrupted")
+        views.append(v)
+        pos += size
+    return views, _extension_payloads(mv, pos, ext_entries, verify_crc)
 
 
 def _extension_payloads(mv, pos: int, ext_entries, verify_crc: bool) -> dict:
@@ -290,18 +298,7 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
     _check_extension_table(ext_entries)
     if any(size == 0 for size, _ in entries):
         raise FormatError("empty stripe: a stripe's payload is never empty")
-    expected = hs + sum(size for size, _ in entries) + sum(size for _, size, _ in ext_entries)
-    if expected != n:
-        what = "truncated" if n < expected else "trailing data after"
-        raise FormatError(f"{what} file: sections declare {expected} bytes, file has {n}")
-    views, pos = [], hs
-    for i, (size, crc) in enumerate(entries):
-        v = mv[pos:pos + size]
-        if verify_crc and zlib.crc32(v) != crc:
-            raise FormatError(f"checksum mismatch in stripe {i + 1} of {nstripes}: the file is corrupted")
-        views.append(v)
-        pos += size
-    ext = _extension_payloads(mv, pos, ext_entries, verify_crc)
+    views, ext = _payloads(mv, hs, entries, ext_entries, verify_crc, lambda i: f"stripe {i + 1} of {nstripes}")
     hdr = Header(width=w, height=h, channels=channels, quality=None, model_id=b"", z_size=0,
                  chunk_sizes=tuple(s for s, _ in entries), version=VERSION_PIXELS,
                  extension_sizes=tuple((t, size) for t, size, _ in ext_entries), max_error=max_error,
