@@ -128,10 +128,11 @@ def test_stripes_box_and_reduce(codec, monkeypatch):
 
 
 def test_stripe_rows():
-    assert codec_mod.stripe_rows(512, 768) == 512  # a Kodak image: one stripe
-    assert codec_mod.stripe_rows(4000, 6000) == 175  # 24 MP: 23 stripes of about 2^20 pixels
-    assert codec_mod.stripe_rows(5, 1 << 20) == 5
-    assert codec_mod.stripe_rows(100000, 1) == 1 << 20 if 100000 >= 1 << 20 else 100000
+    assert codec_mod.stripe_rows(512, 768) == 256  # a Kodak image: two stripes, for two cores
+    assert codec_mod.stripe_rows(400, 500) == 400  # below 2^18 pixels: one
+    assert codec_mod.stripe_rows(4000, 6000) == 174  # 24 MP: 23 stripes of about 2^20 pixels
+    assert codec_mod.stripe_rows(5, 1 << 20) == 5  # never below 16 rows, nor above the image
+    assert codec_mod.stripe_rows(100000, 1) == 100000
 
 
 @pytest.mark.parametrize("kwargs, msg", [
