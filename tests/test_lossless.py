@@ -205,7 +205,8 @@ def test_rejects_damaged_files(codec):
         return bytes(head) + struct.pack("<I", zlib.crc32(bytes(head))) + data[hs:]
 
     for offset, value, msg in ((7, b"\x21", "max_error 33"), (16, struct.pack("<I", 0), "stripe height 0"),
-                               (16, struct.pack("<I", 25), "stripe height 25"), (6, b"\x02", "channel count 2"),
+                               (16, struct.pack("<I", 25), "stripe height 25"),
+                               (16, struct.pack("<I", 15), "stripe height 15"), (6, b"\x02", "channel count 2"),
                                (5, b"\x01", "flags"), (20, b"\x09", "extension count 9"),
                                (8, struct.pack("<I", 0), "image size")):
         with pytest.raises(FormatError, match=msg):

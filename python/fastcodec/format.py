@@ -124,7 +124,7 @@ def pack(width, height, channels, quality, model_id: bytes, z: bytes, chunks, ex
 
 def pack_pixels(width, height, channels, max_error: int, stripe_rows: int, stripes, extensions=()) -> bytes:
     """A version-3 file: stripes are the coded payloads of rows [i * stripe_rows, ...)."""
-    if not 1 <= stripe_rows or len(stripes) != -(-height // stripe_rows):
+    if not min(16, height) <= stripe_rows or len(stripes) != -(-height // stripe_rows):
         raise ValueError("one stripe per stripe_rows rows")
     if len(extensions) > MAX_EXTENSIONS or len({t for t, _ in extensions}) != len(extensions):
         raise ValueError(f"at most {MAX_EXTENSIONS} extensions, each type once")
@@ -278,8 +278,9 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
         raise FormatError(f"invalid max_error {max_error}: allowed 0 (lossless) .. {MAX_ERROR}")
     if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
         raise FormatError(f"invalid image size {w}x{h}: width and height must be 1..{MAX_DIMENSION}")
-    if not 1 <= rows <= h:
-        raise FormatError(f"invalid stripe height {rows}: allowed 1..{h} (the image's height)")
+    if not min(16, h) <= rows <= h:  # at least 16 rows: at most 65536 stripes, none of them tiny
+        raise FormatError(f"invalid stripe height {rows}: allowed {min(16, h)}..{h} (16 rows, or the image's "
+                          "height if smaller, up to the image's height)")
     if next > MAX_EXTENSIONS:
         raise FormatError(f"invalid extension count {next}: allowed 0..{MAX_EXTENSIONS}")
     nstripes = -(-h // rows)
