@@ -206,6 +206,21 @@ inline int quantise(int e, int near, int step) {
 
 inline int clamp255(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
 
+// The decoded value of plane p's sample from its coded error q (the same in encoder and
+// decoder): plane 0 (green or gray) directly, planes 1 and 2 as differences from the pixel's
+// decoded green g_rec (set by plane 0). Records it in the plane's model.
+inline int reconstruct(PlaneModel& m, size_t p, int y, int x, const Predictor& pr, int q, int step, int& g_rec) {
+    const int d = pr.pred + pr.sign * q * step;
+    if (p == 0) {
+        g_rec = clamp255(d);
+        m.commit(y, x, g_rec, pr, q);
+        return g_rec;
+    }
+    const int value = clamp255(g_rec + d);
+    m.commit(y, x, value - g_rec, pr, q);
+    return value;
+}
+
 int alphabet_size(int mode, int v, int nruns) { return mode == 0 ? 2 * v + 2 : nruns * (2 * v + 1); }
 
 int terminal_index(int q, int v) {  // run mode: nonzero literal -> index, else ESC (2v)
@@ -567,16 +582,7 @@ std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride
                 const int q = quantise(pr.sign * (target - pr.pred), near, step);
                 sm.q[i + p] = int16_t(q);
                 sm.cls[i + p] = uint8_t(pr.cls);
-                const int d = pr.pred + pr.sign * q * step;
-                int value;
-                if (p == 0) {
-                    value = clamp255(d);
-                    g_rec = value;
-                    model[p].commit(y, x, value, pr, q);
-                } else {
-                    value = clamp255(g_rec + d);
-                    model[p].commit(y, x, value - g_rec, pr, q);
-                }
+                const int value = reconstruct(model[p], p, y, x, pr, q, step, g_rec);
                 if (recon) recon[i + size_t(ch)] = uint8_t(value);
             }
         }
@@ -721,18 +727,9 @@ bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_err
                 const int32_t q = next_value(t, br);
                 if (q > kPixelMaxQuantised || q < -kPixelMaxQuantised)
                     throw FormatError("pixel stream: value " + std::to_string(q) + " outside -510..510");
-                const int d = pr.pred + pr.sign * q * step;
+                if (p == 0) gq = q;
+                const int value = reconstruct(model[p], p, y, x, pr, q, step, g_rec);
                 const int ch = C == 3 ? kPlaneChannel[p] : 0;
-                int value;
-                if (p == 0) {
-                    value = clamp255(d);
-                    g_rec = value;
-                    gq = q;
-                    model[p].commit(y, x, value, pr, q);
-                } else {
-                    value = clamp255(g_rec + d);
-                    model[p].commit(y, x, value - g_rec, pr, q);
-                }
                 dst[size_t(x) * C + size_t(ch)] = uint8_t(value);
             }
         }

@@ -551,6 +551,8 @@ class Codec:
         """
         if not isinstance(lossless, bool):
             raise ArgumentError(f"lossless must be True or False, got {lossless!r}")
+        if not isinstance(keep_metadata, bool):
+            raise ArgumentError(f"keep_metadata must be True or False, got {keep_metadata!r}")
         if max_error is not None:
             if isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)) \
                     or not 0 <= max_error <= fmt.MAX_ERROR:
@@ -567,8 +569,6 @@ class Codec:
                 raise ArgumentError(f"lossless and near-lossless coding take no {' / '.join(given)}: the file "
                                     "keeps every pixel (within max_error); drop those arguments, or lossless / "
                                     "max_error for the learned codec")
-            if not isinstance(keep_metadata, bool):
-                raise ArgumentError(f"keep_metadata must be True or False, got {keep_metadata!r}")
             return self._compress_pixels(src, 0 if max_error is None else int(max_error), keep_metadata)
         if quality is None:
             quality = 75
@@ -584,8 +584,6 @@ class Codec:
         if target_size is not None and (isinstance(target_size, bool)
                                         or not isinstance(target_size, (int, np.integer)) or target_size < 1):
             raise ArgumentError(f"target_size must be a whole number of bytes >= 1, got {target_size!r}")
-        if not isinstance(keep_metadata, bool):
-            raise ArgumentError(f"keep_metadata must be True or False, got {keep_metadata!r}")
         if not isinstance(exact, bool):
             raise ArgumentError(f"exact must be True or False, got {exact!r}")
         if isinstance(effort, bool) or not isinstance(effort, (int, np.integer)) or not EFFORT_MIN <= effort <= EFFORT_MAX:
@@ -596,14 +594,11 @@ class Codec:
         q = _check_quality(quality) if target_bpp is None and target_size is None else None
         pixels, channels, alpha, meta = load_image(src, self.max_pixels, keep_icc=keep_metadata)
         h, w = pixels.shape[:2]
-        ext = []  # extension sections: coded once, whatever quality the search tries
+        ext = _extensions(alpha, meta, keep_metadata)  # coded once, whatever quality the search tries
         if alpha is not None:
-            ext.append((fmt.EXT_ALPHA, fmt.encode_alpha(alpha)))
             if not exact:
                 pixels = fill_transparent(pixels, alpha)
             del alpha
-        if keep_metadata:
-            ext += [(t, meta[name]) for name, t in fmt.METADATA if name in meta]
         y = self._analyse(pixels)
         if effort == 1:
             del pixels
@@ -628,11 +623,7 @@ class Codec:
                              "not hold its pixels; convert it first (to 8-bit RGB or L), keep its ICC profile "
                              "(keep_metadata=True), or use the lossy codec")
         h, w = pixels.shape[:2]
-        ext = []
-        if alpha is not None:
-            ext.append((fmt.EXT_ALPHA, fmt.encode_alpha(alpha)))
-        if keep_metadata:
-            ext += [(t, meta[name]) for name, t in fmt.METADATA if name in meta]
+        ext = _extensions(alpha, meta, keep_metadata)
         planes = pixels if channels == 3 else pixels[..., :1]
         rows = stripe_rows(h, w)
         stripes = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error)[0],
@@ -959,6 +950,14 @@ def file_info(hdr: fmt.Header) -> FileInfo:
                     hdr.file_size, hdr.header_size, hdr.z_size, hdr.chunk_sizes, alpha=hdr.has_alpha,
                     metadata=tuple(n for n, _ in names if n in dict(fmt.METADATA)), extension_sizes=names,
                     max_error=hdr.max_error)
+
+
+def _extensions(alpha, meta: dict, keep_metadata: bool) -> list:
+    """A file's extension sections: its alpha plane (if any), then its metadata unless dropped."""
+    ext = [] if alpha is None else [(fmt.EXT_ALPHA, fmt.encode_alpha(alpha))]
+    if keep_metadata:
+        ext += [(t, meta[name]) for name, t in fmt.METADATA if name in meta]
+    return ext
 
 
 def stripe_rows(height: int, width: int) -> int:

@@ -171,10 +171,7 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
     if n < FIXED_SIZE:
         raise FormatError(f"truncated file: {n} bytes, the header alone has at least {header_size(1)}")
     _, _, flags, channels, nchunks, w, h, q100, model_id = _FIXED.unpack_from(mv, 0)
-    if flags != 0:
-        raise FormatError(f"reserved header flags are set ({flags:#04x}); they must be 0")
-    if channels not in (1, 3):
-        raise FormatError(f"invalid channel count {channels}: allowed are 1 (grayscale) and 3 (RGB)")
+    _check_flags_channels(flags, channels)
     if not 1 <= nchunks <= MAX_CHUNKS:
         raise FormatError(f"invalid chunk count {nchunks}: allowed 1..{MAX_CHUNKS}")
     next = 0
@@ -186,15 +183,9 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
         if not 1 <= next <= MAX_EXTENSIONS:
             raise FormatError(f"invalid extension count {next}: a version-2 file has 1..{MAX_EXTENSIONS}")
     hs = header_size(nchunks, next)
-    if n < hs:
-        raise FormatError(f"truncated file: {n} bytes, its header needs {hs}")
-    (hcrc,) = struct.unpack_from("<I", mv, hs - 4)
-    if verify_crc and zlib.crc32(mv[:hs - 4]) != hcrc:
-        raise FormatError("header checksum mismatch: the header is corrupted")
-    if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
-        raise FormatError(f"invalid image size {w}x{h}: width and height must be 1..{MAX_DIMENSION}")
-    if w * h > max_pixels:
-        raise LimitError(f"image of {w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}")
+    _check_header_crc(mv, hs, verify_crc)
+    _check_dimensions(w, h)
+    _check_max_pixels(w, h, max_pixels)
     if not 100 <= q100 <= 10000:
         raise FormatError(f"invalid quality field {q100}: allowed 100..10000 (hundredths of 1..100)")
     entries = [_ENTRY.unpack_from(mv, FIXED_SIZE + _ENTRY.size * i) for i in range(1 + nchunks)]
@@ -207,6 +198,32 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
                  z_size=entries[0][0], chunk_sizes=tuple(s for s, _ in entries[1:]), version=version,
                  extension_sizes=tuple((t, size) for t, size, _ in ext_entries))
     return hdr, views[0], views[1:], ext
+
+
+def _check_flags_channels(flags: int, channels: int):
+    if flags != 0:
+        raise FormatError(f"reserved header flags are set ({flags:#04x}); they must be 0")
+    if channels not in (1, 3):
+        raise FormatError(f"invalid channel count {channels}: allowed are 1 (grayscale) and 3 (RGB)")
+
+
+def _check_dimensions(w: int, h: int):
+    if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
+        raise FormatError(f"invalid image size {w}x{h}: width and height must be 1..{MAX_DIMENSION}")
+
+
+def _check_header_crc(mv, hs: int, verify_crc: bool):
+    """A header of hs bytes (its CRC-32 last) is all there and, unless verify_crc is False, intact."""
+    if mv.nbytes < hs:
+        raise FormatError(f"truncated file: {mv.nbytes} bytes, its header needs {hs}")
+    (hcrc,) = struct.unpack_from("<I", mv, hs - 4)
+    if verify_crc and zlib.crc32(mv[:hs - 4]) != hcrc:
+        raise FormatError("header checksum mismatch: the header is corrupted")
+
+
+def _check_max_pixels(w: int, h: int, max_pixels: int):
+    if w * h > max_pixels:
+        raise LimitError(f"image of {w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}")
 
 
 def _check_extension_table(ext_entries):
@@ -270,14 +287,10 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
         raise FormatError(f"truncated file: {n} bytes, a version-3 header has at least {pixel_header_size(1)}")
     _, _, flags, channels, max_error, w, h, rows = _FIXED3.unpack_from(mv, 0)
     next = mv[FIXED3_SIZE]
-    if flags != 0:
-        raise FormatError(f"reserved header flags are set ({flags:#04x}); they must be 0")
-    if channels not in (1, 3):
-        raise FormatError(f"invalid channel count {channels}: allowed are 1 (grayscale) and 3 (RGB)")
+    _check_flags_channels(flags, channels)
     if max_error > MAX_ERROR:
         raise FormatError(f"invalid max_error {max_error}: allowed 0 (lossless) .. {MAX_ERROR}")
-    if not (1 <= w <= MAX_DIMENSION and 1 <= h <= MAX_DIMENSION):
-        raise FormatError(f"invalid image size {w}x{h}: width and height must be 1..{MAX_DIMENSION}")
+    _check_dimensions(w, h)  # before the stripe height, whose range depends on h
     if not min(16, h) <= rows <= h:  # at least 16 rows: at most 65536 stripes, none of them tiny
         raise FormatError(f"invalid stripe height {rows}: allowed {min(16, h)}..{h} (16 rows, or the image's "
                           "height if smaller, up to the image's height)")
@@ -285,13 +298,8 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
         raise FormatError(f"invalid extension count {next}: allowed 0..{MAX_EXTENSIONS}")
     nstripes = -(-h // rows)
     hs = pixel_header_size(nstripes, next)
-    if n < hs:
-        raise FormatError(f"truncated file: {n} bytes, its header needs {hs}")
-    (hcrc,) = struct.unpack_from("<I", mv, hs - 4)
-    if verify_crc and zlib.crc32(mv[:hs - 4]) != hcrc:
-        raise FormatError("header checksum mismatch: the header is corrupted")
-    if w * h > max_pixels:
-        raise LimitError(f"image of {w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}")
+    _check_header_crc(mv, hs, verify_crc)
+    _check_max_pixels(w, h, max_pixels)
     base = FIXED3_SIZE + 1
     entries = [_ENTRY.unpack_from(mv, base + _ENTRY.size * i) for i in range(nstripes)]
     ext_base = base + _ENTRY.size * nstripes
