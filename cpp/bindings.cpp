@@ -184,7 +184,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("pixels"), py::arg("padded_height"), py::arg("padded_width"));
 
     m.def("pixel_encode_stripe",
-          [](py::array img, int max_error, bool want_recon) {
+          [](py::array img, int max_error, bool want_recon, bool matches) {
               if (!py::isinstance<py::array_t<uint8_t>>(img) || img.dtype().kind() != 'u' || img.itemsize() != 1)
                   throw ArgumentError("pixels must be a uint8 array");
               if (img.ndim() != 3 || (img.shape(2) != 1 && img.shape(2) != 3))
@@ -200,20 +200,23 @@ PYBIND11_MODULE(_core, m) {
               }
               std::vector<uint8_t> out;
               PixelStripeStats st;
+              bool used = false;
               {
                   py::gil_scoped_release nogil;  // img stays alive on this frame; see the top
-                  out = pixel_encode_stripe(src, rs, cs, chs, w, rows, c, max_error, rp, &st);
+                  out = pixel_encode_stripe(src, rs, cs, chs, w, rows, c, max_error, rp, &st, matches, &used);
               }
               py::bytes b(reinterpret_cast<const char*>(out.data()), out.size());
               return py::make_tuple(b, want_recon ? py::object(recon) : py::object(py::none()),
-                                    st.header_bits, st.data_bits);
+                                    st.header_bits, st.data_bits, used, st.plain_bits);
           },
-          py::arg("pixels"), py::arg("max_error"), py::arg("recon") = false,
+          py::arg("pixels"), py::arg("max_error"), py::arg("recon") = false, py::arg("matches") = false,
           "codes a stripe of pixels (rows, width, 1 or 3) uint8, any strides; returns (bytes, the "
-          "decoded pixels or None, table bits, sample bits)");
+          "decoded pixels or None, table bits, sample bits, whether it has copies: then it starts "
+          "with the mode bit 1, else it has no mode bit; the bits it would take without copies)");
 
     m.def("pixel_decode_stripe",
-          [](py::buffer data, int width, int rows, int channels, int max_error, py::object out_obj) {
+          [](py::buffer data, int width, int rows, int channels, int max_error, py::object out_obj,
+             bool mode_bit) {
               py::buffer_info bi = data.request();
               if (bi.itemsize != 1 || bi.ndim != 1) throw ArgumentError("data must be a 1-D byte buffer");
               const uint8_t* dp = static_cast<const uint8_t*>(bi.ptr);
@@ -233,13 +236,14 @@ PYBIND11_MODULE(_core, m) {
               {
                   py::gil_scoped_release nogil;  // data and out stay alive on this frame
                   pixel_decode_stripe(dp, n, width, rows, channels, max_error, op,
-                                      ptrdiff_t(width) * channels);
+                                      ptrdiff_t(width) * channels, mode_bit);
               }
               return out;
           },
           py::arg("data"), py::arg("width"), py::arg("rows"), py::arg("channels"), py::arg("max_error"),
-          py::arg("out") = py::none(),
-          "decodes a stripe into a new (rows, width, channels) uint8 array, or into out (C-contiguous)");
+          py::arg("out") = py::none(), py::arg("mode_bit") = false,
+          "decodes a stripe into a new (rows, width, channels) uint8 array, or into out (C-contiguous); "
+          "mode_bit: the file's flag bit 0 (the stripe starts with a bit saying whether it has copies)");
 
     m.def("tensor_to_pixels",
           [](py::array t, size_t h, size_t w) {

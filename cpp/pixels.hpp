@@ -8,7 +8,8 @@
 // 2 * max_error + 1 (max_error 0: lossless), and the quantised errors coded with canonical
 // Huffman tables chosen per context (local activity, and for the colour differences the size of
 // the green error at the same pixel), in direct or zero-run mode, the tables written at the
-// start of the stripe. Every reconstructed value is within max_error of the original.
+// start of the stripe. Every reconstructed value is within max_error of the original. Lossless
+// stripes may also copy runs of earlier pixels (LZ77 in two dimensions).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,7 +26,8 @@ constexpr int kPixelMaxQuantised = 510;     // |quantised error| bound of a vali
 
 struct PixelStripeStats {
     uint64_t header_bits = 0;  // plane configurations and tables
-    uint64_t data_bits = 0;    // the coded samples
+    uint64_t data_bits = 0;    // the coded samples (and copies)
+    uint64_t plain_bits = 0;   // what the stripe takes without copies
 };
 
 // Codes `rows` x `width` pixels of `channels` (1 or 3) uint8 components; component c of pixel
@@ -33,15 +35,24 @@ struct PixelStripeStats {
 // If recon is not null it receives the decoded pixels (rows * width * channels, packed), which
 // equal px when max_error is 0 and are within max_error of it otherwise. Throws ArgumentError for
 // dimensions or max_error out of range.
+//
+// With allow_matches (and max_error 0) the encoder also tries copies of earlier pixels of the
+// stripe (screenshots, text, charts: format version 3 with flag bit 0). It uses them only when
+// they make the stripe smaller, and then the stream starts with the mode bit 1 and
+// *used_matches is set; otherwise the stream is the plain one, without a mode bit, which a file
+// with flag bit 0 needs prefixed by a 0 bit (the stream's exact length in bits is
+// stats->header_bits + stats->data_bits).
 std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride, ptrdiff_t col_stride,
                                          ptrdiff_t ch_stride, int width, int rows, int channels,
                                          int max_error, uint8_t* recon = nullptr,
-                                         PixelStripeStats* stats = nullptr);
+                                         PixelStripeStats* stats = nullptr, bool allow_matches = false,
+                                         bool* used_matches = nullptr);
 
 // Decodes a stripe into out (rows x width x channels, row stride out_row_stride bytes, pixels
-// packed within a row). Throws FormatError for any stream that is not a valid stripe of these
-// dimensions (never reads outside [data, data + size)), ArgumentError for bad arguments.
+// packed within a row). mode_bit: the file's flag bit 0 (each stripe starts with a bit that
+// says whether it has copies). Throws FormatError for any stream that is not a valid stripe of
+// these dimensions (never reads outside [data, data + size)), ArgumentError for bad arguments.
 void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, int channels,
-                         int max_error, uint8_t* out, ptrdiff_t out_row_stride);
+                         int max_error, uint8_t* out, ptrdiff_t out_row_stride, bool mode_bit = false);
 
 }  // namespace fastcodec

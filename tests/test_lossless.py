@@ -184,7 +184,7 @@ def _stripe_file(data, payload):
     """data with its only stripe replaced by payload (checksums recomputed)."""
     hdr, _, _, ext = fmt.parse_all(data)
     return fmt.pack_pixels(hdr.width, hdr.height, hdr.channels, hdr.max_error, hdr.stripe_rows, [payload],
-                           [(t, bytes(v)) for t, v in ext.items()])
+                           [(t, bytes(v)) for t, v in ext.items()], hdr.flags)
 
 
 def test_rejects_damaged_files(codec):
@@ -207,7 +207,7 @@ def test_rejects_damaged_files(codec):
     for offset, value, msg in ((7, b"\x21", "max_error 33"), (16, struct.pack("<I", 0), "stripe height 0"),
                                (16, struct.pack("<I", 25), "stripe height 25"),
                                (16, struct.pack("<I", 15), "stripe height 15"), (6, b"\x02", "channel count 2"),
-                               (5, b"\x01", "flags"), (20, b"\x09", "extension count 9"),
+                               (5, b"\x02", "flags"), (20, b"\x09", "extension count 9"),
                                (8, struct.pack("<I", 0), "image size")):
         with pytest.raises(FormatError, match=msg):
             codec.decompress(patched(offset, value))
@@ -283,12 +283,12 @@ def test_pillow(tmp_path):
 
 def test_native_stripe_api():
     img = noise(9, 11, seed=4)
-    data, recon, table_bits, sample_bits = _core.pixel_encode_stripe(img, 2, True)
+    data, recon, table_bits, sample_bits, copies, plain_bits = _core.pixel_encode_stripe(img, 2, True)
     assert np.abs(recon.astype(int) - img).max() <= 2
     assert 8 * len(data) - 7 <= table_bits + sample_bits <= 8 * len(data)
     assert np.array_equal(_core.pixel_decode_stripe(data, 11, 9, 3, 2), recon)
     strided = np.asarray(Image.fromarray(noise(10, 30)).transpose(Image.Transpose.TRANSPOSE))[:, ::2]
-    d2, r2, _, _ = _core.pixel_encode_stripe(strided, 0, True)  # any strides, no copy
+    d2, r2, _, _, _, _ = _core.pixel_encode_stripe(strided, 0, True)  # any strides, no copy
     assert np.array_equal(r2, strided) and np.array_equal(_core.pixel_decode_stripe(d2, 5, 30, 3, 0), strided)
     with pytest.raises(ArgumentError, match="max_error"):
         _core.pixel_encode_stripe(img, 40)
@@ -310,20 +310,66 @@ def test_ray_batch_lossless():
     assert fastcodec.info(out["fcc"][0]).max_error == 2
 
 
-def test_graphics_smaller_than_png(codec):
-    """Text and flat colours (a screenshot): large jumps on flat runs, coded by zero-run tables
-    with wide literal ranges."""
+def screenshot(rows=8):
+    """Text rows in boxes on a flat background, drawn by Pillow: a small screenshot."""
     from PIL import ImageDraw
 
-    im = Image.new("RGB", (400, 300), (246, 246, 246))
+    im = Image.new("RGB", (400, 40 + rows * 32), (246, 246, 246))
     d = ImageDraw.Draw(im)
     d.rectangle((0, 0, 400, 30), fill=(40, 60, 90))
-    for i in range(8):
+    for i in range(rows):
         d.rectangle((10, 40 + i * 32, 390, 66 + i * 32), outline=(200, 200, 210), fill=(255, 255, 255))
         d.text((16, 46 + i * 32), f"Row {i}: the quick brown fox jumps over the lazy dog {i * 37 % 101}", fill=(20, 20, 20))
-    x = np.asarray(im)
+    return np.asarray(im)
+
+
+def test_graphics_smaller_than_png(codec):
+    """A screenshot repeats its glyphs and boxes: copies of earlier pixels (format flag 1) code
+    it in a small fraction of what coding each pixel takes, and of PNG's size."""
+    x = screenshot()
     data = codec.compress(x, lossless=True)
     assert np.array_equal(codec.decompress(data), x)
+    hdr = fmt.parse(data)[0]
+    assert hdr.flags == fmt.FLAG_COPIES
     png = io.BytesIO()
-    im.save(png, "PNG", optimize=True)
-    assert len(data) < 0.8 * len(png.getvalue()), (len(data), len(png.getvalue()))
+    Image.fromarray(x).save(png, "PNG", optimize=True)
+    assert len(data) < 0.25 * len(png.getvalue()), (len(data), len(png.getvalue()))
+    plain = _core.pixel_encode_stripe(x, 0)[0]  # without copies
+    assert len(data) < 0.3 * len(plain), (len(data), len(plain))
+    # near-lossless files never copy (the copies would be of decoded, not original, pixels)
+    assert fmt.parse(codec.compress(x, max_error=1))[0].flags == 0
+
+
+def test_copies_in_some_stripes(codec):
+    """An image of two stripes, the first a screenshot, the second noise: only the first copies;
+    the second, coded without a mode bit, gets the mode bit 0 in front."""
+    shot = np.tile(screenshot(), (2, 3, 1))[:520, :1024]
+    img = np.concatenate([shot, noise(520, 1024, seed=3)], axis=0)  # 1040 x 1024 > 2^20 pixels: 2 stripes
+    data = codec.compress(img, lossless=True)
+    hdr, _, stripes = fmt.parse(data)
+    assert hdr.flags == fmt.FLAG_COPIES and len(stripes) == 2
+    assert [s[0] >> 7 for s in stripes] == [1, 0]
+    assert np.array_equal(codec.decompress(data), img)
+    assert np.array_equal(codec.decompress(data, box=(100, 500, 900, 700)), img[500:700, 100:900])
+
+
+def test_copies_one_stripe_for_graphics(codec, monkeypatch):
+    """An image that would be split into stripes but whose copies pay a lot is coded as one
+    stripe (repeats across the split count); a photograph-like one keeps its stripes."""
+    monkeypatch.setattr(codec_mod, "STRIPE_SPLIT", 1 << 14)
+    x = screenshot()  # 296 x 400 pixels: two stripes from 2^14 pixels
+    hdr = fmt.parse(codec.compress(x, lossless=True))[0]
+    assert hdr.stripe_rows == x.shape[0]
+    y = synthetic(296, 400)
+    hdr = fmt.parse(codec.compress(y, lossless=True))[0]
+    assert hdr.stripe_rows < y.shape[0]
+
+
+@pytest.mark.parametrize("nbits", [1, 7, 8, 9, 15, 16, 17, 64, 333])
+def test_mode_bit_0(nbits):
+    rng = np.random.default_rng(nbits)
+    bits = "1" + "".join(rng.choice(["0", "1"], nbits - 1))
+    data = int(bits + "0" * (-nbits % 8), 2).to_bytes(-(-nbits // 8), "big")
+    out = codec_mod._mode_bit_0(data, nbits)
+    assert len(out) == -(-(nbits + 1) // 8)
+    assert format(int.from_bytes(out, "big"), f"0{8 * len(out)}b") == "0" + bits + "0" * (-(nbits + 1) % 8)

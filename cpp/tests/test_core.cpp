@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "bitio.hpp"
 #include "errors.hpp"
 #include "hyper.hpp"
 #include "image.hpp"
@@ -562,6 +563,96 @@ static void test_pixel_stripes() {
     }
 }
 
+// Copies of earlier pixels (docs/format.md "Copies"): a known-answer stripe with literal bytes,
+// round trips of repeating images, and hand-made streams whose tokens break the rules.
+static bool rejects(const std::vector<uint8_t>& b, int w, int rows, int c) {
+    std::vector<uint8_t> out(size_t(w * rows * c));
+    try {
+        pixel_decode_stripe(b.data(), b.size(), w, rows, c, 0, out.data(), ptrdiff_t(w) * c, true);
+    } catch (const FormatError&) {
+        return true;
+    }
+    return false;
+}
+
+static void test_pixel_copies() {
+    uint8_t gray[32];  // two rows of 16: a pattern of five values, repeated
+    for (int i = 0; i < 32; ++i) gray[i] = uint8_t((i % 5) * 50 + 7);
+    bool used = false;
+    PixelStripeStats st;
+    const std::vector<uint8_t> bytes = pixel_encode_stripe(gray, 16, 1, 1, 16, 2, 1, 0, nullptr, &st, true, &used);
+    CHECK(used);
+    CHECK(st.header_bits + st.data_bits < st.plain_bits);
+    const std::vector<uint8_t> kat = {137, 236, 159, 251, 19,  247, 213, 255, 255, 255, 202,
+                                      79,  148, 159, 255, 253, 145, 184, 23,  2,   84};
+    CHECK(bytes == kat);
+    uint8_t out[32] = {};
+    pixel_decode_stripe(bytes.data(), bytes.size(), 16, 2, 1, 0, out, 16, true);
+    CHECK(std::memcmp(out, gray, 32) == 0);
+    // without copies allowed (or near-lossless) the stream is the plain one, without a mode bit
+    const std::vector<uint8_t> plain = pixel_encode_stripe(gray, 16, 1, 1, 16, 2, 1, 0);
+    used = true;
+    CHECK(pixel_encode_stripe(gray, 16, 1, 1, 16, 2, 1, 0, nullptr, nullptr, true, nullptr).size() < plain.size());
+    pixel_encode_stripe(gray, 16, 1, 1, 16, 2, 1, 2, nullptr, nullptr, true, &used);
+    CHECK(!used);
+    // random tiles repeated across an RGB image: copies at many distances, overlapping ones too
+    std::mt19937 rng(11);
+    for (int trial = 0; trial < 20; ++trial) {
+        const int w = 8 + int(rng() % 60), h = 2 + int(rng() % 20), tw = 1 + int(rng() % 9);
+        std::vector<uint8_t> img(size_t(w * h * 3)), dec(img.size());
+        for (int y = 0; y < h; ++y)
+            for (int x = 0; x < w; ++x)
+                for (int c = 0; c < 3; ++c)
+                    img[size_t((y * w + x) * 3 + c)] =
+                        (x / tw + y) % 3 == 0 ? uint8_t(rng()) : uint8_t((x % tw) * 31 + c * 70 + (y % 2) * 9);
+        const std::vector<uint8_t> b =
+            pixel_encode_stripe(img.data(), w * 3, 3, 1, w, h, 3, 0, nullptr, nullptr, true, &used);
+        pixel_decode_stripe(b.data(), b.size(), w, h, 3, 0, dec.data(), ptrdiff_t(w) * 3, used);
+        CHECK(dec == img);
+    }
+    // Hand-made 4x1 gray stripes: token tables of one class each (LIT: the open class 0,
+    // eg0(lit); LEN: eg0(len - 1); DIST: symbols 0 = previous distance, 1 = up, 2 = eg0(d - 1)),
+    // then one plane, one direct table of the literals -0..0 and ESC.
+    auto stream = [](int lit, int len, int dist_sym, int dist, int classes) {
+        BitWriter bw;
+        bw.put(1, 1);  // copies
+        bw.put(uint32_t(classes - 1), 6);
+        bw.put_eg0(2);  // length 1 (zigzag +1)
+        bw.put(0, 6);
+        bw.put_eg0(2);
+        bw.put(0, 6);
+        for (int s = 0; s < 3; ++s) bw.put_eg0(s == 0 ? 4 : 0);  // lengths 2, 2, 2
+        bw.put(3, 2);       // one activity class
+        bw.put_eg0(0);      // one table
+        bw.put(0, 1);       // direct
+        bw.put(0, 4);       // v = 0
+        bw.put_eg0(2);      // value 0: length 1
+        bw.put_eg0(0);      // ESC: length 1
+        bw.put(0, 1);       // LIT symbol
+        bw.put_eg0(uint32_t(lit));
+        if (lit < 4) {
+            bw.put(0, 1);  // LEN symbol
+            bw.put_eg0(uint32_t(len - 1));
+            bw.put(uint32_t(dist_sym), 2);
+            if (dist_sym == 2) bw.put_eg0(uint32_t(dist - 1));
+        }
+        for (int i = 0; i < lit; ++i) bw.put(0, 1);  // literal 0: the predicted value
+        return bw.finish();
+    };
+    uint8_t px[4];
+    CHECK(!rejects(stream(1, 3, 0, 1, 1), 4, 1, 1));  // one literal, three copies from 1 back
+    pixel_decode_stripe(stream(1, 3, 0, 1, 1).data(), stream(1, 3, 0, 1, 1).size(), 4, 1, 1, 0, px, 4, true);
+    CHECK(px[0] == 0 && px[1] == 0 && px[2] == 0 && px[3] == 0);
+    CHECK(!rejects(stream(4, 0, 0, 0, 1), 4, 1, 1));  // all literals, no copy
+    CHECK(rejects(stream(5, 0, 0, 0, 1), 4, 1, 1));   // literals past the end
+    CHECK(rejects(stream(1, 4, 0, 1, 1), 4, 1, 1));   // a copy past the end
+    CHECK(rejects(stream(0, 2, 0, 1, 1), 4, 1, 1));   // a copy from before the start
+    CHECK(rejects(stream(1, 1, 2, 2, 1), 4, 1, 1));   // two back from pixel 1
+    CHECK(rejects(stream(1, 1, 1, 0, 1), 4, 1, 1));   // one row up in the first row
+    CHECK(rejects(stream(1, 3, 0, 1, 49), 4, 1, 1));  // 49 classes
+    CHECK(!rejects(stream(1, 3, 0, 1, 1), 4, 1, 1));
+}
+
 int main() {
     test_net_matches_scalar_fma_reference();
     test_qconv_matches_scalar_reference();
@@ -573,6 +664,7 @@ int main() {
     test_scale_grid_and_quantisation();
     test_grouped_roundtrip();
     test_pixel_stripes();
+    test_pixel_copies();
     std::printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -42,6 +42,9 @@ CHUNK_SYMBOLS = 1 << 19
 # independently: in parallel, and in bounded memory.
 STRIPE_PIXELS = 1 << 20
 STRIPE_SPLIT = 1 << 18
+# ... unless copies of earlier pixels save more than this fraction of the bits (synthetic
+# images) and the image fits one stripe: then it is coded as one stripe if that is smaller
+COPY_ONE_STRIPE = 0.9
 
 # compress(target_bpp=...) stops searching once the file is within this fraction below the budget
 TARGET_SLACK = 0.002
@@ -626,9 +629,20 @@ class Codec:
         ext = _extensions(alpha, meta, keep_metadata)
         planes = pixels if channels == 3 else pixels[..., :1]
         rows = stripe_rows(h, w)
-        stripes = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error)[0],
-                       range(0, h, rows))
-        return fmt.pack_pixels(w, h, channels, max_error, rows, stripes, ext)
+        # lossless stripes may copy earlier pixels (format flag FLAG_COPIES): a stripe that does
+        # starts with the mode bit 1; the others, coded without one, get the mode bit 0 in front
+        coded = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error, matches=True),
+                     range(0, h, rows))
+        if len(coded) > 1 and h * w <= STRIPE_PIXELS and \
+                sum(c[2] + c[3] for c in coded) < COPY_ONE_STRIPE * sum(c[5] for c in coded):
+            # copies pay a lot (a screenshot, text, a chart): one stripe finds the repeats the
+            # split hides from each other, which is worth more than decoding on two cores
+            one = _core.pixel_encode_stripe(planes, max_error, matches=True)
+            if one[2] + one[3] < sum(c[2] + c[3] for c in coded):
+                rows, coded = h, [one]
+        flags = fmt.FLAG_COPIES if any(c[4] for c in coded) else 0
+        stripes = [c[0] if c[4] or not flags else _mode_bit_0(c[0], c[2] + c[3]) for c in coded]
+        return fmt.pack_pixels(w, h, channels, max_error, rows, stripes, ext, flags)
 
     def _pack(self, y, q, h, w, channels, ext=(), pixels=None, effort: int = 1) -> bytes:
         m = self.model
@@ -861,7 +875,8 @@ class Codec:
             r0 = (i - s0) * R
             rows = min(R, hdr.height - i * R)
             try:
-                _core.pixel_decode_stripe(stripes[i], hdr.width, rows, C, hdr.max_error, out[r0:r0 + rows])
+                _core.pixel_decode_stripe(stripes[i], hdr.width, rows, C, hdr.max_error, out[r0:r0 + rows],
+                                          bool(hdr.flags & fmt.FLAG_COPIES))
             except FormatError as e:
                 raise FormatError(f"stripe {i + 1} of {len(stripes)}: {e}") from None
 
@@ -958,6 +973,13 @@ def _extensions(alpha, meta: dict, keep_metadata: bool) -> list:
     if keep_metadata:
         ext += [(t, meta[name]) for name, t in fmt.METADATA if name in meta]
     return ext
+
+
+def _mode_bit_0(data: bytes, nbits: int) -> bytes:
+    """A stripe's nbits-bit stream with a 0 bit in front (zero padding to whole bytes)."""
+    v = int.from_bytes(data, "big") >> (8 * len(data) - nbits)
+    n = (nbits + 8) // 8
+    return (v << (8 * n - nbits - 1)).to_bytes(n, "big")
 
 
 def stripe_rows(height: int, width: int) -> int:

@@ -32,6 +32,7 @@ FIXED_SIZE = _FIXED.size  # 26
 _FIXED3 = struct.Struct("<4sBBBBIII")  # magic, version, flags, channels, max_error, w, h, stripe rows
 FIXED3_SIZE = _FIXED3.size  # 20
 MAX_ERROR = 32  # version 3: max_error 0 (lossless) .. 32
+FLAG_COPIES = 0x01  # version 3: each stripe starts with a bit saying whether it copies earlier pixels
 _ENTRY = struct.Struct("<II")  # size, crc32
 _EXT_ENTRY = struct.Struct("<BII")  # type, size, crc32
 MAX_DIMENSION = 1 << 20
@@ -73,6 +74,7 @@ class Header:
     extension_sizes: tuple = ()  # ((type, size), ...) in file order
     max_error: int | None = None  # version 3: 0 (lossless) .. 32; None for learned (version 1, 2) files
     stripe_rows: int = 0  # version 3: rows per stripe (chunk_sizes are the stripes' sizes)
+    flags: int = 0  # version 3: FLAG_COPIES or 0
 
     @property
     def pixel_coded(self) -> bool:
@@ -122,15 +124,19 @@ def pack(width, height, channels, quality, model_id: bytes, z: bytes, chunks, ex
     return b"".join([head, struct.pack("<I", zlib.crc32(head)), z, *chunks, *(p for _, p in extensions)])
 
 
-def pack_pixels(width, height, channels, max_error: int, stripe_rows: int, stripes, extensions=()) -> bytes:
-    """A version-3 file: stripes are the coded payloads of rows [i * stripe_rows, ...)."""
+def pack_pixels(width, height, channels, max_error: int, stripe_rows: int, stripes, extensions=(),
+                flags: int = 0) -> bytes:
+    """A version-3 file: stripes are the coded payloads of rows [i * stripe_rows, ...); flags
+    FLAG_COPIES when they start with their mode bits."""
+    if flags & ~FLAG_COPIES:
+        raise ValueError(f"unknown version-3 flags {flags:#04x}")
     if not min(16, height) <= stripe_rows or len(stripes) != -(-height // stripe_rows):
         raise ValueError("one stripe per stripe_rows rows")
     if len(extensions) > MAX_EXTENSIONS or len({t for t, _ in extensions}) != len(extensions):
         raise ValueError(f"at most {MAX_EXTENSIONS} extensions, each type once")
     if any(not p for _, p in extensions) or any(not p for p in stripes):
         raise ValueError("payloads are never empty")
-    head = [_FIXED3.pack(MAGIC, VERSION_PIXELS, 0, channels, max_error, width, height, stripe_rows),
+    head = [_FIXED3.pack(MAGIC, VERSION_PIXELS, flags, channels, max_error, width, height, stripe_rows),
             bytes([len(extensions)])]
     head += [_ENTRY.pack(len(p), zlib.crc32(p)) for p in stripes]
     head += [_EXT_ENTRY.pack(t, len(p), zlib.crc32(p)) for t, p in extensions]
@@ -200,9 +206,10 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
     return hdr, views[0], views[1:], ext
 
 
-def _check_flags_channels(flags: int, channels: int):
-    if flags != 0:
-        raise FormatError(f"reserved header flags are set ({flags:#04x}); they must be 0")
+def _check_flags_channels(flags: int, channels: int, known: int = 0):
+    if flags & ~known:
+        raise FormatError(f"reserved header flags are set ({flags & ~known:#04x}); they must be 0"
+                          + (f" (this version knows flags {known:#04x})" if known else ""))
     if channels not in (1, 3):
         raise FormatError(f"invalid channel count {channels}: allowed are 1 (grayscale) and 3 (RGB)")
 
@@ -287,7 +294,7 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
         raise FormatError(f"truncated file: {n} bytes, a version-3 header has at least {pixel_header_size(1)}")
     _, _, flags, channels, max_error, w, h, rows = _FIXED3.unpack_from(mv, 0)
     next = mv[FIXED3_SIZE]
-    _check_flags_channels(flags, channels)
+    _check_flags_channels(flags, channels, FLAG_COPIES)
     if max_error > MAX_ERROR:
         raise FormatError(f"invalid max_error {max_error}: allowed 0 (lossless) .. {MAX_ERROR}")
     _check_dimensions(w, h)  # before the stripe height, whose range depends on h
@@ -311,7 +318,7 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
     hdr = Header(width=w, height=h, channels=channels, quality=None, model_id=b"", z_size=0,
                  chunk_sizes=tuple(s for s, _ in entries), version=VERSION_PIXELS,
                  extension_sizes=tuple((t, size) for t, size, _ in ext_entries), max_error=max_error,
-                 stripe_rows=rows)
+                 stripe_rows=rows, flags=flags)
     return hdr, mv[0:0], views, ext
 
 
@@ -336,10 +343,10 @@ def repack(data, **changes) -> bytes:
     hdr, z, chunks, ext = parse_all(data, max_pixels=1 << 40, verify_crc=False)
     if hdr.pixel_coded:
         f = dict(width=hdr.width, height=hdr.height, channels=hdr.channels, max_error=hdr.max_error,
-                 stripe_rows=hdr.stripe_rows)
+                 stripe_rows=hdr.stripe_rows, flags=hdr.flags)
         f.update(changes)
         return pack_pixels(f["width"], f["height"], f["channels"], f["max_error"], f["stripe_rows"],
-                           [bytes(c) for c in chunks], [(t, bytes(v)) for t, v in ext.items()])
+                           [bytes(c) for c in chunks], [(t, bytes(v)) for t, v in ext.items()], f["flags"])
     f = dict(width=hdr.width, height=hdr.height, channels=hdr.channels, quality=hdr.quality,
              model_id=hdr.model_id)
     f.update(changes)
