@@ -8,6 +8,10 @@ default threading). Prints markdown tables, writes JSON, a markdown report and a
 
     python benchmarks/lossless.py                       # the 24 Kodak images
     python benchmarks/lossless.py ~/photos --limit 10   # any folder of images
+
+Three synthetic images made here (a screenshot of text rows drawn by Pillow, a page of
+anti-aliased text in DejaVu Sans, a matplotlib line chart; none stored, the same every run) are
+measured too, in a table of their own (--no-synthetic leaves them out).
 """
 from __future__ import annotations
 
@@ -56,6 +60,49 @@ def lossless_codecs():
     }
 
 
+def synthetic_images() -> dict:
+    """{name: (H, W, 3) uint8}: what screenshots, documents and charts look like."""
+    from PIL import ImageDraw, ImageFont
+
+    shot = Image.new("RGB", (800, 600), (246, 246, 246))
+    d = ImageDraw.Draw(shot)
+    d.rectangle((0, 0, 800, 30), fill=(40, 60, 90))
+    for i in range(16):
+        d.rectangle((10, 40 + i * 34, 790, 68 + i * 34), outline=(200, 200, 210), fill=(255, 255, 255))
+        d.text((16, 46 + i * 34), f"Row {i}: the quick brown fox jumps over the lazy dog {i * 37 % 101}",
+               fill=(20, 20, 20))
+    out = {"screenshot 800x600": np.asarray(shot)}
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib import font_manager
+    except ImportError:
+        print("matplotlib not installed: the text page and the chart are left out")
+        return out
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 15)
+    page = Image.new("RGB", (900, 700), "white")
+    d = ImageDraw.Draw(page)
+    words = "Lossless coding keeps every pixel of the image exactly as it was, which matters for text".split()
+    rng = np.random.default_rng(1)
+    for r in range(36):
+        d.text((20, 12 + r * 19), " ".join(rng.choice(words, 11)), fill=(30, 30, 30), font=font)
+    out["text page 900x700"] = np.asarray(page)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    x = np.linspace(0, 10, 400)
+    for k in range(4):
+        ax.plot(x, np.sin(x + k) * (k + 1), label=f"series {k}")
+    ax.legend()
+    ax.grid(True)
+    ax.set_title("A chart")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    out["chart 800x500"] = np.asarray(Image.open(buf).convert("RGB"))
+    return out
+
+
 def psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
@@ -67,6 +114,7 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=0, help="use the first N images only")
     ap.add_argument("--near", default="1,2,4", help="max_error values for the near-lossless table")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for lossless.{json,md,png}")
+    ap.add_argument("--no-synthetic", action="store_true", help="leave out the synthetic images' table")
     args = ap.parse_args(argv)
     import imagecodecs as ic
     import fastcodec
@@ -103,6 +151,18 @@ def main(argv=None):
         print(f"{f.name}: " + ", ".join(f"{name.split(' ')[0]} {rows[name][-1]['bpp']:.3f}" for name in codecs),
               flush=True)
 
+    synth = {} if args.no_synthetic else synthetic_images()
+    srows = {name: [] for name in codecs}
+    for label, x in synth.items():
+        n = x.shape[0] * x.shape[1]
+        for name, (enc, dec) in codecs.items():
+            data, te = timed(lambda: enc(x))
+            y, td = timed(lambda: dec(data))
+            assert np.array_equal(np.asarray(y), x), f"{name} is not lossless on {label}"
+            srows[name].append({"image": label, "bpp": 8 * len(data) / n, "encode_s": te, "decode_s": td})
+        print(f"{label}: " + ", ".join(f"{name.split(' ')[0]} {srows[name][-1]['bpp']:.3f}" for name in codecs),
+              flush=True)
+
     def mean(rs, key):
         return float(np.mean([r[key] for r in rs]))
 
@@ -122,13 +182,22 @@ def main(argv=None):
             rs = nrows[(name, k)]
             lines.append(f"| {k} | {name} | {mean(rs, 'bpp'):.3f} | {mean(rs, 'psnr'):.2f} | "
                          f"{max(r['max_err'] for r in rs)} | {mean(rs, 'encode_s'):.3f} | {mean(rs, 'decode_s'):.3f} |")
+    if synth:
+        names = list(codecs)
+        lines += ["", "Synthetic images (made by the benchmark: Pillow text rows, a page of anti-aliased text, a "
+                  "matplotlib chart), bits per pixel and encode / decode seconds:", "",
+                  "| image | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for i, label in enumerate(synth):
+            lines.append(f"| {label} | " + " | ".join(
+                f"{srows[nm][i]['bpp']:.3f} ({srows[nm][i]['encode_s']:.2f} / {srows[nm][i]['decode_s']:.3f})"
+                for nm in names) + " |")
     text = "\n".join(lines)
     print()
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "lossless.json").write_text(json.dumps({"folder": args.folder, "images": len(files),
-                                                   "lossless": rows,
+                                                   "lossless": rows, "synthetic": srows,
                                                    "near": {f"{n}@{k}": r for (n, k), r in nrows.items()}}, indent=1))
     (out / "lossless.md").write_text(f"# `benchmarks/lossless.py`\n\n{text}\n")
     try:
