@@ -265,7 +265,9 @@ def test_cli_info(tmp_path, capsys):
     assert "near-lossless (max error 1)" in capsys.readouterr().out
     assert main(["info", "--json", str(p)]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["max_error"] == 1 and d["model"] is None and d["format_version"] == 3
+    assert d["max_error"] == 1 and d["model"] is None and d["format_version"] == 3 and not d["copies"]
+    assert main(["info", str(GOLDEN / "rgb_copies.fcc")]) == 0
+    assert "with copies of earlier pixels" in capsys.readouterr().out
 
 
 def test_pillow(tmp_path):

@@ -254,6 +254,7 @@ def _info(args) -> int:
     if hdr.pixel_coded:  # lossless / near-lossless: stripes of pixels, no model
         del d["chunks"]
         d.update(max_error=hdr.max_error, stripes=len(hdr.chunk_sizes), stripe_rows=hdr.stripe_rows,
+                 copies=bool(hdr.flags & fmt.FLAG_COPIES),
                  sections={"header": hdr.header_size, "pixels": hdr.y_size, **ext})
     if args.detail and not hdr.pixel_coded:
         d["detail"] = fastcodec.Codec().inspect(args.input)
@@ -264,7 +265,8 @@ def _info(args) -> int:
     if hdr.pixel_coded:
         how = "lossless" if hdr.max_error == 0 else f"near-lossless (max error {hdr.max_error})"
         print(f"{d['file']}: {hdr.width}x{hdr.height} {kind}, {how}, format v{hdr.version}")
-        print(f"  {d['bytes']} bytes, {d['bpp']} bpp, pixels in {d['stripes']} stripe(s) of {hdr.stripe_rows} rows")
+        print(f"  {d['bytes']} bytes, {d['bpp']} bpp, pixels in {d['stripes']} stripe(s) of {hdr.stripe_rows} rows"
+              + (", with copies of earlier pixels" if d["copies"] else ""))
     else:
         print(f"{d['file']}: {hdr.width}x{hdr.height} {kind}, "
               f"quality {hdr.quality:g}, model {d['model']}, format v{hdr.version}")
