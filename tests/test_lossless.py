@@ -338,8 +338,27 @@ def test_graphics_smaller_than_png(codec):
     assert len(data) < 0.25 * len(png.getvalue()), (len(data), len(png.getvalue()))
     plain = _core.pixel_encode_stripe(x, 0)[0]  # without copies
     assert len(data) < 0.3 * len(plain), (len(data), len(plain))
-    # near-lossless files never copy (the copies would be of decoded, not original, pixels)
-    assert fmt.parse(codec.compress(x, max_error=1))[0].flags == 0
+    # near-lossless stripes never copy (the copies would be of decoded, not original, pixels),
+    # so compress(max_error=k) keeps such an image exactly: smaller, and within k all the more
+    near = codec.compress(x, max_error=2)
+    assert near == data and fastcodec.info(near).max_error == 0
+    assert _core.pixel_encode_stripe(x, 2)[2] + _core.pixel_encode_stripe(x, 2)[3] > 8 * 5 * len(data)
+
+
+def test_near_lossless_stays_near_lossless(codec, monkeypatch):
+    """Where lossless coding is larger (a photograph), max_error=k files stay near-lossless; the
+    lossless try only happens below NEAR_TRY_LOSSLESS_BPP."""
+    x = synthetic(64, 80)  # 14.5 bpp lossless, 5 with max_error 4
+    calls = []
+    real = codec_mod._pixel_stripes
+    monkeypatch.setattr(codec_mod, "_pixel_stripes", lambda p, k: calls.append(k) or real(p, k))
+    monkeypatch.setattr(codec_mod, "NEAR_TRY_LOSSLESS_BPP", 100.0)
+    data = codec.compress(x, max_error=4)
+    assert fastcodec.info(data).max_error == 4 and calls == [4, 0]  # tried, and larger
+    assert len(data) < len(codec.compress(x, lossless=True))
+    calls.clear()
+    monkeypatch.setattr(codec_mod, "NEAR_TRY_LOSSLESS_BPP", 2.0)
+    assert fastcodec.info(codec.compress(x, max_error=4)).max_error == 4 and calls == [4]
 
 
 def test_copies_in_some_stripes(codec):

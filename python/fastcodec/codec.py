@@ -45,6 +45,10 @@ STRIPE_SPLIT = 1 << 18
 # ... unless copies of earlier pixels save more than this fraction of the bits (synthetic
 # images) and the image fits one stripe: then it is coded as one stripe if that is smaller
 COPY_ONE_STRIPE = 0.9
+# compress(max_error=k) also tries lossless coding (with copies) when the near-lossless file
+# takes fewer bits per pixel than this (synthetic images; photographs take 2-6 there), and keeps
+# the lossless file if it is smaller: every value is then exact, within k all the more
+NEAR_TRY_LOSSLESS_BPP = 2.0
 
 # compress(target_bpp=...) stops searching once the file is within this fraction below the budget
 TARGET_SLACK = 0.002
@@ -628,20 +632,13 @@ class Codec:
         h, w = pixels.shape[:2]
         ext = _extensions(alpha, meta, keep_metadata)
         planes = pixels if channels == 3 else pixels[..., :1]
-        rows = stripe_rows(h, w)
-        # lossless stripes may copy earlier pixels (format flag FLAG_COPIES): a stripe that does
-        # starts with the mode bit 1; the others, coded without one, get the mode bit 0 in front
-        coded = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error, matches=True),
-                     range(0, h, rows))
-        if len(coded) > 1 and h * w <= STRIPE_PIXELS and \
-                sum(c[2] + c[3] for c in coded) < COPY_ONE_STRIPE * sum(c[5] for c in coded):
-            # copies pay a lot (a screenshot, text, a chart): one stripe finds the repeats the
-            # split hides from each other, which is worth more than decoding on two cores
-            one = _core.pixel_encode_stripe(planes, max_error, matches=True)
-            if one[2] + one[3] < sum(c[2] + c[3] for c in coded):
-                rows, coded = h, [one]
-        flags = fmt.FLAG_COPIES if any(c[4] for c in coded) else 0
-        stripes = [c[0] if c[4] or not flags else _mode_bit_0(c[0], c[2] + c[3]) for c in coded]
+        rows, stripes, flags = _pixel_stripes(planes, max_error)
+        if max_error and 8 * sum(map(len, stripes)) < NEAR_TRY_LOSSLESS_BPP * h * w:
+            # near-lossless files do not copy pixels, lossless ones do: a synthetic image (a
+            # screenshot: 0.043 bpp lossless, 0.68 with max_error 1) is smaller kept exactly
+            exact = _pixel_stripes(planes, 0)
+            if sum(map(len, exact[1])) < sum(map(len, stripes)):
+                (rows, stripes, flags), max_error = exact, 0
         return fmt.pack_pixels(w, h, channels, max_error, rows, stripes, ext, flags)
 
     def _pack(self, y, q, h, w, channels, ext=(), pixels=None, effort: int = 1) -> bytes:
@@ -973,6 +970,26 @@ def _extensions(alpha, meta: dict, keep_metadata: bool) -> list:
     if keep_metadata:
         ext += [(t, meta[name]) for name, t in fmt.METADATA if name in meta]
     return ext
+
+
+def _pixel_stripes(planes: np.ndarray, max_error: int) -> tuple:
+    """(stripe rows, stripe payloads, version-3 flags) of (H, W, 1 | 3) pixels, the stripes coded
+    in parallel by the native pixel coder (cpp/pixels.cpp)."""
+    h, w = planes.shape[:2]
+    rows = stripe_rows(h, w)
+    # lossless stripes may copy earlier pixels (format flag FLAG_COPIES): a stripe that does
+    # starts with the mode bit 1; the others, coded without one, get the mode bit 0 in front
+    coded = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error, matches=True),
+                 range(0, h, rows))
+    if len(coded) > 1 and h * w <= STRIPE_PIXELS and \
+            sum(c[2] + c[3] for c in coded) < COPY_ONE_STRIPE * sum(c[5] for c in coded):
+        # copies pay a lot (a screenshot, text, a chart): one stripe finds the repeats the split
+        # hides from each other, which is worth more than decoding on two cores
+        one = _core.pixel_encode_stripe(planes, max_error, matches=True)
+        if one[2] + one[3] < sum(c[2] + c[3] for c in coded):
+            rows, coded = h, [one]
+    flags = fmt.FLAG_COPIES if any(c[4] for c in coded) else 0
+    return rows, [c[0] if c[4] or not flags else _mode_bit_0(c[0], c[2] + c[3]) for c in coded], flags
 
 
 def _mode_bit_0(data: bytes, nbits: int) -> bytes:
