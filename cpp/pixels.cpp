@@ -106,11 +106,54 @@ public:
 
     // Prediction of sample (y, x); remembers the sub-predictions for commit().
     Predictor predict(int y, int x) {
+        int L, U, UL, UR, LL;
+        subpredict(y, x, L, U, UL, UR, LL);
+        // weights from the sub-predictor's errors at L, U, UL and UR (positions outside the
+        // stripe count 0)
+        // rows of errors are padded with a zero entry on each side, and the row above the
+        // stripe's first row is all zeros, so every sum reads four entries
+        const int32_t* ec = errs(y) + size_t(x + 1) * kSub;      // errors at (y, x)
+        const int32_t* ep = errs(y + 1) + size_t(x + 1) * kSub;  // ... at (y - 1, x)
+        int32_t e[kSub];
+        for (int i = 0; i < kSub; ++i) e[i] = ec[i - kSub] + ep[i - kSub] + ep[i] + ep[i + kSub];
+        int64_t num = 0, den = 0;
+        for (int i = 0; i < kSub; ++i) {
+            const int64_t w = kWeights.w[std::min(e[i] >> 2, 4095)];
+            num += w * sub_[i];
+            den += w;
+        }
+        int pred = int(floor_div(2 * num + 4 * den, 8 * den));  // round(num / den / 4)
+        int q1 = bias_.quant(UR - U), q2 = bias_.quant(U - UL), q3 = bias_.quant(UL - L);
+        int sign = 1;
+        if (q1 < 0 || (q1 == 0 && (q2 < 0 || (q2 == 0 && q3 < 0)))) {
+            q1 = -q1, q2 = -q2, q3 = -q3;
+            sign = -1;
+        }
+        const int q = (q1 + 4) * 81 + (q2 + 4) * 9 + (q3 + 4);
+        // the bias correction pays in near-lossless coding but not in lossless coding, so only
+        // the former uses it
+        if (bias_.near > 0) pred += sign * bias_.C[q];
+        pred = pred < bias_.lo ? bias_.lo : (pred > bias_.hi ? bias_.hi : pred);
+        const int act = std::abs(UR - U) + std::abs(U - UL) + std::abs(UL - L) + std::abs(L - LL);
+        return {pred, activity_class(act / (bias_.near + 1)), q, sign};
+    }
+
+    // A copied sample (y, x): its value is known, and only the sub-predictions are needed, for
+    // the sub-predictors' errors there (what predict() and commit() would record, for less).
+    void copied(int y, int x, int value) {
+        int L, U, UL, UR, LL;
+        subpredict(y, x, L, U, UL, UR, LL);
+        commit(y, x, value);
+    }
+
+private:
+    // The neighbours of sample (y, x) and the eleven sub-predictions (sub_).
+    void subpredict(int y, int x, int& L, int& U, int& UL, int& UR, int& LL) {
         const int16_t* cur = row(y);
         const int16_t* prv = row(y + 2);  // y - 1
         const int16_t* pp = row(y + 1);   // y - 2
         const int width = int(W_);
-        int L, U, UL, UR, LL, UU, UUR;
+        int UU, UUR;
         if (y == 0) {
             if (x == 0) {
                 L = U = UL = UR = LL = 0;
@@ -151,36 +194,9 @@ public:
         sub_[8] = 2 * (L + U);
         sub_[9] = 2 * (U + UR);
         sub_[10] = 4 * (L + UR - U);
-        // weights from the sub-predictor's errors at L, U, UL and UR (positions outside the
-        // stripe count 0)
-        // rows of errors are padded with a zero entry on each side, and the row above the
-        // stripe's first row is all zeros, so every sum reads four entries
-        const int32_t* ec = errs(y) + size_t(x + 1) * kSub;      // errors at (y, x)
-        const int32_t* ep = errs(y + 1) + size_t(x + 1) * kSub;  // ... at (y - 1, x)
-        int32_t e[kSub];
-        for (int i = 0; i < kSub; ++i) e[i] = ec[i - kSub] + ep[i - kSub] + ep[i] + ep[i + kSub];
-        int64_t num = 0, den = 0;
-        for (int i = 0; i < kSub; ++i) {
-            const int64_t w = kWeights.w[std::min(e[i] >> 2, 4095)];
-            num += w * sub_[i];
-            den += w;
-        }
-        int pred = int(floor_div(2 * num + 4 * den, 8 * den));  // round(num / den / 4)
-        int q1 = bias_.quant(UR - U), q2 = bias_.quant(U - UL), q3 = bias_.quant(UL - L);
-        int sign = 1;
-        if (q1 < 0 || (q1 == 0 && (q2 < 0 || (q2 == 0 && q3 < 0)))) {
-            q1 = -q1, q2 = -q2, q3 = -q3;
-            sign = -1;
-        }
-        const int q = (q1 + 4) * 81 + (q2 + 4) * 9 + (q3 + 4);
-        // the bias correction pays in near-lossless coding but not in lossless coding, so only
-        // the former uses it
-        if (bias_.near > 0) pred += sign * bias_.C[q];
-        pred = pred < bias_.lo ? bias_.lo : (pred > bias_.hi ? bias_.hi : pred);
-        const int act = std::abs(UR - U) + std::abs(U - UL) + std::abs(UL - L) + std::abs(L - LL);
-        return {pred, activity_class(act / (bias_.near + 1)), q, sign};
     }
 
+public:
     // Records the reconstructed value of sample (y, x) (after predict(y, x)).
     void commit(int y, int x, int value) {
         row(y)[x] = int16_t(value);
@@ -1243,17 +1259,14 @@ bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_err
                 }
                 if (copy) {
                     // the pixel dist back in scan order, already decoded; the planes' models
-                    // see its values (their predictions only keep the predictors' errors)
+                    // record its values and their sub-predictors' errors
                     const uint64_t src = uint64_t(y) * uint64_t(width) + uint64_t(x) - dist;
                     const uint8_t* sp = out + ptrdiff_t(src / uint64_t(width)) * out_row_stride +
                                         ptrdiff_t(src % uint64_t(width)) * ptrdiff_t(C);
                     uint8_t* dp = dst + size_t(x) * C;
                     for (size_t c = 0; c < C; ++c) dp[c] = sp[c];
                     const int g = C == 3 ? dp[1] : dp[0];
-                    for (size_t p = 0; p < C; ++p) {
-                        model[p].predict(y, x);
-                        model[p].commit(y, x, p == 0 ? g : dp[kPlaneChannel[p]] - g);
-                    }
+                    for (size_t p = 0; p < C; ++p) model[p].copied(y, x, p == 0 ? g : dp[kPlaneChannel[p]] - g);
                     continue;
                 }
             }
