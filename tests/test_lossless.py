@@ -394,3 +394,38 @@ def test_mode_bit_0(nbits):
     out = codec_mod._mode_bit_0(data, nbits)
     assert len(out) == -(-(nbits + 1) // 8)
     assert format(int.from_bytes(out, "big"), f"0{8 * len(out)}b") == "0" + bits + "0" * (-(nbits + 1) % 8)
+
+
+def test_lossy_request_keeps_synthetic_images_exactly(codec, monkeypatch):
+    """compress() at a quality or target codes a synthetic image losslessly too and returns that
+    file where it is the smaller one (or fits the target): exact, and a fraction of the size."""
+    x = screenshot()
+    n = x.shape[0] * x.shape[1]
+    data = codec.compress(x)  # quality 75
+    assert fastcodec.info(data).lossless and np.array_equal(codec.decompress(data), x)
+    assert codec.compress(x, quality=10) == data
+    assert codec.compress(x, target_bpp=8 * len(data) / n + 0.01) == data
+    assert codec.compress(x, target_size=len(data) // 2) == data  # nothing fits: the smallest
+    monkeypatch.setattr(codec_mod, "SYNTHETIC_EQUAL_LEFT", 2.0)  # off
+    lossy = codec.compress(x)
+    assert fastcodec.info(lossy).quality == 75 and len(data) < len(lossy) / 5
+    monkeypatch.setattr(codec_mod, "SYNTHETIC_EQUAL_LEFT", 0.6)
+    # mostly flat, but a block of noise makes the exact file large: the learned codec's at the target
+    y = x.copy()
+    y[40:140, 40:240] = noise(100, 200, seed=9)
+    d = codec.compress(y, target_bpp=1.0)
+    assert fastcodec.info(d).quality is not None and 8 * len(d) <= 1.0 * n
+    assert len(codec.compress(y, lossless=True)) > len(d)
+
+
+def test_photographs_are_not_tried_losslessly(codec, monkeypatch):
+    """The synthetic-image test (pixels equal to their left neighbour) lets photographs through
+    to the learned codec without a lossless try."""
+    calls = []
+    real = codec_mod._pixel_stripes
+    monkeypatch.setattr(codec_mod, "_pixel_stripes", lambda p, k: calls.append(k) or real(p, k))
+    assert fastcodec.info(codec.compress(synthetic(64, 96), quality=50)).quality == 50
+    kodak = sorted((SHARED / "data" / "kodak").glob("*.png")) if (SHARED / "data" / "kodak").is_dir() else []
+    for p in kodak[:24:6]:
+        assert fastcodec.info(codec.compress(p, quality=50)).quality == 50
+    assert calls == []
