@@ -260,13 +260,6 @@ uint64_t lengths_bits(const std::vector<uint8_t>& len) {
     return b;
 }
 
-// Run class of a run of zeros, before a table's last class caps it (SymbolCoder's classes).
-inline int natural_run_class(uint32_t run) {
-    if (run < 4) return int(run);
-    const int o = 63 - bitio_detail::clz64(run);  // >= 2
-    return 4 + 2 * (o - 2) + int((run >> (o - 1)) & 1);
-}
-
 struct Phrase {
     uint32_t run;
     int16_t term;  // the nonzero value after the run (unused for the trailing phrase)
@@ -754,17 +747,10 @@ constexpr int kTokenClasses = SymbolCoder::kMaxRunClasses;  // 48 classes at mos
 
 // Class of value v in a token table of n classes (the last one open, with eg0), and the bits
 // after its symbol.
-inline int token_class(uint64_t v, int n) {
-    return std::min(v < 4 ? int(v) : natural_run_class(uint32_t(std::min<uint64_t>(v, UINT32_MAX))), n - 1);
-}
-inline uint32_t class_base(int k) {  // SymbolCoder::run_class_base, inline
-    if (k < 4) return uint32_t(k);
-    const int j = k - 4, o = j / 2 + 2;
-    return (uint32_t(1) << o) + uint32_t(j % 2) * (uint32_t(1) << (o - 1));
-}
+inline int token_class(uint64_t v, int n) { return std::min(natural_run_class(v), n - 1); }
 inline uint64_t token_extra_bits(uint64_t v, int k, int n) {
-    if (k == n - 1) return uint64_t(eg0_length(uint32_t(v - class_base(k))));
-    return k < 4 ? 0 : uint64_t((k - 4) / 2 + 1);
+    if (k == n - 1) return uint64_t(eg0_length(uint32_t(v - run_class_base_unchecked(k))));
+    return uint64_t(run_class_extra_bits_unchecked(k));
 }
 
 struct Token {

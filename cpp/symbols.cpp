@@ -9,14 +9,6 @@ namespace {
 
 constexpr uint64_t kEscFlag = uint64_t(1) << 16;
 
-// Run class ignoring the table's open-ended last class.
-inline int natural_run_class(uint64_t run) {
-    if (run < 4) return int(run);
-    const int o = 63 - bitio_detail::clz64(run);  // >= 2
-    const int h = int((run >> (o - 1)) & 1);
-    return 4 + 2 * (o - 2) + h;
-}
-
 // Counts bits instead of writing them (for code_length_bits).
 struct BitCounter {
     uint64_t bits = 0;
@@ -60,17 +52,14 @@ size_t SymbolCoder::alphabet_size(const SymbolTableSpec& spec) {
 uint32_t SymbolCoder::run_class_base(int k) {
     if (k < 0 || k >= kMaxRunClasses)
         throw ArgumentError("run_class_base: class " + std::to_string(k) + " outside 0..47");
-    if (k < 4) return uint32_t(k);
-    const int j = k - 4, o = j / 2 + 2, h = j % 2;
-    return (uint32_t(1) << o) + uint32_t(h) * (uint32_t(1) << (o - 1));
+    return run_class_base_unchecked(k);
 }
 
 int SymbolCoder::run_class_extra_bits(int k) {
     if (k < 0 || k >= kMaxRunClasses)
         throw ArgumentError("run_class_extra_bits: class " + std::to_string(k) +
                             " outside 0..47");
-    if (k < 4) return 0;
-    return (k - 4) / 2 + 1;  // o - 1
+    return run_class_extra_bits_unchecked(k);
 }
 
 int SymbolCoder::run_class_of(uint64_t run, int nruns) {

@@ -26,6 +26,21 @@ struct SymbolTableSpec {
     std::vector<uint32_t> freqs;  // one per alphabet symbol
 };
 
+// Run-class arithmetic (see SymbolCoder::run_class_base), unchecked and inline for hot loops:
+// the class of a run before a table's open last class caps it, a class's base (k in 0..47) and
+// its extra bits. SymbolCoder's checked functions and the pixel coder's tokens use them.
+inline int natural_run_class(uint64_t run) {
+    if (run < 4) return int(run);
+    const int o = 63 - bitio_detail::clz64(run);  // >= 2
+    return 4 + 2 * (o - 2) + int((run >> (o - 1)) & 1);
+}
+inline uint32_t run_class_base_unchecked(int k) {
+    if (k < 4) return uint32_t(k);
+    const int j = k - 4, o = j / 2 + 2;
+    return (uint32_t(1) << o) + uint32_t(j % 2) * (uint32_t(1) << (o - 1));
+}
+inline int run_class_extra_bits_unchecked(int k) { return k < 4 ? 0 : (k - 4) / 2 + 1; }
+
 class SymbolCoder {
 public:
     static constexpr int kDirect = 0;
