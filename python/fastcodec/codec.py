@@ -646,8 +646,7 @@ class Codec:
         rows = pixels[::max(1, h // 256)]  # up to 256 rows are enough to tell
         if np.mean(np.all(rows[:, 1:] == rows[:, :-1], axis=2)) < SYNTHETIC_EQUAL_LEFT:
             return None
-        rows_per_stripe, stripes, flags = _pixel_stripes(pixels if channels == 3 else pixels[..., :1], 0)
-        return fmt.pack_pixels(w, h, channels, 0, rows_per_stripe, stripes, ext, flags)
+        return _pixel_file(pixels, channels, 0, ext)
 
     def _compress_pixels(self, src, max_error: int, keep_metadata: bool) -> bytes:
         """compress(lossless=True / max_error=k): format version 3, stripes coded in parallel by
@@ -661,15 +660,14 @@ class Codec:
                              "(keep_metadata=True), or use the lossy codec")
         h, w = pixels.shape[:2]
         ext = _extensions(alpha, meta, keep_metadata)
-        planes = pixels if channels == 3 else pixels[..., :1]
-        rows, stripes, flags = _pixel_stripes(planes, max_error)
-        if max_error and 8 * sum(map(len, stripes)) < NEAR_TRY_LOSSLESS_BPP * h * w:
+        data = _pixel_file(pixels, channels, max_error, ext)
+        if max_error and 8 * len(data) < NEAR_TRY_LOSSLESS_BPP * h * w:
             # near-lossless files do not copy pixels, lossless ones do: a synthetic image (a
             # screenshot: 0.043 bpp lossless, 0.68 with max_error 1) is smaller kept exactly
-            exact = _pixel_stripes(planes, 0)
-            if sum(map(len, exact[1])) < sum(map(len, stripes)):
-                (rows, stripes, flags), max_error = exact, 0
-        return fmt.pack_pixels(w, h, channels, max_error, rows, stripes, ext, flags)
+            exact = _pixel_file(pixels, channels, 0, ext)
+            if len(exact) < len(data):
+                data = exact
+        return data
 
     def _pack(self, y, q, h, w, channels, ext=(), pixels=None, effort: int = 1) -> bytes:
         m = self.model
@@ -1000,6 +998,14 @@ def _extensions(alpha, meta: dict, keep_metadata: bool) -> list:
     if keep_metadata:
         ext += [(t, meta[name]) for name, t in fmt.METADATA if name in meta]
     return ext
+
+
+def _pixel_file(pixels: np.ndarray, channels: int, max_error: int, ext: list) -> bytes:
+    """A version-3 file of (H, W, 3) pixels as load_image gives them (one plane if channels is 1)
+    with the extension sections ext."""
+    h, w = pixels.shape[:2]
+    rows, stripes, flags = _pixel_stripes(pixels if channels == 3 else pixels[..., :1], max_error)
+    return fmt.pack_pixels(w, h, channels, max_error, rows, stripes, ext, flags)
 
 
 def _pixel_stripes(planes: np.ndarray, max_error: int) -> tuple:
