@@ -184,12 +184,33 @@ PYBIND11_MODULE(_core, m) {
           py::arg("pixels"), py::arg("padded_height"), py::arg("padded_width"));
 
     m.def("pixel_encode_stripe",
-          [](py::array img, int max_error, bool want_recon, bool matches) {
-              if (!py::isinstance<py::array_t<uint8_t>>(img) || img.dtype().kind() != 'u' || img.itemsize() != 1)
-                  throw ArgumentError("pixels must be a uint8 array");
+          [](py::array img, int max_error, bool want_recon, bool matches) -> py::tuple {
+              if (img.dtype().kind() != 'u' || (img.itemsize() != 1 && img.itemsize() != 2))
+                  throw ArgumentError("pixels must be a uint8 or uint16 array");
               if (img.ndim() != 3 || (img.shape(2) != 1 && img.shape(2) != 3))
                   throw ArgumentError("pixels must have shape (rows, width, 1 or 3)");
               const int rows = int(img.shape(0)), w = int(img.shape(1)), c = int(img.shape(2));
+              if (img.itemsize() == 2) {  // 16-bit samples: a stripe of a file with flag bit 1, no copies
+                  if (img.strides(0) % 2 || img.strides(1) % 2 || img.strides(2) % 2)
+                      throw ArgumentError("uint16 pixels must have strides of whole elements");
+                  const uint16_t* src = static_cast<const uint16_t*>(img.data());
+                  py::array_t<uint16_t> recon;
+                  uint16_t* rp = nullptr;
+                  if (want_recon) {
+                      recon = py::array_t<uint16_t>({ssize_t(rows), ssize_t(w), ssize_t(c)});
+                      rp = recon.mutable_data();
+                  }
+                  std::vector<uint8_t> out;
+                  PixelStripeStats st;
+                  {
+                      py::gil_scoped_release nogil;  // img stays alive on this frame; see the top
+                      out = pixel_encode_stripe16(src, img.strides(0) / 2, img.strides(1) / 2, img.strides(2) / 2, w,
+                                                  rows, c, max_error, rp, &st);
+                  }
+                  py::bytes b(reinterpret_cast<const char*>(out.data()), out.size());
+                  return py::make_tuple(b, want_recon ? py::object(recon) : py::object(py::none()),
+                                        st.header_bits, st.data_bits, false, st.plain_bits);
+              }
               const uint8_t* src = static_cast<const uint8_t*>(img.data());
               const ptrdiff_t rs = img.strides(0), cs = img.strides(1), chs = img.strides(2);
               py::array_t<uint8_t> recon;
@@ -212,17 +233,36 @@ PYBIND11_MODULE(_core, m) {
           py::arg("pixels"), py::arg("max_error"), py::arg("recon") = false, py::arg("matches") = false,
           "codes a stripe of pixels (rows, width, 1 or 3) uint8, any strides; returns (bytes, the "
           "decoded pixels or None, table bits, sample bits, whether it has copies: then it starts "
-          "with the mode bit 1, else it has no mode bit; the bits it would take without copies)");
+          "with the mode bit 1, else it has no mode bit; the bits it would take without copies). "
+          "uint16 pixels: a stripe of a 16-bit file (flag bit 1), never with copies");
 
     m.def("pixel_decode_stripe",
           [](py::buffer data, int width, int rows, int channels, int max_error, py::object out_obj,
-             bool mode_bit) {
+             bool mode_bit, bool deep) -> py::object {
               py::buffer_info bi = data.request();
               if (bi.itemsize != 1 || bi.ndim != 1) throw ArgumentError("data must be a 1-D byte buffer");
               const uint8_t* dp = static_cast<const uint8_t*>(bi.ptr);
               const size_t n = size_t(bi.size);
               if (rows < 1 || width < 1 || (channels != 1 && channels != 3))
                   throw ArgumentError("pixel_decode_stripe: rows and width must be >= 1, channels 1 or 3");
+              if (deep) {  // 16-bit samples (flag bit 1)
+                  if (mode_bit) throw ArgumentError("pixel_decode_stripe: 16-bit stripes have no mode bit");
+                  py::array_t<uint16_t> out;
+                  if (out_obj.is_none()) {
+                      out = py::array_t<uint16_t>({ssize_t(rows), ssize_t(width), ssize_t(channels)});
+                  } else {
+                      out = expect<uint16_t>(out_obj, "out", 3);
+                      if (out.shape(0) != rows || out.shape(1) != width || out.shape(2) != channels)
+                          throw ArgumentError("out must have shape (rows, width, channels)");
+                      if (!out.writeable()) throw ArgumentError("out must be writeable");
+                  }
+                  uint16_t* op = out.mutable_data();
+                  {
+                      py::gil_scoped_release nogil;  // data and out stay alive on this frame
+                      pixel_decode_stripe16(dp, n, width, rows, channels, max_error, op, ptrdiff_t(width) * channels);
+                  }
+                  return std::move(out);
+              }
               py::array_t<uint8_t> out;
               if (out_obj.is_none()) {
                   out = py::array_t<uint8_t>({ssize_t(rows), ssize_t(width), ssize_t(channels)});
@@ -241,9 +281,10 @@ PYBIND11_MODULE(_core, m) {
               return out;
           },
           py::arg("data"), py::arg("width"), py::arg("rows"), py::arg("channels"), py::arg("max_error"),
-          py::arg("out") = py::none(), py::arg("mode_bit") = false,
+          py::arg("out") = py::none(), py::arg("mode_bit") = false, py::arg("deep") = false,
           "decodes a stripe into a new (rows, width, channels) uint8 array, or into out (C-contiguous); "
-          "mode_bit: the file's flag bit 0 (the stripe starts with a bit saying whether it has copies)");
+          "mode_bit: the file's flag bit 0 (the stripe starts with a bit saying whether it has copies); "
+          "deep: the file's flag bit 1 (16-bit samples: a uint16 array)");
 
     m.def("tensor_to_pixels",
           [](py::array t, size_t h, size_t w) {

@@ -23,6 +23,7 @@ constexpr int kPixelMaxError = 32;          // max_error is 0 .. 32
 constexpr int kPixelActivityClasses = 8;    // activity classes before a plane's shift
 constexpr int kPixelMaxCodeLength = 16;     // longest Huffman code in a pixel table
 constexpr int kPixelMaxQuantised = 510;     // |quantised error| bound of a valid stream
+constexpr int kPixelMaxQuantised16 = 131070;  // ... of a valid 16-bit stream
 
 struct PixelStripeStats {
     uint64_t header_bits = 0;  // plane configurations and tables
@@ -48,11 +49,21 @@ std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride
                                          PixelStripeStats* stats = nullptr, bool allow_matches = false,
                                          bool* used_matches = nullptr);
 
+// The same for 16-bit samples (0..65535; format version 3 with flag bit 1: the stream starts
+// with the sample scale, and each table has raw low bits), strides in elements. No copies.
+std::vector<uint8_t> pixel_encode_stripe16(const uint16_t* px, ptrdiff_t row_stride, ptrdiff_t col_stride,
+                                           ptrdiff_t ch_stride, int width, int rows, int channels, int max_error,
+                                           uint16_t* recon = nullptr, PixelStripeStats* stats = nullptr);
+
 // Decodes a stripe into out (rows x width x channels, row stride out_row_stride bytes, pixels
 // packed within a row). mode_bit: the file's flag bit 0 (each stripe starts with a bit that
 // says whether it has copies). Throws FormatError for any stream that is not a valid stripe of
 // these dimensions (never reads outside [data, data + size)), ArgumentError for bad arguments.
 void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, int channels,
                          int max_error, uint8_t* out, ptrdiff_t out_row_stride, bool mode_bit = false);
+
+// ... and a 16-bit stripe (flag bit 1; out_row_stride in elements).
+void pixel_decode_stripe16(const uint8_t* data, size_t size, int width, int rows, int channels, int max_error,
+                           uint16_t* out, ptrdiff_t out_row_stride);
 
 }  // namespace fastcodec

@@ -153,13 +153,19 @@ def test_argument_errors(codec, kwargs, msg):
 
 
 def test_refuses_what_it_cannot_keep(codec):
-    im16 = Image.fromarray((np.arange(64 * 32, dtype=np.uint16).reshape(32, 64) * 31))
-    assert im16.mode.startswith("I;16")
-    with pytest.raises(ImageError, match="16-bit"):
-        codec.compress(im16, lossless=True)
+    im32 = Image.fromarray((np.arange(64 * 32, dtype=np.int32).reshape(32, 64) * 4099), "I")
+    assert im32.mode == "I" and np.asarray(im32).max() > 65535
+    with pytest.raises(ImageError, match="32-bit"):
+        codec.compress(im32, lossless=True)
+    with pytest.raises(ImageError, match="alpha"):
+        codec.compress(np.zeros((8, 8, 4), np.uint16), lossless=True)
+    with pytest.raises(ImageError, match="uint16 is taken by lossless"):
+        codec.compress(np.zeros((8, 8, 3), np.uint16), quality=50)
     cmyk = Image.new("CMYK", (8, 8), (10, 20, 30, 40))
     with pytest.raises(ImageError, match="CMYK"):
         codec.compress(cmyk, max_error=1)
+    im16 = Image.fromarray((np.arange(64 * 32, dtype=np.uint16).reshape(32, 64) * 31))
+    assert im16.mode.startswith("I;16")
     codec.compress(im16)  # the lossy codec scales it, as documented
     wide = Image.fromarray(synthetic(16, 20))
     wide.info["icc_profile"] = icc_profile()  # a wide-gamut profile: kept as it is ...
@@ -176,7 +182,8 @@ def test_golden_files_decode():
         data = (GOLDEN / name).read_bytes()
         px = fastcodec.decompress(data)
         assert list(px.shape) == e["shape"], name
-        assert hashlib.sha256(px.tobytes()).hexdigest() == e["sha256"], name
+        assert str(px.dtype) == e.get("dtype", "uint8"), name
+        assert hashlib.sha256(px.astype(px.dtype.newbyteorder("<")).tobytes()).hexdigest() == e["sha256"], name
         assert fastcodec.info(data).max_error == e["max_error"]
 
 
@@ -207,7 +214,8 @@ def test_rejects_damaged_files(codec):
     for offset, value, msg in ((7, b"\x21", "max_error 33"), (16, struct.pack("<I", 0), "stripe height 0"),
                                (16, struct.pack("<I", 25), "stripe height 25"),
                                (16, struct.pack("<I", 15), "stripe height 15"), (6, b"\x02", "channel count 2"),
-                               (5, b"\x02", "flags"), (20, b"\x09", "extension count 9"),
+                               (5, b"\x04", "flags"), (5, b"\x03", "never set together"),
+                               (20, b"\x09", "extension count 9"),
                                (8, struct.pack("<I", 0), "image size")):
         with pytest.raises(FormatError, match=msg):
             codec.decompress(patched(offset, value))
@@ -429,3 +437,168 @@ def test_photographs_are_not_tried_losslessly(codec, monkeypatch):
     for p in kodak[:24:6]:
         assert fastcodec.info(codec.compress(p, quality=50)).quality == 50
     assert calls == []
+
+
+# ---- 16-bit samples (format version 3, flag bit 1; docs/format.md "16-bit samples") ----
+
+def deep_image(h, w, c=3, bits=16, seed=0):
+    """A smooth 16-bit image with noise in its low bits (a camera's or a scanner's), values < 2^bits."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    top = (1 << bits) - 1
+    phase = np.arange(c)[None, None, :]
+    base = top * (0.5 + 0.4 * np.sin(x[..., None] / 9.0 + phase) * np.cos(y[..., None] / 7.0))
+    img = base + rng.normal(0, max(1.0, top / 2000), (h, w, c))
+    img = np.clip(np.rint(img), 0, top).astype(np.uint16)
+    return img[..., 0] if c == 1 else img
+
+
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_16bit_round_trip(codec, c, bits):
+    img = deep_image(37, 53, c, bits)
+    data = codec.compress(img, lossless=True)
+    out = codec.decompress(data)
+    assert out.dtype == np.uint16 and np.array_equal(out, img)
+    inf = codec.info(data)
+    assert (inf.bits, inf.lossless, inf.channels) == (16, True, c)
+    assert fmt.parse(data)[0].flags == fmt.FLAG_DEEP
+    # fewer bits for fewer significant bits: the coder scales its contexts to the samples' range
+    assert inf.bpp < c * (bits + 1)
+    for k in (1, 4, 32):
+        near = codec.decompress(codec.compress(img, max_error=k))
+        assert near.dtype == np.uint16 and np.abs(near.astype(int) - img).max() <= k
+
+
+def test_16bit_extremes(codec):
+    img = np.zeros((20, 30, 3), np.uint16)
+    img[::2, :, 0] = 65535
+    img[:, ::3, 2] = 65535
+    img[4:9, 5:25, 1] = 65535
+    for k in (0, 3, 32):
+        out = codec.decompress(codec.compress(img, max_error=k))
+        assert np.abs(out.astype(int) - img).max() <= k
+    noisy = np.random.default_rng(2).integers(0, 65536, (17, 19), dtype=np.uint16)
+    assert np.array_equal(codec.decompress(codec.compress(noisy, lossless=True)), noisy)
+
+
+def test_16bit_smaller_than_png(codec, tmp_path):
+    img = deep_image(96, 128, 1, 12)
+    data = codec.compress(img, lossless=True)
+    Image.fromarray(img).save(tmp_path / "a.png", optimize=True)
+    assert len(data) < 0.8 * (tmp_path / "a.png").stat().st_size
+
+
+def test_16bit_from_pillow_and_stripes(codec):
+    img = deep_image(70, 41, 1, 16, seed=3)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    data = codec.compress(buf.getvalue(), lossless=True)
+    assert np.array_equal(codec.decompress(data), img)
+    im = codec.decompress_image(data)
+    assert im.mode == "I;16" and np.array_equal(np.asarray(im), img)
+    old = codec_mod.STRIPE_PIXELS
+    codec_mod.STRIPE_PIXELS = 16 * 41
+    try:
+        data = codec.compress(deep_image(70, 41, 3, 14, seed=4), lossless=True)
+    finally:
+        codec_mod.STRIPE_PIXELS = old
+    hdr = fmt.parse(data)[0]
+    assert len(hdr.chunk_sizes) == 5 and hdr.flags == fmt.FLAG_DEEP
+    full = codec.decompress(data)
+    assert np.array_equal(codec.decompress(data, box=(3, 20, 30, 50)), full[20:50, 3:30])
+    small = codec.decompress(data, reduce=4)
+    assert small.dtype == np.uint16 and small.shape == (18, 11, 3)
+    want = full[:4, :4].reshape(16, 3).astype(np.int64).sum(0)
+    assert np.array_equal(small[0, 0], (want + 8) // 16)
+
+
+def _read_png16(data):
+    """A minimal reader of write_png16's output: IHDR and IDAT, every row filtered with Sub."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, chunks = 8, {}
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        assert struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0] == zlib.crc32(kind + body)
+        chunks.setdefault(kind, []).append(body)
+        pos += 12 + n
+    w, h, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][0][:10])
+    assert depth == 16
+    c = {0: 1, 2: 3}[color]
+    raw = np.frombuffer(zlib.decompress(b"".join(chunks[b"IDAT"])), np.uint8).reshape(h, 1 + 2 * c * w)
+    assert (raw[:, 0] == 1).all()
+    rows = raw[:, 1:].astype(np.int64)
+    for i in range(2 * c, rows.shape[1]):
+        rows[:, i] = (rows[:, i] + rows[:, i - 2 * c]) % 256
+    px = rows.astype(np.uint8).view(">u2").reshape(h, w, c).astype(np.uint16)
+    return (px[..., 0] if c == 1 else px), chunks
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_16bit_written_as_png_and_tiff(codec, tmp_path, c):
+    img = deep_image(23, 31, c, 16, seed=5)
+    src = tmp_path / "a.fcc"
+    src.write_bytes(fastcodec.compress(img, lossless=True))
+    fastcodec.decompress_file(src, tmp_path / "a.png")
+    px, chunks = _read_png16((tmp_path / "a.png").read_bytes())
+    assert np.array_equal(px, img)
+    if c == 1:  # Pillow reads 16-bit gray PNG and TIFF
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), img)
+        fastcodec.decompress_file(src, tmp_path / "a.tif")
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "a.tif")), img)
+    else:
+        with pytest.raises(ArgumentError, match="16-bit RGB image cannot be written as TIFF"):
+            fastcodec.decompress_file(src, tmp_path / "a.tif")
+        with pytest.raises(ArgumentError, match="no PIL.Image mode"):
+            fastcodec.decompress_image(src)
+    with pytest.raises(ArgumentError, match="holds 8 bits"):
+        fastcodec.decompress_file(src, tmp_path / "a.jpg")
+    assert not (tmp_path / "a.jpg").exists()
+    # an ICC profile travels into the PNG
+    if c == 1:
+        icc = icc_profile("GRAY")
+        im = Image.fromarray(img)
+        im.info["icc_profile"] = icc
+        data = fastcodec.compress(im, lossless=True)
+        assert fastcodec.metadata(data)["icc"] == icc
+        (tmp_path / "b.fcc").write_bytes(data)
+        fastcodec.decompress_file(tmp_path / "b.fcc", tmp_path / "b.png")
+        assert Image.open(tmp_path / "b.png").info.get("icc_profile") == icc
+
+
+def test_16bit_file_rules(codec):
+    img = deep_image(16, 20, 3, 16, seed=6)
+    data = codec.compress(img, lossless=True)
+    hdr, _, stripes, _ = fmt.parse_all(data)
+    payload = bytes(stripes[0])
+    # the same stripe read as 8-bit samples (flag cleared) is not this image
+    as8 = fmt.pack_pixels(hdr.width, hdr.height, 3, 0, hdr.stripe_rows, [payload])
+    try:
+        assert not np.array_equal(codec.decompress(as8), img)
+    except FormatError:
+        pass
+    # a 16-bit file with an alpha plane is invalid
+    alpha = fmt.encode_alpha(np.zeros((16, 20), np.uint8))
+    head = fmt.pack_pixels(hdr.width, hdr.height, 3, 0, hdr.stripe_rows, [payload], [(fmt.EXT_ALPHA, alpha)],
+                           fmt.FLAG_DEEP)
+    with pytest.raises(FormatError, match="alpha"):
+        codec.decompress(head)
+    with pytest.raises(ValueError):
+        fmt.pack_pixels(hdr.width, hdr.height, 3, 0, hdr.stripe_rows, [payload], (), fmt.FLAG_DEEP | fmt.FLAG_COPIES)
+    # a sample scale above 8 (the stripe's first four bits)
+    bad = bytes([payload[0] | 0xF0]) + payload[1:]
+    with pytest.raises(FormatError, match="sample scale"):
+        codec.decompress(_stripe_file(data, bad))
+    # garbage stripes: each decodes or raises FormatError
+    rng = np.random.default_rng(9)
+    for i in range(200):
+        junk = bytearray(payload)
+        for _ in range(1 + i % 4):
+            junk[int(rng.integers(len(junk)))] ^= 1 << int(rng.integers(8))
+        try:
+            out = codec.decompress(_stripe_file(data, bytes(junk)))
+            assert out.shape == img.shape and out.dtype == np.uint16
+        except FormatError:
+            pass

@@ -563,6 +563,69 @@ static void test_pixel_stripes() {
     }
 }
 
+// 16-bit stripes (docs/format.md "16-bit samples"): known-answer stripes with literal bytes, round
+// trips within max_error over the whole 16-bit range, and invalid streams.
+static bool rejects16(const std::vector<uint8_t>& b, int w, int rows, int c, int near) {
+    std::vector<uint16_t> out(size_t(w * rows * c));
+    try {
+        pixel_decode_stripe16(b.data(), b.size(), w, rows, c, near, out.data(), ptrdiff_t(w) * c);
+    } catch (const FormatError&) {
+        return true;
+    }
+    return false;
+}
+
+static void test_pixel_stripes16() {
+    const uint16_t gray[6] = {1000, 1012, 1011, 990, 60000, 1013};
+    const std::vector<uint8_t> gray_bytes = {142, 61, 203, 38, 241, 244, 96, 12, 191,
+                                             253, 127, 209, 46, 98, 204, 168, 128};
+    // sample scale 8 ('1000': 60000 has 16 bits), 1 activity class ('11'), one table ('1'),
+    // direct ('0'), literals -3..3 ('0011'), 13 raw low bits ('1101'), ...
+    CHECK(pixel_encode_stripe16(gray, 3, 1, 1, 3, 2, 1, 0) == gray_bytes);
+    uint16_t out[6] = {};
+    pixel_decode_stripe16(gray_bytes.data(), gray_bytes.size(), 3, 2, 1, 0, out, 3);
+    CHECK(std::memcmp(out, gray, sizeof gray) == 0);
+    const uint16_t rgb[6] = {65535, 0, 40000, 1000, 300, 2000};
+    const std::vector<uint8_t> rgb_bytes = {130, 4, 113, 14, 238, 33, 205, 192, 153,
+                                            155, 208, 39, 157, 171, 60, 133, 0};
+    uint16_t recon[6] = {};
+    CHECK(pixel_encode_stripe16(rgb, 6, 3, 1, 2, 1, 3, 2, recon) == rgb_bytes);
+    const uint16_t expect[6] = {65535, 0, 40000, 1000, 300, 2001};  // within 2 of rgb
+    CHECK(std::memcmp(recon, expect, sizeof expect) == 0);
+    pixel_decode_stripe16(rgb_bytes.data(), rgb_bytes.size(), 2, 1, 3, 2, out, 6);
+    CHECK(std::memcmp(out, expect, sizeof expect) == 0);
+    // truncated, too long, and a sample scale above 8 (the first four bits)
+    CHECK(rejects16(std::vector<uint8_t>(rgb_bytes.begin(), rgb_bytes.end() - 1), 2, 1, 3, 2));
+    std::vector<uint8_t> longer(rgb_bytes);
+    longer.push_back(0);
+    CHECK(rejects16(longer, 2, 1, 3, 2));
+    std::vector<uint8_t> scale9(gray_bytes);
+    scale9[0] = uint8_t((scale9[0] & 0x0f) | 0x90);
+    CHECK(rejects16(scale9, 3, 2, 1, 0));
+    // random images: round trip within max_error (exact when 0), strided input, every range of values
+    std::mt19937 rng(11);
+    for (int trial = 0; trial < 60; ++trial) {
+        const int w = 1 + int(rng() % 41), h = 1 + int(rng() % 29), c = (trial & 1) ? 3 : 1;
+        const int near = trial % 4 == 0 ? 0 : int(rng() % 33);
+        const int bits = 1 + int(rng() % 16);
+        std::vector<uint16_t> img(size_t(w * h * c) * 2);  // every other element: a strided view
+        for (size_t i = 0; i < img.size(); ++i) {
+            const uint32_t smooth = uint32_t(i / 5) * 37u + rng() % 9u;
+            img[i] = uint16_t((trial % 3 == 0 ? rng() : smooth) & ((1u << bits) - 1));
+        }
+        std::vector<uint16_t> rec(size_t(w * h * c)), dec(size_t(w * h * c));
+        PixelStripeStats st;
+        const std::vector<uint8_t> bytes =
+            pixel_encode_stripe16(img.data(), 2 * w * c, 2 * c, 2, w, h, c, near, rec.data(), &st);
+        CHECK((st.header_bits + st.data_bits + 7) / 8 == bytes.size());
+        pixel_decode_stripe16(bytes.data(), bytes.size(), w, h, c, near, dec.data(), ptrdiff_t(w) * c);
+        CHECK(rec == dec);
+        int worst = 0;
+        for (size_t i = 0; i < dec.size(); ++i) worst = std::max(worst, std::abs(int(dec[i]) - int(img[2 * i])));
+        CHECK(worst <= near);
+    }
+}
+
 // Copies of earlier pixels (docs/format.md "Copies"): a known-answer stripe with literal bytes,
 // round trips of repeating images, and hand-made streams whose tokens break the rules.
 static bool rejects(const std::vector<uint8_t>& b, int w, int rows, int c) {
@@ -670,6 +733,7 @@ int main() {
     test_scale_grid_and_quantisation();
     test_grouped_roundtrip();
     test_pixel_stripes();
+    test_pixel_stripes16();
     test_pixel_copies();
     std::printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

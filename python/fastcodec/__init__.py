@@ -22,7 +22,7 @@ from .codec import Codec, FileInfo
 from .errors import (ArgumentError, FastcodecError, FormatError, ImageError, LimitError, ModelError,
                      ResourceError)
 
-__version__ = "0.15.0"
+__version__ = "0.16.0"
 
 from ._pillow import register as _register_pillow  # noqa: E402
 
@@ -95,11 +95,9 @@ def decompress_file(src, dst, overwrite: bool = False, format: str | None = None
     """Decode .fcc file ``src`` and save it as an image (format from ``dst``'s extension, e.g. .png),
     with the file's alpha plane, EXIF, XMP and ICC profile where that format stores them (JPEG cannot store
     alpha: ArgumentError); ``box``: only that region, ``reduce``: reduced by 2, 4 or 8, as in ``decompress``."""
-    from ._imageio import encode_image
-
     dst = check_output(dst, overwrite, src)
-    im = decompress_image(src, box=box, reduce=reduce)
-    write_atomic(dst, encode_image(im, format or _format_from_ext(dst)), overwrite)
+    out, _ = default_codec()._decompress_encoded(src, format or _format_from_ext(dst), box=box, reduce=reduce)
+    write_atomic(dst, out, overwrite)
 
 
 def _format_from_ext(path) -> str:

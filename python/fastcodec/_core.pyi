@@ -14,17 +14,21 @@ def dequantize_latent(r: npt.NDArray[np.int32], mu: npt.NDArray[np.float32], iga
 def huffman_code_lengths(freqs: Sequence[int], max_len: int) -> list[int]: ...
 def run_class_base(k: int) -> int: ...
 def run_class_extra_bits(k: int) -> int: ...
-def pixel_encode_stripe(pixels: npt.NDArray[np.uint8], max_error: int, recon: bool = False, matches: bool = False
-                        ) -> Tuple[bytes, npt.NDArray[np.uint8] | None, int, int, bool, int]:
+def pixel_encode_stripe(pixels: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], max_error: int, recon: bool = False,
+                        matches: bool = False
+                        ) -> Tuple[bytes, npt.NDArray[np.uint8] | npt.NDArray[np.uint16] | None, int, int, bool, int]:
     """A stripe of a lossless / near-lossless file (cpp/pixels.hpp) from (rows, width, 1 | 3) uint8
     pixels of any strides: (bytes, the decoded pixels if recon else None, table bits, sample bits,
     whether it copies earlier pixels, the bits it takes without copies). With matches (and
     max_error 0) it copies where that is smaller; then the stream starts with the mode bit 1 (the
-    file needs flag FLAG_COPIES), else it has no mode bit."""
+    file needs flag FLAG_COPIES), else it has no mode bit. uint16 pixels (strides of whole
+    elements) make a stripe of a 16-bit file (flag FLAG_DEEP), never with copies."""
 def pixel_decode_stripe(data: bytes | memoryview, width: int, rows: int, channels: int, max_error: int,
-                        out: npt.NDArray[np.uint8] | None = None, mode_bit: bool = False) -> npt.NDArray[np.uint8]:
+                        out: npt.NDArray[np.uint8] | npt.NDArray[np.uint16] | None = None, mode_bit: bool = False,
+                        deep: bool = False) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]:
     """Decodes a stripe into a new (rows, width, channels) array, or into out (C-contiguous);
-    mode_bit: the file has flag FLAG_COPIES (each stripe starts with a mode bit)."""
+    mode_bit: the file has flag FLAG_COPIES (each stripe starts with a mode bit); deep: the file
+    has flag FLAG_DEEP (16-bit samples; a uint16 array)."""
 def det_interp(a: float, b: float, t: float) -> float:
     """exp((1 - t) log a + t log b) by a fixed IEEE-754 sequence (no libm), as float32."""
 

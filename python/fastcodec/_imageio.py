@@ -14,8 +14,9 @@ _RGB_MODES = ("RGB", "RGBA", "RGBa", "P", "PA")
 _GRAY_MODES = ("L", "LA", "La", "1", "I", "I;16", "I;16L", "I;16B", "I;16N")
 
 
-def _from_pil(im, keep_icc: bool = True):
+def _from_pil(im, keep_icc: bool = True, deep: bool = False):
     """PIL image -> (pixels (H, W) or (H, W, 3) uint8, channels, alpha (H, W) uint8 or None, metadata).
+    deep (lossless and near-lossless coding): 16-bit gray is returned as uint16 instead.
 
     Conversions (documented in the README):
     - EXIF orientation is applied, so the pixels are stored upright (and the kept EXIF and XMP
@@ -66,6 +67,8 @@ def _from_pil(im, keep_icc: bool = True):
         return np.asarray(im.convert("L")), 1, None, meta
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(im.convert("I"), dtype=np.int64)
+        if deep and a.min(initial=0) >= 0 and a.max(initial=0) < 65536:
+            return a.astype(np.uint16), 1, None, meta
         shift = 8 if a.max(initial=0) < 65536 else 24
         meta["lossy_conversion"] = f"has {16 if shift == 8 else 32}-bit gray values (mode {mode!r}), scaled to 8 bits"
         return (np.clip(a, 0, None) >> shift).astype(np.uint8), 1, None, meta
@@ -152,10 +155,18 @@ def _to_srgb(im, icc: bytes):
         return im  # a broken profile: keep the pixels as they are
 
 
-def _from_array(a: np.ndarray):
+def _from_array(a: np.ndarray, deep: bool = False):
+    if deep and a.dtype == np.uint16:  # lossless / near-lossless 16-bit samples
+        if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3)):
+            return (a if a.ndim == 2 else a[..., 0] if a.shape[2] == 1 else a), (3 if a.ndim == 3 and a.shape[2] == 3
+                                                                                   else 1), None
+        raise ImageError(f"16-bit numpy input must have shape (H, W), (H, W, 1) or (H, W, 3), got {a.shape} "
+                         "(16-bit images with an alpha channel are not supported: drop the alpha, or convert "
+                         "to uint8)")
     if a.dtype != np.uint8:
         raise ImageError(f"numpy input must be uint8, got {a.dtype}; scale and convert it (e.g. "
-                         "np.clip(x * 255, 0, 255).astype(np.uint8))")
+                         "np.clip(x * 255, 0, 255).astype(np.uint8))"
+                         + ("; uint16 is taken by lossless and max_error coding" if a.dtype == np.uint16 else ""))
     if a.ndim == 2:
         return a, 1, None
     if a.ndim == 3 and a.shape[2] == 1:
@@ -176,18 +187,20 @@ def load_pixels(src, max_pixels: int):
     return pix, ch
 
 
-def load_image(src, max_pixels: int, keep_icc: bool = True):
+def load_image(src, max_pixels: int, keep_icc: bool = True, deep: bool = False):
     """Returns (pixels uint8 (H, W, 3) view, channels (1 or 3), alpha (H, W) uint8 or None,
     metadata dict with "exif" / "xmp" / "icc" bytes where the source has them). keep_icc=False:
-    an embedded ICC profile is applied (pixels converted to sRGB) instead of kept (_from_pil)."""
+    an embedded ICC profile is applied (pixels converted to sRGB) instead of kept (_from_pil).
+    deep (lossless and near-lossless coding): 16-bit gray images and uint16 arrays give uint16
+    pixels (without alpha)."""
     from PIL import Image
 
     meta = {}
     if isinstance(src, np.ndarray):
-        pix, ch, alpha = _from_array(src)
+        pix, ch, alpha = _from_array(src, deep)
     elif isinstance(src, Image.Image):
         _check_size(src.width, src.height, max_pixels)
-        pix, ch, alpha, meta = _from_pil(src, keep_icc)
+        pix, ch, alpha, meta = _from_pil(src, keep_icc, deep)
     elif isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)):
         fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src
         if not isinstance(fp, io.BytesIO):
@@ -199,7 +212,7 @@ def load_image(src, max_pixels: int, keep_icc: bool = True):
             with Image.open(fp) as im:
                 _check_size(im.width, im.height, max_pixels)
                 im.load()
-                pix, ch, alpha, meta = _from_pil(im, keep_icc)
+                pix, ch, alpha, meta = _from_pil(im, keep_icc, deep)
         except (ImageError, LimitError):
             raise
         except Image.DecompressionBombError as e:
@@ -291,10 +304,20 @@ def to_output(rgb: np.ndarray, channels: int, alpha: np.ndarray | None = None) -
 
 
 def to_image(a: np.ndarray, metadata: dict | None = None):
-    """A decoded array -> PIL image ('L', 'LA', 'RGB' or 'RGBA'), with the file's EXIF, XMP and
-    ICC profile in ``im.info`` (pil_info)."""
+    """A decoded array -> PIL image ('L', 'LA', 'RGB' or 'RGBA'; 16-bit gray: 'I;16'), with the
+    file's EXIF, XMP and ICC profile in ``im.info`` (pil_info). Pillow has no 16-bit RGB mode:
+    ArgumentError for one (write_png16 writes it as PNG)."""
     from PIL import Image
 
+    from .errors import ArgumentError
+
+    if a.dtype == np.uint16:
+        if a.ndim != 2:
+            raise ArgumentError("a 16-bit RGB image has no PIL.Image mode: use decompress() for the uint16 "
+                                "array, or decompress_file / the CLI to write a 16-bit PNG")
+        im = Image.fromarray(a)  # mode 'I;16'
+        im.info.update(pil_info(metadata or {}))
+        return im
     mode = "L" if a.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[a.shape[2]]
     im = Image.fromarray(a, mode)
     im.info.update(pil_info(metadata or {}))
@@ -345,3 +368,69 @@ def encode_image(im, format: str, **params) -> bytes:
         buf = io.BytesIO()
         im.convert("RGBA").save(buf, format=fmt, **params)
     return buf.getvalue()
+
+
+# formats that store 16-bit samples (a decoded 16-bit file): PNG (gray and RGB) and TIFF (gray)
+_DEEP_FORMATS = {"PNG": (1, 3), "TIFF": (1,)}
+
+
+def encode_array(a: np.ndarray, metadata: dict, format: str, **params) -> bytes:
+    """A decoded array (``decompress``) in a Pillow format with its metadata (``encode_image``); a
+    16-bit one (uint16) only as PNG (gray or RGB, with its EXIF, XMP and ICC profile) or TIFF (gray):
+    ArgumentError for other formats, which hold 8 bits."""
+    from .errors import ArgumentError
+
+    if a.dtype != np.uint16:
+        return encode_image(to_image(a, metadata), format, **params)
+    fmt = format.upper()
+    channels = 1 if a.ndim == 2 else a.shape[2]
+    if channels not in _DEEP_FORMATS.get(fmt, ()):
+        kind = "gray" if channels == 1 else "RGB"
+        allowed = " or ".join(f for f, c in _DEEP_FORMATS.items() if channels in c)
+        raise ArgumentError(f"a 16-bit {kind} image cannot be written as {format}, which holds 8 bits per sample; "
+                            f"write {allowed} (or decompress() for the uint16 array)")
+    if fmt == "PNG":
+        return write_png16(a, metadata)
+    return encode_image(to_image(a, metadata), format, **params)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_png16(a: np.ndarray, metadata: dict | None = None, level: int = 6) -> bytes:
+    """A 16-bit PNG (gray or RGB, big-endian samples, every row with PNG's Sub filter) of a uint16
+    (H, W) or (H, W, 3) array, with an ICC profile (iCCP), EXIF (eXIf) and XMP (iTXt) from metadata.
+    Pillow reads and writes 16-bit gray but not 16-bit RGB, hence this writer."""
+    import struct
+    import zlib
+
+    h, w = a.shape[:2]
+    channels = 1 if a.ndim == 2 else a.shape[2]
+    bpp = 2 * channels  # bytes per pixel, PNG's Sub filter's distance
+    rows = np.ascontiguousarray(a, dtype=">u2").view(np.uint8).reshape(h, w * bpp)
+    out = [b"\x89PNG\r\n\x1a\n",
+           _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 0 if channels == 1 else 2, 0, 0, 0))]
+    metadata = metadata or {}
+    if metadata.get("icc"):
+        out.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(metadata["icc"])))
+    if metadata.get("exif"):
+        out.append(_png_chunk(b"eXIf", metadata["exif"]))
+    if metadata.get("xmp"):
+        out.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + metadata["xmp"]))
+    z = zlib.compressobj(level)
+    idat = []
+    for r0 in range(0, h, 256):  # in blocks of rows: no full-size temporary besides the input
+        block = rows[r0:r0 + 256]
+        filt = np.empty((block.shape[0], 1 + block.shape[1]), np.uint8)
+        filt[:, 0] = 1  # Sub: each byte minus the byte bpp before it (mod 256)
+        filt[:, 1:1 + bpp] = block[:, :bpp]
+        np.subtract(block[:, bpp:], block[:, :-bpp], out=filt[:, 1 + bpp:])
+        idat.append(z.compress(filt.tobytes()))
+    idat.append(z.flush())
+    out.append(_png_chunk(b"IDAT", b"".join(idat)))
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)

@@ -254,14 +254,15 @@ def _info(args) -> int:
     if hdr.pixel_coded:  # lossless / near-lossless: stripes of pixels, no model
         del d["chunks"]
         d.update(max_error=hdr.max_error, stripes=len(hdr.chunk_sizes), stripe_rows=hdr.stripe_rows,
-                 copies=bool(hdr.flags & fmt.FLAG_COPIES),
+                 copies=bool(hdr.flags & fmt.FLAG_COPIES), bits=hdr.bits,
                  sections={"header": hdr.header_size, "pixels": hdr.y_size, **ext})
     if args.detail and not hdr.pixel_coded:
         d["detail"] = fastcodec.Codec().inspect(args.input)
     if args.json:
         print(json.dumps(d))
         return EXIT_OK
-    kind = ("RGB" if hdr.channels == 3 else "grayscale") + (" + alpha" if hdr.has_alpha else "")
+    kind = ("16-bit " if hdr.bits == 16 else "") + ("RGB" if hdr.channels == 3 else "grayscale") \
+        + (" + alpha" if hdr.has_alpha else "")
     if hdr.pixel_coded:
         how = "lossless" if hdr.max_error == 0 else f"near-lossless (max error {hdr.max_error})"
         print(f"{d['file']}: {hdr.width}x{hdr.height} {kind}, {how}, format v{hdr.version}")
@@ -311,8 +312,6 @@ def _expand(inputs, exts):
 def _batch(args) -> int:
     import fastcodec
     from ._files import check_output, write_atomic
-    from ._imageio import encode_image
-
     compress = args.cmd == "compress"
     exts = IMAGE_EXTS if compress else (".fcc",)
     files, missing = _expand(args.inputs, exts)
@@ -369,11 +368,10 @@ def _batch(args) -> int:
                 if inf.max_error is not None:
                     rec["max_error"] = inf.max_error
             else:
-                im = codec.decompress_image(src, box=args.box, reduce=args.reduce)
-                out = encode_image(im, fastcodec._format_from_ext(dst))
+                out, (w, h) = codec._decompress_encoded(src, fastcodec._format_from_ext(dst), box=args.box,
+                                                        reduce=args.reduce)
                 write_atomic(dst, out, args.force)
-                rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(out),
-                           pixels=im.width * im.height)
+                rec.update(status="ok", bytes_in=os.path.getsize(src), bytes_out=len(out), pixels=w * h)
         except (FastcodecError, OSError) as e:
             rec.update(status="failed", error=str(e))
         rec["seconds"] = round(time.perf_counter() - t0, 4)

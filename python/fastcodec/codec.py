@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _core, _refine, format as fmt
-from ._imageio import fill_transparent, load_image, to_image, to_output
+from ._imageio import encode_array, fill_transparent, load_image, to_image, to_output
 from ._model import Model, _release_options, available_models, default_model_name, load_model
 from .errors import ArgumentError, FastcodecError, FormatError, ImageError, ModelError
 
@@ -172,6 +172,7 @@ class FileInfo:
     metadata: tuple = ()  # the metadata it carries: "exif", "xmp", "icc"
     extension_sizes: tuple = ()  # ((name, bytes), ...) of its extension sections (format version 2)
     max_error: int | None = None  # lossless (0) / near-lossless files: the largest difference from the original
+    bits: int = 8  # bits per sample of the decoded image: 16 for 16-bit lossless / near-lossless files
 
     @property
     def lossless(self) -> bool:
@@ -226,7 +227,7 @@ def _check_reduce(reduce) -> int:
 
 
 def reduce_pixels(a: np.ndarray, f: int) -> np.ndarray:
-    """uint8 (H, W) or (H, W, C) -> (ceil(H / f), ceil(W / f)[, C]): the rounded mean of each
+    """uint8 or uint16 (H, W) or (H, W, C) -> (ceil(H / f), ceil(W / f)[, C]): the rounded mean of each
     f x f block, the blocks at the right and lower edges over the pixels they have (as
     PIL.Image.reduce)."""
     h, w = a.shape[:2]
@@ -238,7 +239,7 @@ def reduce_pixels(a: np.ndarray, f: int) -> np.ndarray:
         * (np.minimum(np.arange(1, wr + 1) * f, w) - np.arange(wr) * f)[None, :]
     if a.ndim == 3:
         n = n[:, :, None]
-    return ((s + n // 2) // n).astype(np.uint8)
+    return ((s + n // 2) // n).astype(a.dtype)
 
 
 def _window(lo: int, hi: int, n: int, halo: int, f: int) -> tuple:
@@ -652,12 +653,12 @@ class Codec:
         """compress(lossless=True / max_error=k): format version 3, stripes coded in parallel by
         the native pixel coder (cpp/pixels.cpp). The alpha plane is kept exactly, colours of
         transparent pixels too."""
-        pixels, channels, alpha, meta = load_image(src, self.max_pixels, keep_icc=keep_metadata)
+        pixels, channels, alpha, meta = load_image(src, self.max_pixels, keep_icc=keep_metadata, deep=True)
         if "lossy_conversion" in meta:
-            raise ImageError(f"{'lossless' if max_error == 0 else 'near-lossless'} coding keeps 8 bits per "
+            raise ImageError(f"{'lossless' if max_error == 0 else 'near-lossless'} coding keeps 8 or 16 bits per "
                              f"channel of RGB or gray, and this image {meta['lossy_conversion']}: the file would "
-                             "not hold its pixels; convert it first (to 8-bit RGB or L), keep its ICC profile "
-                             "(keep_metadata=True), or use the lossy codec")
+                             "not hold its pixels; convert it first (to 8-bit RGB or L, or 16-bit gray), keep "
+                             "its ICC profile (keep_metadata=True), or use the lossy codec")
         h, w = pixels.shape[:2]
         ext = _extensions(alpha, meta, keep_metadata)
         data = _pixel_file(pixels, channels, max_error, ext)
@@ -894,14 +895,15 @@ class Codec:
         top, lft, bot, rgt = upper * f, left * f, min(lower * f, hdr.height), min(right * f, hdr.width)
         R, C = hdr.stripe_rows, hdr.channels
         s0, s1 = top // R, -(-bot // R)
-        out = np.empty((min(s1 * R, hdr.height) - s0 * R, hdr.width, C), np.uint8)
+        deep = bool(hdr.flags & fmt.FLAG_DEEP)
+        out = np.empty((min(s1 * R, hdr.height) - s0 * R, hdr.width, C), np.uint16 if deep else np.uint8)
 
         def decode(i):
             r0 = (i - s0) * R
             rows = min(R, hdr.height - i * R)
             try:
                 _core.pixel_decode_stripe(stripes[i], hdr.width, rows, C, hdr.max_error, out[r0:r0 + rows],
-                                          bool(hdr.flags & fmt.FLAG_COPIES))
+                                          bool(hdr.flags & fmt.FLAG_COPIES), deep)
             except FormatError as e:
                 raise FormatError(f"stripe {i + 1} of {len(stripes)}: {e}") from None
 
@@ -982,6 +984,13 @@ class Codec:
         a = self._decompress(data, ext, box, reduce)
         return to_image(a, fmt.metadata_of(ext))
 
+    def _decompress_encoded(self, data, format: str, box=None, reduce: int = 1, **params) -> tuple:
+        """(bytes of the decoded image in a Pillow format with its alpha and metadata where the
+        format holds them, (width, height)); a 16-bit file as a 16-bit PNG (or TIFF if gray)."""
+        ext = {}
+        a = self._decompress(data, ext, box, reduce)
+        return encode_array(a, fmt.metadata_of(ext), format, **params), (a.shape[1], a.shape[0])
+
 
 def file_info(hdr: fmt.Header) -> FileInfo:
     names = tuple((fmt.EXT_NAMES.get(t, f"type {t}"), size) for t, size in hdr.extension_sizes)
@@ -989,7 +998,7 @@ def file_info(hdr: fmt.Header) -> FileInfo:
                     None if hdr.pixel_coded else hdr.model_id.hex(), hdr.version,
                     hdr.file_size, hdr.header_size, hdr.z_size, hdr.chunk_sizes, alpha=hdr.has_alpha,
                     metadata=tuple(n for n, _ in names if n in dict(fmt.METADATA)), extension_sizes=names,
-                    max_error=hdr.max_error)
+                    max_error=hdr.max_error, bits=hdr.bits)
 
 
 def _extensions(alpha, meta: dict, keep_metadata: bool) -> list:
@@ -1002,9 +1011,11 @@ def _extensions(alpha, meta: dict, keep_metadata: bool) -> list:
 
 def _pixel_file(pixels: np.ndarray, channels: int, max_error: int, ext: list) -> bytes:
     """A version-3 file of (H, W, 3) pixels as load_image gives them (one plane if channels is 1)
-    with the extension sections ext."""
+    with the extension sections ext; uint16 pixels make a 16-bit file (flag FLAG_DEEP)."""
     h, w = pixels.shape[:2]
     rows, stripes, flags = _pixel_stripes(pixels if channels == 3 else pixels[..., :1], max_error)
+    if pixels.dtype == np.uint16:
+        flags |= fmt.FLAG_DEEP
     return fmt.pack_pixels(w, h, channels, max_error, rows, stripes, ext, flags)
 
 
@@ -1017,7 +1028,7 @@ def _pixel_stripes(planes: np.ndarray, max_error: int) -> tuple:
     # starts with the mode bit 1; the others, coded without one, get the mode bit 0 in front
     coded = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error, matches=True),
                  range(0, h, rows))
-    if len(coded) > 1 and h * w <= STRIPE_PIXELS and \
+    if len(coded) > 1 and h * w <= STRIPE_PIXELS and planes.dtype == np.uint8 and \
             sum(c[2] + c[3] for c in coded) < COPY_ONE_STRIPE * sum(c[5] for c in coded):
         # copies pay a lot (a screenshot, text, a chart): one stripe finds the repeats the split
         # hides from each other, which is worth more than decoding on two cores

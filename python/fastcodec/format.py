@@ -33,6 +33,7 @@ _FIXED3 = struct.Struct("<4sBBBBIII")  # magic, version, flags, channels, max_er
 FIXED3_SIZE = _FIXED3.size  # 20
 MAX_ERROR = 32  # version 3: max_error 0 (lossless) .. 32
 FLAG_COPIES = 0x01  # version 3: each stripe starts with a bit saying whether it copies earlier pixels
+FLAG_DEEP = 0x02  # version 3: 16-bit samples (0..65535); never with FLAG_COPIES
 _ENTRY = struct.Struct("<II")  # size, crc32
 _EXT_ENTRY = struct.Struct("<BII")  # type, size, crc32
 MAX_DIMENSION = 1 << 20
@@ -74,7 +75,12 @@ class Header:
     extension_sizes: tuple = ()  # ((type, size), ...) in file order
     max_error: int | None = None  # version 3: 0 (lossless) .. 32; None for learned (version 1, 2) files
     stripe_rows: int = 0  # version 3: rows per stripe (chunk_sizes are the stripes' sizes)
-    flags: int = 0  # version 3: FLAG_COPIES or 0
+    flags: int = 0  # version 3: FLAG_COPIES, FLAG_DEEP or 0
+
+    @property
+    def bits(self) -> int:
+        """Bits per sample of the decoded image: 16 for a 16-bit version-3 file, else 8."""
+        return 16 if self.flags & FLAG_DEEP else 8
 
     @property
     def pixel_coded(self) -> bool:
@@ -127,8 +133,8 @@ def pack(width, height, channels, quality, model_id: bytes, z: bytes, chunks, ex
 def pack_pixels(width, height, channels, max_error: int, stripe_rows: int, stripes, extensions=(),
                 flags: int = 0) -> bytes:
     """A version-3 file: stripes are the coded payloads of rows [i * stripe_rows, ...); flags
-    FLAG_COPIES when they start with their mode bits."""
-    if flags & ~FLAG_COPIES:
+    FLAG_COPIES when they start with their mode bits, FLAG_DEEP when they hold 16-bit samples."""
+    if flags & ~(FLAG_COPIES | FLAG_DEEP) or flags == FLAG_COPIES | FLAG_DEEP:
         raise ValueError(f"unknown version-3 flags {flags:#04x}")
     if not min(16, height) <= stripe_rows or len(stripes) != -(-height // stripe_rows):
         raise ValueError("one stripe per stripe_rows rows")
@@ -294,7 +300,9 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
         raise FormatError(f"truncated file: {n} bytes, a version-3 header has at least {pixel_header_size(1)}")
     _, _, flags, channels, max_error, w, h, rows = _FIXED3.unpack_from(mv, 0)
     next = mv[FIXED3_SIZE]
-    _check_flags_channels(flags, channels, FLAG_COPIES)
+    _check_flags_channels(flags, channels, FLAG_COPIES | FLAG_DEEP)
+    if flags & FLAG_COPIES and flags & FLAG_DEEP:
+        raise FormatError("invalid flags: copies (bit 0) and 16-bit samples (bit 1) are never set together")
     if max_error > MAX_ERROR:
         raise FormatError(f"invalid max_error {max_error}: allowed 0 (lossless) .. {MAX_ERROR}")
     _check_dimensions(w, h)  # before the stripe height, whose range depends on h
@@ -314,6 +322,8 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
     _check_extension_table(ext_entries)
     if any(size == 0 for size, _ in entries):
         raise FormatError("empty stripe: a stripe's payload is never empty")
+    if flags & FLAG_DEEP and any(t == EXT_ALPHA for t, _, _ in ext_entries):
+        raise FormatError("invalid 16-bit file: it has an alpha plane, which 16-bit files never have")
     views, ext = _payloads(mv, hs, entries, ext_entries, verify_crc, lambda i: f"stripe {i + 1} of {nstripes}")
     hdr = Header(width=w, height=h, channels=channels, quality=None, model_id=b"", z_size=0,
                  chunk_sizes=tuple(s for s, _ in entries), version=VERSION_PIXELS,

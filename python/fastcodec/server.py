@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from . import Codec, __version__
-from ._imageio import encode_image
 from .errors import ArgumentError, FastcodecError, LimitError
 
 FCC_MIME = "application/x-fastcodec"
@@ -168,10 +167,10 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
         body = await body_of(request, "decompress")
 
         def work():
-            im = codec.decompress_image(body, box=region, reduce=reduce)
             # alpha, EXIF, XMP and the ICC profile travel where the format holds them; JPEG of an image with
-            # alpha is refused (400) rather than silently flattened
-            return encode_image(im, PIL_FORMAT[fmt], **({"quality": 95} if fmt in ("jpeg", "webp") else {}))
+            # alpha, or of a 16-bit one, is refused (400) rather than silently flattened
+            return codec._decompress_encoded(body, PIL_FORMAT[fmt], box=region, reduce=reduce,
+                                             **({"quality": 95} if fmt in ("jpeg", "webp") else {}))[0]
 
         data = await guarded("decompress", work)
         bytes_out.labels("decompress").inc(len(data))

@@ -38,6 +38,18 @@ def tiles(h, w):
     return np.stack([r, r, np.where(y < 4, 120, r + 4).clip(0, 255)], axis=2).astype(np.uint8)
 
 
+def deep(h, w, c):
+    """A 16-bit pattern (integers only): 12-bit gradients scaled up, with a pseudo-random texture
+    in the low bits and both ends of the range (fastcodec 0.16, version-3 flag 2)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
+    v = ((x * 4095) // max(w - 1, 1)) * 16 + ((x * 7 + y * 13) * 2654435761 >> 13) % 61
+    v = np.where((x + y) % 11 == 0, 65535, v)
+    v = np.where((x * y) % 17 == 3, 0, v)
+    planes = [v, (v * 3 + y * 500) % 65536, np.clip(v - y * 900, 0, 65535)][:c]
+    out = np.stack(planes, axis=2).astype(np.uint16)
+    return out[..., 0] if c == 1 else out
+
+
 def main():
     OUT.mkdir(exist_ok=True)
     c = fastcodec.Codec()
@@ -62,6 +74,13 @@ def main():
         files["rgb_copies_stripes.fcc"] = c.compress(mixed, lossless=True)
     finally:
         codec_mod.STRIPE_PIXELS = old
+    files["gray16_lossless.fcc"] = c.compress(deep(40, 48, 1), lossless=True)
+    files["rgb16_max_error_5.fcc"] = c.compress(deep(40, 48, 3), max_error=5)
+    codec_mod.STRIPE_PIXELS = 16 * 48
+    try:
+        files["rgb16_stripes.fcc"] = c.compress(deep(40, 48, 3)[::-1], lossless=True)
+    finally:
+        codec_mod.STRIPE_PIXELS = old
     expected = {}
     for name, data in files.items():
         if (OUT / name).exists():
@@ -69,7 +88,9 @@ def main():
         else:
             (OUT / name).write_bytes(data)
         px = fastcodec.decompress(data)
-        expected[name] = {"shape": list(px.shape), "sha256": hashlib.sha256(px.tobytes()).hexdigest(),
+        # samples hashed little-endian, so the digests are the same on every machine
+        expected[name] = {"shape": list(px.shape), "dtype": str(px.dtype),
+                          "sha256": hashlib.sha256(px.astype(px.dtype.newbyteorder("<")).tobytes()).hexdigest(),
                           "max_error": fastcodec.info(data).max_error}
     (OUT / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     print(json.dumps(expected, indent=1))
