@@ -493,16 +493,19 @@ PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix, const 
             fc[i] = uint8_t(fine.ctx(sm.cls[j], g ? std::min(std::abs(int(sm.q[i * C])), kGClasses - 1) : 0));
             if (!deep) ++hist[fc[i]][size_t(qs[i] + kPixelMaxQuantised)];
         }
-        if (deep) {
+        if (deep) {  // counted in one table, only the distinct values sorted
             std::vector<std::vector<int32_t>> of(values.size());
             for (size_t i = 0; i < npix; ++i) of[fc[i]].push_back(qs[i]);
+            std::vector<uint32_t> count(2 * size_t(maxq) + 1, 0);
+            std::vector<int32_t> distinct;
             for (size_t f = 0; f < of.size(); ++f) {
-                std::sort(of[f].begin(), of[f].end());
-                for (size_t k = 0; k < of[f].size();) {
-                    size_t e = k;
-                    while (e < of[f].size() && of[f][e] == of[f][k]) ++e;
-                    values[f].push_back({of[f][k], uint32_t(e - k)});
-                    k = e;
+                distinct.clear();
+                for (int32_t q : of[f])
+                    if (count[size_t(q + maxq)]++ == 0) distinct.push_back(q);
+                std::sort(distinct.begin(), distinct.end());
+                for (int32_t q : distinct) {
+                    values[f].push_back({q, count[size_t(q + maxq)]});
+                    count[size_t(q + maxq)] = 0;
                 }
             }
         }

@@ -602,3 +602,63 @@ def test_16bit_file_rules(codec):
             assert out.shape == img.shape and out.dtype == np.uint16
         except FormatError:
             pass
+
+
+def test_16bit_sample_map(codec):
+    """A 10-bit image scaled to 16 bits uses every 64th value: coded as the ranks of its values,
+    which the sample map lists, it takes about what the 10-bit image itself takes."""
+    ten = deep_image(48, 64, 3, 10, seed=7)
+    scaled = np.rint(ten * (65535 / 1023)).astype(np.uint16)
+    data = codec.compress(scaled, lossless=True)
+    assert np.array_equal(codec.decompress(data), scaled)
+    assert np.array_equal(codec.decompress(data, box=(5, 6, 40, 30)), scaled[6:30, 5:40])
+    hdr, _, _, ext = fmt.parse_all(data)
+    assert fmt.EXT_MAP in ext and fmt.EXT_MAP not in codec.metadata(data)
+    assert np.array_equal(fmt.decode_map(ext[fmt.EXT_MAP]), np.unique(scaled))
+    plain = codec.compress(ten, lossless=True)
+    assert fmt.EXT_MAP not in fmt.parse_all(plain)[3]  # 10-bit values fill their range: no map
+    assert len(data) < 1.05 * len(plain)
+    # near-lossless files have no map: the bound is in the samples' own units
+    near = codec.compress(scaled, max_error=8)
+    assert fmt.EXT_MAP not in fmt.parse_all(near)[3]
+    assert np.abs(codec.decompress(near).astype(int) - scaled).max() <= 8
+
+
+def test_16bit_sample_map_rules(codec):
+    ten = deep_image(20, 24, 1, 10, seed=8)
+    scaled = (ten.astype(np.uint32) * 64).astype(np.uint16)
+    data = codec.compress(scaled, lossless=True)
+    hdr, _, stripes, ext = fmt.parse_all(data)
+    payload = [bytes(x) for x in stripes]
+
+    def with_map(m, flags=fmt.FLAG_DEEP):
+        return fmt.pack_pixels(hdr.width, hdr.height, 1, 0, hdr.stripe_rows, payload, [(fmt.EXT_MAP, m)], flags)
+
+    values = fmt.decode_map(ext[fmt.EXT_MAP])
+    used = np.zeros(65536, bool)
+    used[values] = True
+    assert np.array_equal(codec.decompress(with_map(fmt.encode_map(used))), scaled)
+    few = used.copy()
+    few[values[-1]] = False  # one value too few: the largest rank points past the map
+    with pytest.raises(FormatError, match="outside the sample map"):
+        codec.decompress(with_map(fmt.encode_map(few)))
+    with pytest.raises(FormatError, match="lists no value"):
+        codec.decompress(with_map(fmt.encode_map(np.zeros(65536, bool))))
+    with pytest.raises(FormatError, match="exactly 8192 bytes"):
+        codec.decompress(with_map(b"\x00" + zlib.compress(b"\xff" * 100)))
+    with pytest.raises(FormatError, match="damaged"):
+        codec.decompress(with_map(b"\x00garbage"))
+    with pytest.raises(FormatError, match="method 7"):
+        codec.decompress(with_map(b"\x07" + fmt.encode_map(used)[1:]))
+    # a map in an 8-bit file, or in a learned one, is invalid
+    gray8 = codec.compress(synthetic(16, 16)[..., 0], lossless=True)
+    h8, _, s8, _ = fmt.parse_all(gray8)
+    with pytest.raises(FormatError, match="16-bit files only"):
+        codec.decompress(fmt.pack_pixels(16, 16, 1, 0, h8.stripe_rows, [bytes(x) for x in s8],
+                                         [(fmt.EXT_MAP, fmt.encode_map(used))]))
+    learned = codec.compress(synthetic(16, 16), quality=50)
+    lh, z, chunks, _ = fmt.parse_all(learned)
+    bad = fmt.pack(16, 16, lh.channels, lh.quality, lh.model_id, bytes(z), [bytes(c) for c in chunks],
+                   [(fmt.EXT_MAP, fmt.encode_map(used))])
+    with pytest.raises(FormatError, match="16-bit files only"):
+        codec.decompress(bad)

@@ -909,6 +909,11 @@ class Codec:
 
         _map(decode, range(s0, s1))
         px = out[top - s0 * R:bot - s0 * R, lft:rgt]
+        if fmt.EXT_MAP in e:  # the samples are ranks of the values the map lists
+            values = fmt.decode_map(e[fmt.EXT_MAP])
+            if px.size and int(px.max()) >= values.size:
+                raise FormatError(f"sample {int(px.max())} outside the sample map's {values.size} values")
+            px = values[px]
         if alpha is not None:
             alpha = alpha[top:bot, lft:rgt]
         if C == 1:
@@ -1013,7 +1018,19 @@ def _pixel_file(pixels: np.ndarray, channels: int, max_error: int, ext: list) ->
     """A version-3 file of (H, W, 3) pixels as load_image gives them (one plane if channels is 1)
     with the extension sections ext; uint16 pixels make a 16-bit file (flag FLAG_DEEP)."""
     h, w = pixels.shape[:2]
-    rows, stripes, flags = _pixel_stripes(pixels if channels == 3 else pixels[..., :1], max_error)
+    planes = pixels if channels == 3 else pixels[..., :1]
+    if pixels.dtype == np.uint16 and max_error == 0:
+        # a 16-bit image of fewer levels than its range (a 10- or 12-bit sensor's values scaled to
+        # 16 bits: every 64th or 16th value) is coded as the ranks of its values, which the
+        # sample map lists (halves the file of a scaled 10-bit photograph)
+        used = np.zeros(65536, bool)
+        used[planes.ravel()] = True
+        n = int(used.sum())
+        if 2 * n <= int(np.flatnonzero(used)[-1]) + 1:
+            rank = (np.cumsum(used) - 1).astype(np.uint16)
+            planes = rank[planes]
+            ext = [(fmt.EXT_MAP, fmt.encode_map(used))] + list(ext)
+    rows, stripes, flags = _pixel_stripes(planes, max_error)
     if pixels.dtype == np.uint16:
         flags |= fmt.FLAG_DEEP
     return fmt.pack_pixels(w, h, channels, max_error, rows, stripes, ext, flags)

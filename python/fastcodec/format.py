@@ -43,8 +43,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 # Extension types (docs/format.md, "Extensions"). Types below 128 are critical: a decoder that
 # does not know one must reject the file. Types from 128 up are ancillary: skipped when unknown.
-EXT_ALPHA, EXT_EXIF, EXT_XMP, EXT_ICC = 1, 128, 129, 130
-EXT_NAMES = {EXT_ALPHA: "alpha", EXT_EXIF: "exif", EXT_XMP: "xmp", EXT_ICC: "icc"}
+EXT_ALPHA, EXT_MAP, EXT_EXIF, EXT_XMP, EXT_ICC = 1, 2, 128, 129, 130
+EXT_NAMES = {EXT_ALPHA: "alpha", EXT_MAP: "sample map", EXT_EXIF: "exif", EXT_XMP: "xmp", EXT_ICC: "icc"}
 METADATA = (("exif", EXT_EXIF), ("xmp", EXT_XMP), ("icc", EXT_ICC))  # the ancillary types, by name
 ALPHA_ZLIB_LEFT = 0  # alpha method 0: zlib stream of the row-wise left differences
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
@@ -204,6 +204,8 @@ def parse_all(data, max_pixels: int = DEFAULT_MAX_PIXELS, verify_crc: bool = Tru
     ext_base = header_size(nchunks) - 4 + 1
     ext_entries = [_EXT_ENTRY.unpack_from(mv, ext_base + _EXT_ENTRY.size * i) for i in range(next)]
     _check_extension_table(ext_entries)
+    if any(t == EXT_MAP for t, _, _ in ext_entries):
+        raise FormatError("invalid file: a sample map belongs to 16-bit files only")
     views, ext = _payloads(mv, hs, entries, ext_entries, verify_crc,
                            lambda i: "the hyper-latent section" if i == 0 else f"the latent chunk {i} of {nchunks}")
     hdr = Header(width=w, height=h, channels=channels, quality=q100 / 100.0, model_id=bytes(model_id),
@@ -285,6 +287,8 @@ def _extension_payloads(mv, pos: int, ext_entries, verify_crc: bool) -> dict:
         if t == EXT_ICC and not is_icc_profile(v):
             raise FormatError("invalid ICC extension: it must be an ICC profile (at least 132 bytes, 'acsp' at "
                               "byte 36, its declared size equal to the payload's)")
+        if t == EXT_MAP and v[0] != MAP_ZLIB_BITMAP:
+            raise FormatError(f"unknown sample map method {v[0]}: this fastcodec reads method {MAP_ZLIB_BITMAP}")
         if t == EXT_ALPHA and v[0] != ALPHA_ZLIB_LEFT:
             raise FormatError(f"unknown alpha coding method {v[0]}: this fastcodec reads method {ALPHA_ZLIB_LEFT}")
         if t in EXT_NAMES:
@@ -324,6 +328,8 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
         raise FormatError("empty stripe: a stripe's payload is never empty")
     if flags & FLAG_DEEP and any(t == EXT_ALPHA for t, _, _ in ext_entries):
         raise FormatError("invalid 16-bit file: it has an alpha plane, which 16-bit files never have")
+    if not flags & FLAG_DEEP and any(t == EXT_MAP for t, _, _ in ext_entries):
+        raise FormatError("invalid file: a sample map belongs to 16-bit files only")
     views, ext = _payloads(mv, hs, entries, ext_entries, verify_crc, lambda i: f"stripe {i + 1} of {nstripes}")
     hdr = Header(width=w, height=h, channels=channels, quality=None, model_id=b"", z_size=0,
                  chunk_sizes=tuple(s for s, _ in entries), version=VERSION_PIXELS,
@@ -343,7 +349,7 @@ def is_icc_profile(b) -> bool:
 def metadata_of(ext: dict) -> dict:
     """{"exif": bytes, "xmp": bytes, "icc": bytes} (those present) of the extension payloads
     parse_all returned."""
-    return {EXT_NAMES[t]: bytes(v) for t, v in ext.items() if t != EXT_ALPHA}
+    return {EXT_NAMES[t]: bytes(v) for t, v in ext.items() if t in (EXT_EXIF, EXT_XMP, EXT_ICC)}
 
 
 def repack(data, **changes) -> bytes:
@@ -395,3 +401,38 @@ def decode_alpha(payload, width: int, height: int):
                           "and end there")
     a = np.frombuffer(raw, np.uint8).reshape(height, width)
     return np.cumsum(a, axis=1, dtype=np.uint8)  # undo the left differences (mod 256)
+
+
+MAP_ZLIB_BITMAP = 0  # sample map method: a zlib stream of a bitmap of the 65536 sample values
+_MAP_BYTES = 65536 // 8
+
+
+def encode_map(used) -> bytes:
+    """Sample map extension payload of a bool array of 65536 (True: the value occurs): method byte
+    0, then a zlib stream of the bitmap (bit v of byte v // 8, least significant bit first)."""
+    import numpy as np
+
+    bits = np.packbits(np.asarray(used, dtype=bool), bitorder="little")
+    return bytes([MAP_ZLIB_BITMAP]) + zlib.compress(bits.tobytes(), 9)
+
+
+def decode_map(payload):
+    """Sample map extension payload -> the sample values it lists, ascending (uint16, at least
+    one). The inflated size is capped at the bitmap's 8192 bytes."""
+    import numpy as np
+
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(memoryview(payload)[1:], _MAP_BYTES + 1)
+        if len(raw) == _MAP_BYTES and not d.eof:
+            rest = d.decompress(d.unconsumed_tail, 1)
+            if rest:
+                raw += rest
+    except zlib.error as e:
+        raise FormatError(f"invalid sample map: the zlib stream is damaged ({e})") from None
+    if len(raw) != _MAP_BYTES or not d.eof or d.unused_data or d.unconsumed_tail:
+        raise FormatError(f"invalid sample map: it must inflate to exactly {_MAP_BYTES} bytes and end there")
+    values = np.flatnonzero(np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")).astype(np.uint16)
+    if values.size == 0:
+        raise FormatError("invalid sample map: it lists no value")
+    return values

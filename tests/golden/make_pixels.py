@@ -76,6 +76,8 @@ def main():
         codec_mod.STRIPE_PIXELS = old
     files["gray16_lossless.fcc"] = c.compress(deep(40, 48, 1), lossless=True)
     files["rgb16_max_error_5.fcc"] = c.compress(deep(40, 48, 3), max_error=5)
+    ten = (deep(40, 48, 3).astype(np.int64) >> 6) * 64 + 16  # every 64th value: ranks and a sample map
+    files["rgb16_map.fcc"] = c.compress(ten.astype(np.uint16), lossless=True)
     codec_mod.STRIPE_PIXELS = 16 * 48
     try:
         files["rgb16_stripes.fcc"] = c.compress(deep(40, 48, 3)[::-1], lossless=True)
