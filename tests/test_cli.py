@@ -185,3 +185,21 @@ def test_decompress_a_region(tmp_path):
     r = run("decompress", tmp_path / "img.fcc", "-o", tmp_path / "x.png", "--box", "0,0,91,70")
     assert r.returncode == 1 and "right <= 90" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_16bit_gray_png_round_trip(tmp_path):
+    """A 16-bit gray PNG, compressed losslessly and written back as a 16-bit PNG; JPEG refused."""
+    y, x = np.mgrid[0:40, 0:56]
+    img = ((x * 1000 + y * 577) % 65536).astype(np.uint16)
+    Image.fromarray(img).save(tmp_path / "deep.png")
+    r = run("compress", tmp_path / "deep.png", "--lossless")
+    assert r.returncode == 0, r.stderr
+    r = run("info", tmp_path / "deep.fcc", "--json")
+    d = json.loads(r.stdout)
+    assert (d["bits"], d["max_error"], d["channels"]) == (16, 0, 1)
+    assert "16-bit grayscale" in run("info", tmp_path / "deep.fcc").stdout
+    r = run("decompress", tmp_path / "deep.fcc", "-o", tmp_path / "back.png")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "back.png")), img)
+    r = run("decompress", tmp_path / "deep.fcc", "-o", tmp_path / "back.jpg")
+    assert r.returncode != 0 and "8 bits" in r.stderr and not (tmp_path / "back.jpg").exists()

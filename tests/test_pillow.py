@@ -71,3 +71,21 @@ def test_crop_before_load_decodes_only_the_region(tmp_path, monkeypatch):
         assert not np.asarray(out)[10:].any()
         # after load() crops are Pillow's own, the same pixels
         assert np.array_equal(np.asarray(im.crop((10, 5, 60, 45))), np.asarray(part))
+
+
+def test_16bit_files_in_pillow(tmp_path):
+    """A 16-bit gray file opens as 'I;16' with every bit; a 16-bit RGB one as RGB of its high bytes
+    (as Pillow reads a 16-bit RGB PNG); im.save(lossless=True) of an 'I;16' image keeps 16 bits."""
+    y, x = np.mgrid[0:20, 0:30]
+    gray = ((x * 2111 + y * 333) % 65536).astype(np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g.fcc", lossless=True)
+    assert fastcodec.info(tmp_path / "g.fcc").bits == 16
+    with Image.open(tmp_path / "g.fcc") as im:
+        assert im.mode == "I;16" and im.info["bits"] == 16
+        assert np.array_equal(np.asarray(im), gray)
+        assert np.array_equal(np.asarray(im.crop((3, 4, 20, 15))), gray[4:15, 3:20])
+    rgb = np.stack([gray, gray[::-1], gray[:, ::-1]], axis=2)
+    (tmp_path / "c.fcc").write_bytes(fastcodec.compress(rgb, lossless=True))
+    with Image.open(tmp_path / "c.fcc") as im:
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), (rgb >> 8).astype(np.uint8))
+        assert np.array_equal(np.asarray(im.crop((3, 4, 20, 15))), (rgb[4:15, 3:20] >> 8).astype(np.uint8))

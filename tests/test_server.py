@@ -87,6 +87,16 @@ def test_lossless_over_http(server):
     assert r.status_code == 400 and "quality" in r.json()["error"]
     r = httpx.post(f"{server.url}/v1/compress?max_error=40", content=png_bytes(img), timeout=60)
     assert r.status_code == 422
+    # 16-bit gray: kept as 16 bits, returned as a 16-bit PNG; JPEG cannot hold it (400)
+    deep = ((np.arange(30 * 44).reshape(30, 44) * 997) % 65536).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(deep).save(buf, "PNG")
+    r = httpx.post(f"{server.url}/v1/compress?lossless=true", content=buf.getvalue(), timeout=60)
+    assert r.status_code == 200 and fastcodec.info(r.content).bits == 16
+    d = httpx.post(f"{server.url}/v1/decompress", content=r.content, timeout=60)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(d.content))), deep)
+    d = httpx.post(f"{server.url}/v1/decompress?format=jpeg", content=r.content, timeout=60)
+    assert d.status_code == 400 and "8 bits" in d.json()["error"]
 
 
 def test_region_over_http(server):

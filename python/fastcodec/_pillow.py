@@ -12,6 +12,7 @@ an alpha plane. Saving keeps the image's alpha, EXIF, XMP and ICC profile (``exi
 """
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image, ImageFile
 
 from . import format as fmt
@@ -47,6 +48,10 @@ class FccImageFile(ImageFile.ImageFile):
         if hdr.pixel_coded:  # lossless / near-lossless (format version 3): no quality, no model
             self.info["max_error"] = hdr.max_error
             self.info["lossless"] = hdr.max_error == 0
+            if hdr.bits == 16:  # 16-bit gray is 'I;16'; Pillow has no 16-bit RGB mode: the high bytes, as
+                # Pillow's own PNG reader gives a 16-bit RGB PNG (decompress() returns all 16 bits)
+                self.info["bits"] = 16
+                self._mode = "I;16" if hdr.channels == 1 else "RGB"
         else:
             self.info["quality"] = hdr.quality
             self.info["model"] = hdr.model_id.hex()
@@ -85,7 +90,7 @@ class FccImageFile(ImageFile.ImageFile):
         inside = (box is not None and self.tile and len(box) == 4
                   and all(isinstance(v, int) and not isinstance(v, bool) for v in box)
                   and 0 <= box[0] < box[2] <= self.width and 0 <= box[1] < box[3] <= self.height)
-        if not inside:
+        if not inside or (self.info.get("bits") == 16 and self.mode == "RGB"):
             return super().crop(box)
         from . import default_codec
 
@@ -104,6 +109,8 @@ class FccDecoder(ImageFile.PyDecoder):
         self.fd.seek(0)
         reduce = self.args[1] if len(self.args) > 1 else 1  # FccImageFile.draft's factor
         arr = default_codec().decompress(self.fd.read(), reduce=reduce)
+        if arr.dtype == np.uint16:  # a 16-bit file: 'I;16' (little-endian), or the high bytes of RGB
+            arr = arr.astype("<u2") if arr.ndim == 2 else (arr >> 8).astype(np.uint8)
         self.set_as_raw(arr.tobytes(), self.mode)
         return -1, 0
 
