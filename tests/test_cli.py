@@ -1,4 +1,5 @@
 """The command-line tool, run as a user would (a subprocess)."""
+import io
 import json
 import subprocess
 import sys
@@ -203,3 +204,26 @@ def test_16bit_gray_png_round_trip(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "back.png")), img)
     r = run("decompress", tmp_path / "deep.fcc", "-o", tmp_path / "back.jpg")
     assert r.returncode != 0 and "8 bits" in r.stderr and not (tmp_path / "back.jpg").exists()
+
+
+def test_target_psnr(tmp_path):
+    img = synthetic(48, 64, seed=9)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    r = run("compress", tmp_path / "a.png", "--target-psnr", "33", "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)["files"][0]
+    out = np.asarray(Image.open(io.BytesIO(fastcodec_png(tmp_path / "a.fcc"))))
+    mse = np.mean((out.astype(float) - img) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) >= 33 and rec["quality"] is not None
+    r = run("compress", tmp_path / "a.png", "--target-psnr", "33", "-q", "50", "--force")
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+    r = run("compress", tmp_path / "a.png", "--target-psnr", "0", "--force")
+    assert r.returncode == 2 and "target PSNR" in r.stderr
+
+
+def fastcodec_png(path):
+    import fastcodec
+
+    buf = io.BytesIO()
+    Image.fromarray(fastcodec.decompress(path)).save(buf, "PNG")
+    return buf.getvalue()

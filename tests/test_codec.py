@@ -451,3 +451,62 @@ def test_outputs_get_ordinary_permissions(tmp_path, monkeypatch):
     _os.chmod(tmp_path / "a.fcc", 0o640)
     fastcodec.compress_file(src, tmp_path / "a.fcc", quality=30, overwrite=True)
     assert stat.S_IMODE(_os.stat(tmp_path / "a.fcc").st_mode) == 0o640
+
+
+def _psnr_of(codec, ref, data):
+    out = codec.decompress(data)
+    return float("inf") if np.array_equal(out, ref) else psnr(ref, out)
+
+
+def test_target_psnr(codec):
+    """A file that reaches the PSNR, about the smallest: a learned file near the lowest quality
+    that does, near-lossless beyond quality 100, lossless beyond max_error 1."""
+    ref = synthetic(96, 128, seed=3)
+    grid = {q: codec.compress(ref, quality=q) for q in range(1, 101, 3)}
+    p1, p100 = (_psnr_of(codec, ref, codec.compress(ref, quality=q)) for q in (1, 100))
+    for frac in (0.3, 0.8):
+        target = p1 + frac * (p100 - p1)
+        data = codec.compress(ref, target_psnr=target)
+        q = codec.info(data).quality
+        got = _psnr_of(codec, ref, data)
+        assert q is not None and target <= got < target + 0.5
+        # no larger than the smallest file of a coarse grid of qualities that reaches the target
+        # (PSNR is not exactly monotone in 0.1 steps of quality on a small image: +-0.1 dB)
+        fits = [len(d) for d in grid.values() if _psnr_of(codec, ref, d) >= target]
+        assert len(data) <= min(fits)
+        assert data == codec.compress(ref, quality=q)  # an ordinary file of that quality
+    assert codec.info(codec.compress(ref, target_psnr=p1 - 1)).quality == 1.0
+    beyond = codec.compress(ref, target_psnr=p100 + 3)
+    k = codec.info(beyond).max_error
+    assert k is not None and k >= 1 and _psnr_of(codec, ref, beyond) >= p100 + 3
+    if k < 32:  # the largest max_error that reaches it
+        assert _psnr_of(codec, ref, codec.compress(ref, max_error=k + 1)) < p100 + 3
+    exact = codec.compress(ref, target_psnr=70)
+    assert codec.info(exact).lossless and np.array_equal(codec.decompress(exact), ref)
+
+
+def test_target_psnr_gray_alpha_and_errors(codec):
+    gray = synthetic(64, 80, seed=4)[..., 1]
+    data = codec.compress(gray, target_psnr=33)
+    assert codec.decompress(data).ndim == 2 and psnr(gray, codec.decompress(data)) >= 33
+    # with alpha: measured over the visible pixels, whose colours are what the target is about
+    rgba = np.dstack([synthetic(64, 80, seed=5), np.where(np.arange(80) < 40, 255, 0).astype(np.uint8)[None]
+                      .repeat(64, 0)])
+    out = codec.decompress(codec.compress(rgba, target_psnr=34))
+    assert np.array_equal(out[..., 3], rgba[..., 3])
+    assert psnr(rgba[:, :40, :3], out[:, :40, :3]) >= 34
+    for kwargs, msg in (({"target_psnr": 30, "target_bpp": 1}, "not both"),
+                        ({"target_psnr": 30, "lossless": True}, "target_psnr"),
+                        ({"target_psnr": 0}, r"\(0, 100\]"), ({"target_psnr": float("nan")}, r"\(0, 100\]"),
+                        ({"target_psnr": 101}, r"\(0, 100\]"), ({"target_psnr": "40"}, r"\(0, 100\]")):
+        with pytest.raises(ArgumentError, match=msg):
+            codec.compress(gray, **kwargs)
+
+
+@needs_kodak
+def test_target_psnr_on_kodak(codec):
+    ref = np.asarray(Image.open(kodak_files()[22]).convert("RGB"))
+    for target in (30.0, 36.0):
+        data = codec.compress(ref, target_psnr=target)
+        got = psnr(ref, codec.decompress(data))
+        assert target <= got < target + 0.3, (target, got)

@@ -45,13 +45,14 @@ def default_codec() -> Codec:
 
 def compress(src, quality: float | None = None, target_bpp: float | None = None, target_size: int | None = None,
              keep_metadata: bool = True, exact: bool = False, effort: int = 1, lossless: bool = False,
-             max_error: int | None = None) -> bytes:
+             max_error: int | None = None, target_psnr: float | None = None) -> bytes:
     """Compress ``src`` (path, image bytes, PIL.Image or uint8 array) to .fcc bytes; quality 75 unless
     given. ``lossless=True`` keeps every pixel exactly, ``max_error=k`` every value within k levels
-    (near-lossless); see Codec.compress."""
+    (near-lossless); ``target_bpp`` / ``target_size`` / ``target_psnr`` search the quality for a size or
+    a PSNR; see Codec.compress."""
     return default_codec().compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size,
                                     keep_metadata=keep_metadata, exact=exact, effort=effort, lossless=lossless,
-                                    max_error=max_error)
+                                    max_error=max_error, target_psnr=target_psnr)
 
 
 def decompress(data, box=None, reduce: int = 1):
@@ -81,11 +82,13 @@ def metadata(data) -> dict:
 
 def compress_file(src, dst, quality: float | None = None, target_bpp: float | None = None,
                   overwrite: bool = False, target_size: int | None = None, keep_metadata: bool = True,
-                  exact: bool = False, effort: int = 1, lossless: bool = False, max_error: int | None = None) -> int:
+                  exact: bool = False, effort: int = 1, lossless: bool = False, max_error: int | None = None,
+                  target_psnr: float | None = None) -> int:
     """Compress image file ``src`` to ``dst`` atomically; returns the number of bytes written."""
     dst = check_output(dst, overwrite, src)
     data = compress(src, quality=quality, target_bpp=target_bpp, target_size=target_size,
-                    keep_metadata=keep_metadata, exact=exact, effort=effort, lossless=lossless, max_error=max_error)
+                    keep_metadata=keep_metadata, exact=exact, effort=effort, lossless=lossless, max_error=max_error,
+                    target_psnr=target_psnr)
     write_atomic(dst, data, overwrite)
     return len(data)
 

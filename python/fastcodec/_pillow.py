@@ -125,7 +125,7 @@ def _save(im, fp, filename):
         im = im.copy()
         im.info.update(override)
     data = default_codec().compress(im, quality=info.get("quality"), target_bpp=info.get("target_bpp"),
-                                    target_size=info.get("target_size"),
+                                    target_size=info.get("target_size"), target_psnr=info.get("target_psnr"),
                                     keep_metadata=bool(info.get("keep_metadata", True)),
                                     exact=bool(info.get("exact", False)), effort=info.get("effort", 1),
                                     lossless=bool(info.get("lossless", False)), max_error=info.get("max_error"))

@@ -1,6 +1,7 @@
 """The ``fastcodec`` command line tool.
 
-    fastcodec compress IN... [-o OUT] [-q Q | --target-bpp B | --target-size S] [-j N] [--force] [--quiet|--json]
+    fastcodec compress IN... [-o OUT] [-q Q | --target-bpp B | --target-size S | --target-psnr DB | --lossless |
+                       --max-error K] [-j N] [--force] [--quiet|--json]
     fastcodec decompress IN.fcc... [-o OUT] [--format png] [--box L,T,R,B] [--reduce F] [-j N] [--force] [--quiet|--json]
     fastcodec info FILE.fcc [--detail] [--json]
 
@@ -44,6 +45,7 @@ def _number(kind, cast, lo, hi, lo_open=False, what=None):
 
 _quality = _number("quality", float, 1, 100)
 _bpp = _number("target bpp", float, 0, 64, lo_open=True)
+_psnr = _number("target PSNR", float, 0, 100, lo_open=True)
 _jobs = _number("jobs", int, 1, 256, what="a whole number")
 _effort = _number("effort", int, 1, 3, what="a whole number")
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000 ** 2, "mb": 1000 ** 2, "mib": 1024 ** 2}
@@ -109,6 +111,9 @@ def build_parser():
     g.add_argument("--target-bpp", type=_bpp, help="largest size in bits per pixel; quality is searched")
     g.add_argument("--target-size", type=_size, help="largest file size, e.g. 150K, 150000, 1.5MB or 100KiB "
                    "(K = 1000 bytes); quality is searched")
+    g.add_argument("--target-psnr", type=_psnr, metavar="DB", help="smallest file with at least this PSNR (dB); "
+                   "quality is searched, and above what the learned codec reaches (about 37 dB) the file is "
+                   "near-lossless, above about 50 dB lossless")
     g.add_argument("--lossless", action="store_true", help="keep every pixel exactly (no network; format v3)")
     g.add_argument("--max-error", type=_number("max error", int, 0, 32), metavar="K",
                    help="near-lossless: every value within K levels of the original (1..32; 0 = --lossless)")
@@ -358,7 +363,8 @@ def _batch(args) -> int:
             os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
             if compress:
                 data = codec.compress(src, quality=args.quality, target_bpp=args.target_bpp,
-                                      target_size=args.target_size, keep_metadata=not args.strip_metadata,
+                                      target_size=args.target_size, target_psnr=args.target_psnr,
+                                      keep_metadata=not args.strip_metadata,
                                       exact=args.exact, effort=args.effort, lossless=args.lossless,
                                       max_error=args.max_error)
                 inf = codec.info(data)

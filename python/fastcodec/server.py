@@ -1,7 +1,8 @@
 """HTTP service: ``fastcodec serve`` (FastAPI on uvicorn).
 
 Endpoints
-    POST /v1/compress     body: an image file (any format Pillow reads); query: quality, target_bpp or target_size,
+    POST /v1/compress     body: an image file (any format Pillow reads); query: quality, target_bpp, target_size or
+                          target_psnr,
                           strip_metadata, effort (up to the server's max_effort, 1 unless configured);
                           or lossless=true / max_error=K (near-lossless)
                           -> application/x-fastcodec (.fcc bytes)
@@ -123,6 +124,9 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
     async def compress(request: Request, quality: float | None = Query(None, ge=1, le=100, description="1..100 (default 75)"),
                        target_bpp: float | None = Query(None, gt=0, lt=64),
                        target_size: int | None = Query(None, ge=1, le=1 << 40),
+                       target_psnr: float | None = Query(None, gt=0, le=100, description="smallest file with at "
+                                                         "least this PSNR in dB (near-lossless or lossless above "
+                                                         "what the learned codec reaches)"),
                        strip_metadata: bool = Query(False, description="drop the image's EXIF, XMP and ICC profile (the profile applied first)"),
                        effort: int = Query(1, ge=1, le=3, description="1, or 2-3 to refine the latents (slower "
                                            "encoding, smaller files) where the server allows it (max_effort)"),
@@ -137,7 +141,7 @@ def create_app(codec: Codec | None = None, concurrency: int | None = None, queue
                                      f"got {effort}")
         body = await body_of(request, "compress")
         data = await guarded("compress", lambda: codec.compress(body, quality=quality, target_bpp=target_bpp,
-                                                                target_size=target_size,
+                                                                target_size=target_size, target_psnr=target_psnr,
                                                                 keep_metadata=not strip_metadata, effort=effort,
                                                                 lossless=lossless, max_error=max_error))
         bytes_out.labels("compress").inc(len(data))
