@@ -286,6 +286,25 @@ PYBIND11_MODULE(_core, m) {
           "mode_bit: the file's flag bit 0 (the stripe starts with a bit saying whether it has copies); "
           "deep: the file's flag bit 1 (16-bit samples: a uint16 array)");
 
+    m.def("png_unfilter",
+          [](py::buffer data, size_t rows, size_t row_bytes, int bpp) {
+              py::buffer_info bi = data.request();
+              if (bi.itemsize != 1 || bi.ndim != 1) throw ArgumentError("data must be a 1-D byte buffer");
+              if (rows == 0 || row_bytes == 0 || size_t(bi.size) != rows * (row_bytes + 1))
+                  throw ArgumentError("png_unfilter: the data must be rows x (1 + row bytes) bytes");
+              py::array_t<uint8_t> out({ssize_t(rows), ssize_t(row_bytes)});
+              const uint8_t* src = static_cast<const uint8_t*>(bi.ptr);
+              uint8_t* dst = out.mutable_data();
+              const size_t n = size_t(bi.size);
+              {
+                  py::gil_scoped_release nogil;  // data and out stay alive on this frame
+                  png_unfilter(src, n, rows, row_bytes, bpp, dst);
+              }
+              return out;
+          },
+          py::arg("data"), py::arg("rows"), py::arg("row_bytes"), py::arg("bpp"),
+          "PNG's row filters undone: rows x (1 + row_bytes) bytes -> a (rows, row_bytes) uint8 array");
+
     m.def("tensor_to_pixels",
           [](py::array t, size_t h, size_t w) {
               auto a = expect<float>(t, "tensor", 4);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "errors.hpp"
 
@@ -42,6 +44,48 @@ void tensor_to_pixels(const float* src, size_t ph, size_t pw, uint8_t* dst, size
                 v = v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f;
                 out[3 * x + c] = static_cast<uint8_t>(v + 0.5f);
             }
+        }
+    }
+}
+
+void png_unfilter(const uint8_t* src, size_t size, size_t rows, size_t row_bytes, int bpp, uint8_t* dst) {
+    if (bpp < 1 || bpp > 8 || row_bytes == 0 || row_bytes % size_t(bpp))
+        throw ArgumentError("png_unfilter: bytes per pixel must be 1..8 and divide the row's bytes");
+    if (rows == 0 || size / rows != row_bytes + 1 || size % rows)
+        throw ArgumentError("png_unfilter: the data must be rows x (1 + row bytes) bytes");
+    const size_t b = size_t(bpp);
+    for (size_t y = 0; y < rows; ++y) {
+        const uint8_t* in = src + y * (row_bytes + 1);
+        const int type = in[0];
+        ++in;
+        uint8_t* out = dst + y * row_bytes;
+        const uint8_t* up = y ? out - row_bytes : nullptr;  // the row above, unfiltered (none: zeros)
+        switch (type) {
+            case 0:
+                std::copy(in, in + row_bytes, out);
+                break;
+            case 1:  // Sub: + the byte bpp to the left
+                for (size_t i = 0; i < row_bytes; ++i) out[i] = uint8_t(in[i] + (i >= b ? out[i - b] : 0));
+                break;
+            case 2:  // Up
+                for (size_t i = 0; i < row_bytes; ++i) out[i] = uint8_t(in[i] + (up ? up[i] : 0));
+                break;
+            case 3:  // Average of left and up
+                for (size_t i = 0; i < row_bytes; ++i) {
+                    const int a = i >= b ? out[i - b] : 0, u = up ? up[i] : 0;
+                    out[i] = uint8_t(in[i] + ((a + u) >> 1));
+                }
+                break;
+            case 4:  // Paeth
+                for (size_t i = 0; i < row_bytes; ++i) {
+                    const int a = i >= b ? out[i - b] : 0, u = up ? up[i] : 0, c = (i >= b && up) ? up[i - b] : 0;
+                    const int p = a + u - c, pa = std::abs(p - a), pb = std::abs(p - u), pc = std::abs(p - c);
+                    out[i] = uint8_t(in[i] + (pa <= pb && pa <= pc ? a : pb <= pc ? u : c));
+                }
+                break;
+            default:
+                throw FormatError("PNG: row " + std::to_string(y) + " has filter type " + std::to_string(type) +
+                                  " (0..4 allowed)");
         }
     }
 }

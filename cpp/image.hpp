@@ -17,4 +17,10 @@ void pixels_to_tensor(const uint8_t* src, size_t h, size_t w, ptrdiff_t row_stri
 // Non-finite values map to 0.
 void tensor_to_pixels(const float* src, size_t ph, size_t pw, uint8_t* dst, size_t h, size_t w);
 
+// PNG's row filters undone (ISO/IEC 15948, section 9: None, Sub, Up, Average, Paeth): src holds
+// `rows` filtered rows of 1 + row_bytes bytes (the filter type first), bpp the bytes per complete
+// pixel (1..8); dst receives rows x row_bytes bytes. For 16-bit PNGs that Pillow reads as 8 bits.
+// Throws FormatError for a filter type above 4, ArgumentError for bad sizes.
+void png_unfilter(const uint8_t* src, size_t size, size_t rows, size_t row_bytes, int bpp, uint8_t* dst);
+
 }  // namespace fastcodec

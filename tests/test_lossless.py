@@ -662,3 +662,59 @@ def test_16bit_sample_map_rules(codec):
                    [(fmt.EXT_MAP, fmt.encode_map(used))])
     with pytest.raises(FormatError, match="16-bit files only"):
         codec.decompress(bad)
+
+
+def _png(img, filters, color=2, interlace=0):
+    """A 16-bit PNG of img (H, W, 3 or 4) uint16, row y filtered with filters[y % len(filters)]."""
+    h, w = img.shape[:2]
+    bpp = 2 * img.shape[2]
+    raw = np.ascontiguousarray(img, dtype=">u2").view(np.uint8).reshape(h, w * bpp).astype(np.int64)
+    out = bytearray()
+    for y in range(h):
+        t = filters[y % len(filters)]
+        cur = raw[y]
+        up = raw[y - 1] if y else np.zeros_like(cur)
+        left = np.concatenate([np.zeros(bpp, np.int64), cur[:-bpp]])
+        ul = np.concatenate([np.zeros(bpp, np.int64), up[:-bpp]])
+        p = left + up - ul
+        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - ul)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, ul))
+        pred = [0, left, up, (left + up) // 2, paeth][t]
+        out += bytes([t]) + ((cur - pred) % 256).astype(np.uint8).tobytes()
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, interlace))
+            + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b""))
+
+
+def test_16bit_rgb_png_read_in_full(codec, tmp_path):
+    """Pillow reads a 16-bit RGB PNG as 8 bits; lossless and max_error coding read all 16 (every
+    PNG row filter), from a path or bytes; the lossy codec takes Pillow's 8 bits."""
+    img = deep_image(21, 26, 3, 16, seed=10)
+    png = _png(img, [0, 1, 2, 3, 4, 4, 3])
+    assert Image.open(io.BytesIO(png)).mode == "RGB"
+    (tmp_path / "a.png").write_bytes(png)
+    for src in (png, tmp_path / "a.png", str(tmp_path / "a.png")):
+        data = codec.compress(src, lossless=True)
+        assert np.array_equal(codec.decompress(data), img)
+    near = codec.decompress(codec.compress(png, max_error=7))
+    assert near.dtype == np.uint16 and np.abs(near.astype(int) - img).max() <= 7
+    assert codec.decompress(codec.compress(png, quality=60)).dtype == np.uint8
+    # our own writer's PNG too, and its round trip through decompress_file
+    (tmp_path / "b.fcc").write_bytes(codec.compress(png, lossless=True))
+    fastcodec.decompress_file(tmp_path / "b.fcc", tmp_path / "b.png")
+    assert np.array_equal(codec.decompress(codec.compress(tmp_path / "b.png", lossless=True)), img)
+    # what it refuses, with the reason
+    with pytest.raises(ImageError, match="interlaced"):
+        codec.compress(_png(img, [0], interlace=1), lossless=True)
+    with pytest.raises(ImageError, match="RGBA"):
+        codec.compress(_png(np.dstack([img, img[..., :1]]), [0], color=6), lossless=True)
+    with Image.open(io.BytesIO(png)) as im:  # an image Pillow opened: its 8 bits are all it has
+        with pytest.raises(ImageError, match="pass the file"):
+            codec.compress(im, lossless=True)
+    bad = bytearray(_png(img, [1]))
+    bad[-30] ^= 0xFF  # damage inside the zlib stream (its checksum or data)
+    with pytest.raises(ImageError):
+        codec.compress(bytes(bad), lossless=True)

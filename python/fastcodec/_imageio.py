@@ -181,6 +181,84 @@ def _from_array(a: np.ndarray, deep: bool = False):
                      f"got {a.shape}")
 
 
+def _reads_16_as_8(im) -> bool:
+    """Whether Pillow decodes this (not yet loaded) image's 16-bit colour samples to 8 bits (a 16-bit
+    RGB PNG or TIFF: its tiles' raw mode is 'RGB;16B' and the like)."""
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    for tile in getattr(im, "tile", None) or ():
+        args = tile[3] if len(tile) > 3 else None
+        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else "")
+        if isinstance(raw, str) and ";16" in raw:
+            return True
+    return False
+
+
+def _png16(data: bytes, im, keep_icc: bool):
+    """(pixels uint16 (H, W, 3), 3, None, metadata) of a 16-bit RGB PNG, which Pillow would give as
+    8 bits: its chunks read here, the image data inflated (at most what H x W needs) and its row
+    filters undone by the native core. Interlaced and RGBA ones, those whose EXIF orientation is
+    not upright, and (keep_icc=False) those whose ICC profile would be applied raise ImageError."""
+    import struct
+    import zlib
+
+    from . import _core
+    from .errors import FormatError
+
+    if im.format != "PNG":
+        raise ImageError(f"this {im.format} image has 16-bit colour samples, which Pillow reads as 8 bits: pass "
+                         "a uint16 array (e.g. from tifffile) to code all 16, or convert it to 16-bit PNG")
+    pos, idat, head = 8, [], None
+    while pos + 8 <= len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if len(body) != n:
+            break
+        if kind == b"IHDR":
+            head = struct.unpack(">IIBBBBB", body[:13]) if n >= 13 else None
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + n
+    if head is None:
+        raise ImageError("cannot decode 16-bit PNG: it has no valid IHDR chunk")
+    w, h, depth, color, _, _, interlace = head
+    if depth != 16 or color not in (2, 6):
+        raise ImageError(f"cannot decode this PNG as 16-bit RGB (bit depth {depth}, colour type {color})")
+    if color == 6:
+        raise ImageError("16-bit RGBA PNG: 16-bit images with an alpha channel are not supported; drop the alpha, "
+                         "or convert to 8 bits")
+    if interlace:
+        raise ImageError("interlaced 16-bit PNG: not supported; save it without interlacing")
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation not in (None, 1):
+        raise ImageError(f"16-bit PNG with EXIF orientation {orientation}: rotate the pixels upright first")
+    row = 6 * w
+    want = h * (row + 1)
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(b"".join(idat), want + 1)
+    except zlib.error as e:
+        raise ImageError(f"cannot decode 16-bit PNG: its image data is damaged ({e})") from None
+    if len(raw) != want:
+        raise ImageError(f"cannot decode 16-bit PNG: its image data inflates to {len(raw)} bytes, not {want}")
+    try:
+        rows = _core.png_unfilter(raw, h, row, 6)
+    except FormatError as e:
+        raise ImageError(f"cannot decode 16-bit PNG: {e}") from None
+    pix = rows.view(">u2").reshape(h, w, 3).astype(np.uint16)
+    meta = _metadata(im.info)
+    icc = im.info.get("icc_profile")
+    if isinstance(icc, (bytes, bytearray)) and icc and not (is_icc_profile(icc) and bytes(icc[16:20]) == b"RGB "
+                                                            and _like_srgb(icc, b"RGB ")):
+        if not keep_icc or not is_icc_profile(icc) or bytes(icc[16:20]) != b"RGB ":
+            meta["lossy_conversion"] = "has an ICC profile that would have to be applied to 16-bit samples"
+        else:
+            meta["icc"] = bytes(icc)
+    return pix, 3, None, meta
+
+
 def load_pixels(src, max_pixels: int):
     """Returns (pixels uint8 (H, W, 3), channels)."""
     pix, ch, _, _ = load_image(src, max_pixels)
@@ -200,6 +278,9 @@ def load_image(src, max_pixels: int, keep_icc: bool = True, deep: bool = False):
         pix, ch, alpha = _from_array(src, deep)
     elif isinstance(src, Image.Image):
         _check_size(src.width, src.height, max_pixels)
+        if deep and _reads_16_as_8(src):
+            raise ImageError("this image has 16-bit colour samples, which Pillow gave as 8 bits: pass the file "
+                             "itself (a path or its bytes; 16-bit RGB PNG is read in full) or a uint16 array")
         pix, ch, alpha, meta = _from_pil(src, keep_icc, deep)
     elif isinstance(src, (str, os.PathLike, bytes, bytearray, memoryview)):
         fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray, memoryview)) else src
@@ -208,11 +289,22 @@ def load_image(src, max_pixels: int, keep_icc: bool = True, deep: bool = False):
                 raise ImageError(f"{os.fspath(fp)!r} is a directory, not an image file")
             if not os.path.exists(fp):
                 raise ImageError(f"no such file: {os.fspath(fp)!r}")
+        if deep and not isinstance(fp, io.BytesIO):  # 16-bit RGB PNG is read here, not by Pillow
+            try:
+                with open(fp, "rb") as f:
+                    fp = io.BytesIO(f.read())
+            except PermissionError as e:
+                raise ImageError(f"cannot read {os.fspath(src)!r}: permission denied") from e
+            except OSError as e:
+                raise ImageError(f"cannot read {os.fspath(src)!r}: {e}") from None
         try:
             with Image.open(fp) as im:
                 _check_size(im.width, im.height, max_pixels)
-                im.load()
-                pix, ch, alpha, meta = _from_pil(im, keep_icc, deep)
+                if deep and _reads_16_as_8(im):
+                    pix, ch, alpha, meta = _png16(fp.getvalue(), im, keep_icc)
+                else:
+                    im.load()
+                    pix, ch, alpha, meta = _from_pil(im, keep_icc, deep)
         except (ImageError, LimitError):
             raise
         except Image.DecompressionBombError as e:
