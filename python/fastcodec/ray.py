@@ -59,9 +59,9 @@ class CompressBatch:
 
     def __init__(self, quality: float | None = None, target_bpp: float | None = None, src_root: str | None = None,
                  dst_root: str | None = None, overwrite: bool = False, threads: int = 1, effort: int = 1,
-                 lossless: bool = False, max_error: int | None = None):
+                 lossless: bool = False, max_error: int | None = None, target_psnr: float | None = None):
         self.codec = Codec(threads=threads)
-        self.quality, self.target_bpp, self.effort = quality, target_bpp, effort
+        self.quality, self.target_bpp, self.effort, self.target_psnr = quality, target_bpp, effort, target_psnr
         self.lossless, self.max_error = lossless, max_error
         self.src_root, self.dst_root, self.overwrite = src_root, dst_root, overwrite
 
@@ -72,7 +72,8 @@ class CompressBatch:
             dst, err, fcc = "", "", b""
             try:
                 fcc = self.codec.compress(bytes(data), quality=self.quality, target_bpp=self.target_bpp,
-                                          effort=self.effort, lossless=self.lossless, max_error=self.max_error)
+                                          effort=self.effort, lossless=self.lossless, max_error=self.max_error,
+                                          target_psnr=self.target_psnr)
                 if self.dst_root is not None:
                     dst = _out_path(path, self.src_root, self.dst_root, ".fcc")
                     err = _save(dst, fcc, self.overwrite)
@@ -93,8 +94,6 @@ class DecompressBatch:
         self.src_root, self.dst_root, self.format, self.overwrite = src_root, dst_root, format, overwrite
 
     def __call__(self, batch: dict) -> dict:
-        from ._imageio import encode_image
-
         rows = []
         for path, data in zip(batch["path"], batch["bytes"]):
             dst, size, err = _out_path(path, self.src_root, self.dst_root, "." + self.format), 0, ""
@@ -102,8 +101,8 @@ class DecompressBatch:
                 if os.path.exists(dst) and not self.overwrite:
                     err = "output exists"
                 else:
-                    im = self.codec.decompress_image(bytes(data))
-                    out = encode_image(im, {"jpg": "JPEG"}.get(self.format, self.format.upper()))
+                    out, _ = self.codec._decompress_encoded(bytes(data), {"jpg": "JPEG"}.get(self.format,
+                                                                                             self.format.upper()))
                     err = _save(dst, out, self.overwrite)
                     size = 0 if err else len(out)
             except (FastcodecError, OSError) as e:
@@ -135,13 +134,16 @@ def _run(src, cls, exts, concurrency, batch_size, **kw):
 
 def compress_folder(src: str, dst: str, quality: float | None = None, target_bpp: float | None = None,
                     overwrite: bool = False, concurrency: int | None = None, batch_size: int = 8,
-                    effort: int = 1, lossless: bool = False, max_error: int | None = None) -> dict:
+                    effort: int = 1, lossless: bool = False, max_error: int | None = None,
+                    target_psnr: float | None = None) -> dict:
     """Compress every image under ``src`` to ``dst`` (same relative paths, .fcc) on the Ray cluster
     ``ray.init()`` connected to; returns counts, bytes written and per-file errors. ``effort``
     2 or 3 (see Codec.compress) suits batch jobs: smaller files for more encoder time;
-    ``lossless=True`` / ``max_error=k`` archive the pixels exactly / within k levels."""
+    ``lossless=True`` / ``max_error=k`` archive the pixels exactly / within k levels, ``target_psnr``
+    the smallest files of at least that PSNR."""
     return _run(src, CompressBatch, IMAGE_EXTS, concurrency, batch_size, quality=quality, target_bpp=target_bpp,
-                dst_root=dst, overwrite=overwrite, effort=effort, lossless=lossless, max_error=max_error)
+                dst_root=dst, overwrite=overwrite, effort=effort, lossless=lossless, max_error=max_error,
+                target_psnr=target_psnr)
 
 
 def decompress_folder(src: str, dst: str, format: str = "png", overwrite: bool = False,
