@@ -185,3 +185,19 @@ def test_archived_bundle_is_verified(name, tmp_path):
     (bad / "decoder.onnx").unlink()
     with pytest.raises(ModelError, match="lacks decoder.onnx"):
         load_model(bad)
+
+
+INVALID = Path(__file__).resolve().parent / "golden" / "invalid"
+
+
+@pytest.mark.parametrize("name", sorted(json.loads((INVALID / "expected.json").read_text())))
+def test_golden_invalid_file_is_rejected(name):
+    """Files every decoder must reject (docs/format.md "Validation"; tests/golden/make_invalid.py):
+    each raises an error of fastcodec's family that names what is wrong: one caused by the input
+    (a ValueError), or ModelError for a model no installation has."""
+    want = json.loads((INVALID / "expected.json").read_text())[name]
+    data = (INVALID / name).read_bytes()
+    with pytest.raises(fastcodec.FastcodecError) as e:
+        fastcodec.decompress(data)
+    assert isinstance(e.value, (ValueError, fastcodec.ModelError)), (name, e.value)
+    assert want["error"] in str(e.value), (name, want["why"], str(e.value))
