@@ -242,6 +242,39 @@ def reduce_pixels(a: np.ndarray, f: int) -> np.ndarray:
     return ((s + n // 2) // n).astype(a.dtype)
 
 
+def _regula_falsi(probe, lo: float, hi: float, f_lo: float, f_hi: float, low, done, resolution: float,
+                  steps: int) -> tuple:
+    """Where an increasing function of quality crosses zero, between qualities lo and hi whose
+    values f_lo (on the low side) and f_hi (on the high side) are known: regula falsi on the
+    0.01 quality grid with the Illinois step (a stale end's weight halved), bisection where that
+    stalls. probe(q) -> (f, payload); low(f): whether q joins the low side; done(f_lo, f_hi) on the
+    true values stops early, and so does a bracket of `resolution` or `steps` probes. Returns
+    (lo, hi, payload at lo, payload at hi), a payload None for an end not probed here.
+    (The quality searches of compress: target_bpp / target_size and target_psnr.)"""
+    w_lo, w_hi = f_lo, f_hi  # interpolation weights
+    p_lo = p_hi = None
+    side = 0
+    for _ in range(steps):
+        if hi - lo <= resolution or done(f_lo, f_hi):
+            break
+        t = w_lo / (w_lo - w_hi)
+        mid = round(lo + min(max(t, 0.05), 0.95) * (hi - lo), 2)
+        if not lo < mid < hi:
+            mid = round((lo + hi) / 2, 2)
+            if not lo < mid < hi:
+                break
+        f, payload = probe(mid)
+        if low(f):
+            lo, f_lo, w_lo, p_lo = mid, f, f, payload
+            w_hi = w_hi / 2 if side == -1 else w_hi  # Illinois: the other end went stale
+            side = -1
+        else:
+            hi, f_hi, w_hi, p_hi = mid, f, f, payload
+            w_lo = w_lo / 2 if side == 1 else w_lo
+            side = 1
+    return lo, hi, p_lo, p_hi
+
+
 def _window(lo: int, hi: int, n: int, halo: int, f: int) -> tuple:
     """Latent rows (or columns) [a0, a1) whose synthesis decodes pixels [lo, hi) exactly: the
     latents under them, widened by the halo and clipped to the n latents of the image."""
@@ -715,28 +748,16 @@ class Codec:
         if len(top) <= budget:
             return top, hi
         goal = math.log(budget)
-        f_lo, f_hi = math.log(len(best)) - goal, math.log(len(top)) - goal  # f_lo <= 0 < f_hi
-        side = 0
-        for _ in range(20):  # bisection alone needs 14 steps for the 0.01 resolution
-            if hi - lo <= 0.011 or len(best) >= budget * (1 - TARGET_SLACK):
-                break
-            t = f_lo / (f_lo - f_hi)
-            mid = round(lo + min(max(t, 0.05), 0.95) * (hi - lo), 2)
-            if not lo < mid < hi:
-                mid = round((lo + hi) / 2, 2)
-                if not lo < mid < hi:
-                    break
-            data = self._pack(y, mid, h, w, channels, ext)
-            f = math.log(len(data)) - goal
-            if f <= 0:
-                lo, f_lo, best = mid, f, data
-                f_hi = f_hi / 2 if side == -1 else f_hi  # Illinois: the other end went stale
-                side = -1
-            else:
-                hi, f_hi = mid, f
-                f_lo = f_lo / 2 if side == 1 else f_lo
-                side = 1
-        return best, lo
+
+        def probe(q):
+            data = self._pack(y, q, h, w, channels, ext)
+            return math.log(len(data)) - goal, data
+
+        # f_lo <= 0 < f_hi; bisection alone needs 14 steps for the 0.01 resolution
+        lo, _, found, _ = _regula_falsi(probe, lo, hi, math.log(len(best)) - goal, math.log(len(top)) - goal,
+                                        low=lambda f: f <= 0, done=lambda f_lo, _: f_lo >= math.log(1 - TARGET_SLACK),
+                                        resolution=0.011, steps=20)
+        return found or best, lo
 
     def _compress_to_psnr(self, y, source, visible, channels, ext, target: float, exact_file, pixels,
                           effort: int) -> bytes:
@@ -764,36 +785,19 @@ class Codec:
 
         def learned(q):
             data = self._pack(y, q, h, w, channels, ext)
-            return data, psnr(data) - target
+            return psnr(data) - target, data
 
         found = []
         lo, hi = float(QUALITY_MIN), float(QUALITY_MAX)
-        top, f_hi = learned(hi)
+        f_hi, top = learned(hi)
         if f_hi >= 0:
-            best, f_lo = learned(lo)
+            f_lo, best = learned(lo)
             if f_lo >= 0:
                 found.append((best, lo))
             else:
-                best, side = top, 0
-                for _ in range(16):
-                    if hi - lo <= 0.1 or f_hi <= 0.02:
-                        break
-                    t = f_lo / (f_lo - f_hi)
-                    mid = round(lo + min(max(t, 0.05), 0.95) * (hi - lo), 2)
-                    if not lo < mid < hi:
-                        mid = round((lo + hi) / 2, 2)
-                        if not lo < mid < hi:
-                            break
-                    data, f = learned(mid)
-                    if f >= 0:
-                        hi, f_hi, best = mid, f, data
-                        f_lo = f_lo / 2 if side == 1 else f_lo  # Illinois: the other end went stale
-                        side = 1
-                    else:
-                        lo, f_lo = mid, f
-                        f_hi = f_hi / 2 if side == -1 else f_hi
-                        side = -1
-                found.append((best, hi))
+                _, hi, _, best = _regula_falsi(learned, lo, hi, f_lo, f_hi, low=lambda f: f < 0,
+                                               done=lambda _, f_hi: f_hi <= 0.02, resolution=0.1, steps=16)
+                found.append((best or top, hi))
             if effort > 1:
                 refined = self._pack(y, found[0][1], h, w, channels, ext, pixels, effort)
                 if len(refined) < len(found[0][0]) and psnr(refined) >= target:
