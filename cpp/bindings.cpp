@@ -184,7 +184,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("pixels"), py::arg("padded_height"), py::arg("padded_width"));
 
     m.def("pixel_encode_stripe",
-          [](py::array img, int max_error, bool want_recon, bool matches) -> py::tuple {
+          [](py::array img, int max_error, bool want_recon, bool matches, bool contexts2) -> py::tuple {
               if (img.dtype().kind() != 'u' || (img.itemsize() != 1 && img.itemsize() != 2))
                   throw ArgumentError("pixels must be a uint8 or uint16 array");
               if (img.ndim() != 3 || (img.shape(2) != 1 && img.shape(2) != 3))
@@ -205,7 +205,7 @@ PYBIND11_MODULE(_core, m) {
                   {
                       py::gil_scoped_release nogil;  // img stays alive on this frame; see the top
                       out = pixel_encode_stripe16(src, img.strides(0) / 2, img.strides(1) / 2, img.strides(2) / 2, w,
-                                                  rows, c, max_error, rp, &st);
+                                                  rows, c, max_error, rp, &st, contexts2);
                   }
                   py::bytes b(reinterpret_cast<const char*>(out.data()), out.size());
                   return py::make_tuple(b, want_recon ? py::object(recon) : py::object(py::none()),
@@ -224,21 +224,23 @@ PYBIND11_MODULE(_core, m) {
               bool used = false;
               {
                   py::gil_scoped_release nogil;  // img stays alive on this frame; see the top
-                  out = pixel_encode_stripe(src, rs, cs, chs, w, rows, c, max_error, rp, &st, matches, &used);
+                  out = pixel_encode_stripe(src, rs, cs, chs, w, rows, c, max_error, rp, &st, matches, &used, contexts2);
               }
               py::bytes b(reinterpret_cast<const char*>(out.data()), out.size());
               return py::make_tuple(b, want_recon ? py::object(recon) : py::object(py::none()),
                                     st.header_bits, st.data_bits, used, st.plain_bits);
           },
           py::arg("pixels"), py::arg("max_error"), py::arg("recon") = false, py::arg("matches") = false,
+          py::arg("contexts2") = false,
           "codes a stripe of pixels (rows, width, 1 or 3) uint8, any strides; returns (bytes, the "
           "decoded pixels or None, table bits, sample bits, whether it has copies: then it starts "
           "with the mode bit 1, else it has no mode bit; the bits it would take without copies). "
-          "uint16 pixels: a stripe of a 16-bit file (flag bit 1), never with copies");
+          "uint16 pixels: a stripe of a 16-bit file (flag bit 1), never with copies; contexts2: a stripe of a "
+          "file with flag bit 2");
 
     m.def("pixel_decode_stripe",
           [](py::buffer data, int width, int rows, int channels, int max_error, py::object out_obj,
-             bool mode_bit, bool deep) -> py::object {
+             bool mode_bit, bool deep, bool contexts2) -> py::object {
               py::buffer_info bi = data.request();
               if (bi.itemsize != 1 || bi.ndim != 1) throw ArgumentError("data must be a 1-D byte buffer");
               const uint8_t* dp = static_cast<const uint8_t*>(bi.ptr);
@@ -259,7 +261,8 @@ PYBIND11_MODULE(_core, m) {
                   uint16_t* op = out.mutable_data();
                   {
                       py::gil_scoped_release nogil;  // data and out stay alive on this frame
-                      pixel_decode_stripe16(dp, n, width, rows, channels, max_error, op, ptrdiff_t(width) * channels);
+                      pixel_decode_stripe16(dp, n, width, rows, channels, max_error, op, ptrdiff_t(width) * channels,
+                                            contexts2);
                   }
                   return std::move(out);
               }
@@ -276,15 +279,16 @@ PYBIND11_MODULE(_core, m) {
               {
                   py::gil_scoped_release nogil;  // data and out stay alive on this frame
                   pixel_decode_stripe(dp, n, width, rows, channels, max_error, op,
-                                      ptrdiff_t(width) * channels, mode_bit);
+                                      ptrdiff_t(width) * channels, mode_bit, contexts2);
               }
               return out;
           },
           py::arg("data"), py::arg("width"), py::arg("rows"), py::arg("channels"), py::arg("max_error"),
           py::arg("out") = py::none(), py::arg("mode_bit") = false, py::arg("deep") = false,
+          py::arg("contexts2") = false,
           "decodes a stripe into a new (rows, width, channels) uint8 array, or into out (C-contiguous); "
           "mode_bit: the file's flag bit 0 (the stripe starts with a bit saying whether it has copies); "
-          "deep: the file's flag bit 1 (16-bit samples: a uint16 array)");
+          "deep: the file's flag bit 1 (16-bit samples: a uint16 array); contexts2: its flag bit 2");
 
     m.def("png_unfilter",
           [](py::buffer data, size_t rows, size_t row_bytes, int bpp) {

@@ -22,13 +22,23 @@ inline int activity_class(int a) {
     return (a >= 1) + (a >= 3) + (a >= 6) + (a >= 10) + (a >= 16) + (a >= 26) + (a >= 42);
 }
 
+// Contexts 2 (flag bit 2): 16 classes of the weighted prediction's expected error.
+constexpr int kMaxActivityClasses = 16;
+inline int activity_class2(int a) {
+    static constexpr int t[15] = {1, 2, 3, 4, 6, 8, 10, 13, 16, 20, 26, 33, 42, 55, 75};
+    int c = 0;
+    for (int v : t) c += a >= v;
+    return c;
+}
+
 inline int zigzag(int d) { return d >= 0 ? 2 * d : -2 * d - 1; }
 inline int unzigzag(uint32_t z) { return (z & 1) ? -int((z + 1) >> 1) : int(z >> 1); }
 
 struct PlaneConfig {
-    int shift = 0;  // activity classes 8 >> shift
-    int g = 0;      // colour differences: contexts split by the green error's class
-    int nctx() const { return (kPixelActivityClasses >> shift) * (g ? kGClasses : 1); }
+    int shift = 0;     // activity classes: classes >> shift
+    int g = 0;         // colour differences: contexts split by the green (or red) error's class
+    int classes = kPixelActivityClasses;  // 8, or 16 with contexts 2
+    int nctx() const { return (classes >> shift) * (g ? kGClasses : 1); }
     int ctx(int ca, int gc) const { return g ? (ca >> shift) * kGClasses + gc : ca >> shift; }
 };
 
@@ -105,8 +115,11 @@ const WeightTable kWeights;
 // ones do.
 class PlaneModel {
 public:
-    PlaneModel(int width, int near, int lo, int hi, int ws = 0)
-        : W_(size_t(width)), ws_(ws), bias_(near, lo, hi, ws), a_(3 * W_, 0), err_(size_t(kSub) * 2 * (W_ + 2), 0) {}
+    // ctx2 (contexts 2): the activity class is that of the weighted prediction's expected error
+    // (the sub-predictors' neighbour errors averaged with the prediction's weights), 16 classes
+    PlaneModel(int width, int near, int lo, int hi, int ws = 0, bool ctx2 = false)
+        : W_(size_t(width)), ws_(ws), ctx2_(ctx2), bias_(near, lo, hi, ws), a_(3 * W_, 0),
+          err_(size_t(kSub) * 2 * (W_ + 2), 0) {}
 
     // Prediction of sample (y, x); remembers the sub-predictions for commit().
     Predictor predict(int y, int x) {
@@ -120,11 +133,12 @@ public:
         const int32_t* ep = errs(y + 1) + size_t(x + 1) * kSub;  // ... at (y - 1, x)
         int32_t e[kSub];
         for (int i = 0; i < kSub; ++i) e[i] = ec[i - kSub] + ep[i - kSub] + ep[i] + ep[i + kSub];
-        int64_t num = 0, den = 0;
+        int64_t num = 0, den = 0, err = 0;
         for (int i = 0; i < kSub; ++i) {
             const int64_t w = kWeights.w[std::min(e[i] >> (2 + ws_), 4095)];
             num += w * sub_[i];
             den += w;
+            err += w * e[i];
         }
         int pred = int(floor_div(2 * num + 4 * den, 8 * den));  // round(num / den / 4)
         int q1 = bias_.quant(UR - U), q2 = bias_.quant(U - UL), q3 = bias_.quant(UL - L);
@@ -138,6 +152,10 @@ public:
         // the former uses it
         if (bias_.near > 0) pred += sign * bias_.C[q];
         pred = pred < bias_.lo ? bias_.lo : (pred > bias_.hi ? bias_.hi : pred);
+        if (ctx2_) {  // the expected error: sum of the neighbours' errors, weighted as the prediction
+            const int act = int(err / den / 4);
+            return {pred, activity_class2((act / (bias_.near + 1)) >> ws_), q, sign};
+        }
         const int act = std::abs(UR - U) + std::abs(U - UL) + std::abs(UL - L) + std::abs(L - LL);
         return {pred, activity_class((act / (bias_.near + 1)) >> ws_), q, sign};
     }
@@ -219,6 +237,7 @@ private:
 
     size_t W_;
     int ws_;
+    bool ctx2_;
     BiasState bias_;
     std::vector<int32_t> a_;    // reconstructed values, rows y % 3
     std::vector<int32_t> err_;  // |4 a - sub-prediction| per position and sub-predictor, rows y % 2
@@ -231,21 +250,30 @@ inline int quantise(int e, int near, int step) {
 
 inline int clamp_to(int v, int maxval) { return v < 0 ? 0 : (v > maxval ? maxval : v); }
 
+// What plane p's value is a difference from, given the pixel's decoded planes before it (rec[0]
+// green, rec[1] red): nothing for plane 0 (green or gray), green for plane 1 (red), and for
+// plane 2 (blue) green, or with contexts 2 the mean of red and green.
+inline int plane_reference(size_t p, const int* rec, bool ctx2) {
+    if (p == 0) return 0;
+    return (p == 2 && ctx2) ? (rec[0] + rec[1]) >> 1 : rec[0];
+}
+
 // The decoded value of plane p's sample from its coded error q (the same in encoder and
-// decoder): plane 0 (green or gray) directly, planes 1 and 2 as differences from the pixel's
-// decoded green g_rec (set by plane 0). Records it in the plane's model. Values 0..maxval
-// (255, or 65535 in 16-bit stripes).
-inline int reconstruct(PlaneModel& m, size_t p, int y, int x, const Predictor& pr, int q, int step, int& g_rec,
-                       int maxval) {
-    const int d = pr.pred + pr.sign * q * step;
-    if (p == 0) {
-        g_rec = clamp_to(d, maxval);
-        m.commit(y, x, g_rec, pr, q);
-        return g_rec;
-    }
-    const int value = clamp_to(g_rec + d, maxval);
-    m.commit(y, x, value - g_rec, pr, q);
+// decoder), stored in rec[p] and recorded in the plane's model (as the difference from its
+// reference). Values 0..maxval (255, or 65535 in 16-bit stripes).
+inline int reconstruct(PlaneModel& m, size_t p, int y, int x, const Predictor& pr, int q, int step, int* rec,
+                       int maxval, bool ctx2) {
+    const int ref = plane_reference(p, rec, ctx2);
+    const int value = clamp_to(ref + pr.pred + pr.sign * q * step, maxval);
+    m.commit(y, x, value - ref, pr, q);
+    rec[p] = value;
     return value;
+}
+
+// The class of the other plane's coded error that splits a colour difference's contexts (g):
+// green's (plane 0), or with contexts 2 for plane 2 (blue) red's (plane 1).
+inline int cross_class(const int32_t* q, size_t p, bool ctx2) {
+    return std::min(std::abs(int(q[(p == 2 && ctx2) ? 1 : 0])), kGClasses - 1);
 }
 
 int alphabet_size(int mode, int v, int nruns) { return mode == 0 ? 2 * v + 2 : nruns * (2 * v + 1); }
@@ -470,7 +498,7 @@ int choose_r(const std::vector<const std::vector<ValueCount>*>& lists, int maxq)
 // in the fewest bits; only configuration `only` if given. deep: a 16-bit stripe (values up to
 // maxq = 131070 in magnitude, each table with its r).
 PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix, const PlaneConfig* only = nullptr,
-                     bool deep = false) {
+                     bool deep = false, bool ctx2 = false) {
     PlanePlan best;
     const size_t C = size_t(channels);
     const int gmax = (p > 0) ? 1 : 0;
@@ -481,6 +509,7 @@ PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix, const 
         // distinct values of each and their counts)
         PlaneConfig fine;
         fine.g = g;
+        fine.classes = ctx2 ? kMaxActivityClasses : kPixelActivityClasses;
         std::vector<std::vector<uint32_t>> hist(deep ? 0 : size_t(fine.nctx()),
                                                 std::vector<uint32_t>(2 * kPixelMaxQuantised + 1, 0));
         std::vector<std::vector<ValueCount>> values(deep ? size_t(fine.nctx()) : 0);
@@ -490,7 +519,7 @@ PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix, const 
         for (size_t i = 0; i < npix; ++i) {
             const size_t j = i * C + size_t(p);
             qs[i] = sm.q[j];
-            fc[i] = uint8_t(fine.ctx(sm.cls[j], g ? std::min(std::abs(int(sm.q[i * C])), kGClasses - 1) : 0));
+            fc[i] = uint8_t(fine.ctx(sm.cls[j], g ? cross_class(&sm.q[i * C], size_t(p), ctx2) : 0));
             if (!deep) ++hist[fc[i]][size_t(qs[i] + kPixelMaxQuantised)];
         }
         if (deep) {  // counted in one table, only the distinct values sorted
@@ -514,12 +543,13 @@ PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix, const 
             PlanePlan plan;
             plan.cfg.shift = shift;
             plan.cfg.g = g;
+            plan.cfg.classes = fine.classes;
             const int nctx = plan.cfg.nctx();
             std::vector<Stats> st;
-            uint8_t r_of_fine[kPixelActivityClasses * kGClasses] = {};
+            uint8_t r_of_fine[kMaxActivityClasses * kGClasses] = {};
             if (!deep) {
                 st.assign(static_cast<size_t>(nctx), Stats());
-                for (int ca = 0; ca < kPixelActivityClasses; ++ca)
+                for (int ca = 0; ca < fine.classes; ++ca)
                     for (int gc = 0; gc < (g ? kGClasses : 1); ++gc) {
                         Stats& t = st[size_t(plan.cfg.ctx(ca, gc))];
                         const std::vector<uint32_t>& h = hist[size_t(fine.ctx(ca, gc))];
@@ -531,12 +561,12 @@ PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix, const 
             } else {
                 for (int c = 0; c < nctx; ++c) {
                     std::vector<const std::vector<ValueCount>*> lists;
-                    for (int ca = 0; ca < kPixelActivityClasses; ++ca)
+                    for (int ca = 0; ca < fine.classes; ++ca)
                         for (int gc = 0; gc < (g ? kGClasses : 1); ++gc)
                             if (plan.cfg.ctx(ca, gc) == c) lists.push_back(&values[size_t(fine.ctx(ca, gc))]);
                     const int r = choose_r(lists, maxq);
                     st.push_back(deep_stats(lists, r, maxq));
-                    for (int ca = 0; ca < kPixelActivityClasses; ++ca)
+                    for (int ca = 0; ca < fine.classes; ++ca)
                         for (int gc = 0; gc < (g ? kGClasses : 1); ++gc)
                             if (plan.cfg.ctx(ca, gc) == c) r_of_fine[fine.ctx(ca, gc)] = uint8_t(r);
                 }
@@ -547,8 +577,8 @@ PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix, const 
                 any_runs |= t.runs;
             }
             if (any_runs) {  // the zero runs of the contexts where zeros dominate
-                Stats* of_fine[kPixelActivityClasses * kGClasses] = {};
-                for (int ca = 0; ca < kPixelActivityClasses; ++ca)
+                Stats* of_fine[kMaxActivityClasses * kGClasses] = {};
+                for (int ca = 0; ca < fine.classes; ++ca)
                     for (int gc = 0; gc < (g ? kGClasses : 1); ++gc) {
                         Stats& t = st[size_t(plan.cfg.ctx(ca, gc))];
                         if (t.runs) of_fine[fine.ctx(ca, gc)] = &t;
@@ -707,7 +737,8 @@ std::vector<uint8_t> read_lengths(BitReader& br, size_t n) {
 // descriptions, then the samples pixel by pixel.
 class SampleWriter {
 public:
-    SampleWriter(const Samples& sm, std::vector<PlanePlan> plans, size_t C, size_t npix, bool deep = false)
+    SampleWriter(const Samples& sm, std::vector<PlanePlan> plans, size_t C, size_t npix, bool deep = false,
+                 bool ctx2 = false)
         : sm_(sm), plans_(std::move(plans)), C_(C), npix_(npix), deep_(deep), tabs_(C), table_of_(npix * C) {
         for (size_t p = 0; p < C; ++p) {
             tabs_[p].resize(plans_[p].tables.size());
@@ -723,8 +754,8 @@ public:
         }
         // each table's values in coding order (for the zero runs' look-ahead)
         for (size_t i = 0; i < npix; ++i) {
-            const int gc = std::min(std::abs(int(sm.q[i * C])), kGClasses - 1);
             for (size_t p = 0; p < C; ++p) {
+                const int gc = cross_class(&sm.q[i * C], p, ctx2);
                 const size_t j = i * C + p;
                 const int t = plans_[p].map[size_t(plans_[p].cfg.ctx(sm.cls[j], gc))];
                 table_of_[j] = uint8_t(t);
@@ -1114,10 +1145,12 @@ Samples literal_samples(const Samples& sm, const std::vector<Token>& tokens, siz
 }
 
 std::vector<PlanePlan> plan_planes(const Samples& sm, int channels, size_t npix,
-                                   const std::vector<PlanePlan>* configs = nullptr, bool deep = false) {
+                                   const std::vector<PlanePlan>* configs = nullptr, bool deep = false,
+                                   bool ctx2 = false) {
     std::vector<PlanePlan> plans;
     for (int p = 0; p < channels; ++p)
-        plans.push_back(plan_plane(sm, p, channels, npix, configs ? &(*configs)[size_t(p)].cfg : nullptr, deep));
+        plans.push_back(
+            plan_plane(sm, p, channels, npix, configs ? &(*configs)[size_t(p)].cfg : nullptr, deep, ctx2));
     return plans;
 }
 
@@ -1138,7 +1171,7 @@ int sample_scale(const T* px, ptrdiff_t row_stride, ptrdiff_t col_stride, ptrdif
 template <typename T>
 std::vector<uint8_t> encode_stripe(const T* px, ptrdiff_t row_stride, ptrdiff_t col_stride, ptrdiff_t ch_stride,
                                    int width, int rows, int channels, int max_error, T* recon,
-                                   PixelStripeStats* stats, bool allow_matches, bool* used_matches) {
+                                   PixelStripeStats* stats, bool allow_matches, bool* used_matches, bool ctx2) {
     constexpr bool deep = sizeof(T) == 2;
     constexpr int maxval = deep ? 65535 : 255;
     check_dims(width, rows, channels, max_error);
@@ -1150,27 +1183,27 @@ std::vector<uint8_t> encode_stripe(const T* px, ptrdiff_t row_stride, ptrdiff_t 
     sm.q.resize(npix * C);
     sm.cls.resize(npix * C);
     std::vector<PlaneModel> model;
-    for (size_t p = 0; p < C; ++p) model.emplace_back(width, near, p == 0 ? 0 : -maxval, maxval, ws);
+    for (size_t p = 0; p < C; ++p) model.emplace_back(width, near, p == 0 ? 0 : -maxval, maxval, ws, ctx2);
     for (int y = 0; y < rows; ++y) {
         const T* src = px + ptrdiff_t(y) * row_stride;
         for (int x = 0; x < width; ++x) {
             const T* pix = src + ptrdiff_t(x) * col_stride;
             const size_t i = (size_t(y) * W + size_t(x)) * C;
-            int g_rec = 0;
+            int rec[3] = {0, 0, 0};
             for (size_t p = 0; p < C; ++p) {
                 const Predictor pr = model[p].predict(y, x);
                 const int ch = C == 3 ? kPlaneChannel[p] : 0;
                 const int orig = pix[ptrdiff_t(ch) * ch_stride];
-                const int target = p == 0 ? orig : orig - g_rec;
+                const int target = orig - plane_reference(p, rec, ctx2);
                 const int q = quantise(pr.sign * (target - pr.pred), near, step);
                 sm.q[i + p] = q;
                 sm.cls[i + p] = uint8_t(pr.cls);
-                const int value = reconstruct(model[p], p, y, x, pr, q, step, g_rec, maxval);
+                const int value = reconstruct(model[p], p, y, x, pr, q, step, rec, maxval, ctx2);
                 if (recon) recon[i + size_t(ch)] = T(value);
             }
         }
     }
-    SampleWriter plain(sm, plan_planes(sm, channels, npix, nullptr, deep), C, npix, deep);
+    SampleWriter plain(sm, plan_planes(sm, channels, npix, nullptr, deep, ctx2), C, npix, deep, ctx2);
     if (stats) stats->plain_bits = plain.bits();
     // Copies of earlier pixels (lossless only, where the decoded pixels are the original ones, so
     // that the literal pixels' samples stay as computed above), parsed with the plain stripe's
@@ -1201,7 +1234,7 @@ std::vector<uint8_t> encode_stripe(const T* px, ptrdiff_t row_stride, ptrdiff_t 
             best_lit = literal_samples(sm, best_tokens, C);
             // the plain stripe's configurations, tables made anew (searching them all again
             // saves 0.01 % on photographs, nothing on synthetic images, for 15 % more time)
-            best_plans = plan_planes(best_lit, channels, best_lit.q.size() / C, &plain.plans());
+            best_plans = plan_planes(best_lit, channels, best_lit.q.size() / C, &plain.plans(), false, ctx2);
             uint64_t bits = tt.bits;
             for (const PlanePlan& pl : best_plans) bits += pl.bits;
             if (bits < best_bits)
@@ -1213,7 +1246,7 @@ std::vector<uint8_t> encode_stripe(const T* px, ptrdiff_t row_stride, ptrdiff_t 
         }
         if (!best_tokens.empty()) {
             const size_t nlit = best_lit.q.size() / C;
-            SampleWriter sw(best_lit, std::move(best_plans), C, nlit);
+            SampleWriter sw(best_lit, std::move(best_plans), C, nlit, false, ctx2);
             TokenWriter tw(tt, uint32_t(width));
             BitWriter bw(best_bits / 8 + 64);
             tw.describe(bw);
@@ -1250,16 +1283,16 @@ std::vector<uint8_t> encode_stripe(const T* px, ptrdiff_t row_stride, ptrdiff_t 
 std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride, ptrdiff_t col_stride,
                                          ptrdiff_t ch_stride, int width, int rows, int channels,
                                          int max_error, uint8_t* recon, PixelStripeStats* stats,
-                                         bool allow_matches, bool* used_matches) {
+                                         bool allow_matches, bool* used_matches, bool contexts2) {
     return encode_stripe(px, row_stride, col_stride, ch_stride, width, rows, channels, max_error, recon, stats,
-                         allow_matches, used_matches);
+                         allow_matches, used_matches, contexts2);
 }
 
 std::vector<uint8_t> pixel_encode_stripe16(const uint16_t* px, ptrdiff_t row_stride, ptrdiff_t col_stride,
                                            ptrdiff_t ch_stride, int width, int rows, int channels, int max_error,
-                                           uint16_t* recon, PixelStripeStats* stats) {
+                                           uint16_t* recon, PixelStripeStats* stats, bool contexts2) {
     return encode_stripe(px, row_stride, col_stride, ch_stride, width, rows, channels, max_error, recon, stats,
-                         false, nullptr);
+                         false, nullptr, contexts2);
 }
 
 namespace {
@@ -1308,7 +1341,7 @@ private:
 // T: uint8_t, or uint16_t for a 16-bit stripe (never with copies).
 template <typename T>
 bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_error, bool mode_bit, T* out,
-                   ptrdiff_t out_row_stride) {
+                   ptrdiff_t out_row_stride, bool ctx2) {
     constexpr bool deep = sizeof(T) == 2;
     constexpr int maxval = deep ? 65535 : 255;
     constexpr int maxq = deep ? kPixelMaxQuantised16 : kPixelMaxQuantised;
@@ -1326,6 +1359,7 @@ bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_err
     std::vector<int> map[3];
     std::vector<DecTable> tabs[3];
     for (size_t p = 0; p < C; ++p) {
+        cfg[p].classes = ctx2 ? kMaxActivityClasses : kPixelActivityClasses;
         cfg[p].shift = int(br.get(2));
         cfg[p].g = p > 0 ? int(br.get(1)) : 0;
         const int nctx = cfg[p].nctx();
@@ -1363,7 +1397,7 @@ bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_err
         }
     }
     std::vector<PlaneModel> model;
-    for (size_t p = 0; p < C; ++p) model.emplace_back(width, near, p == 0 ? 0 : -maxval, maxval, ws);
+    for (size_t p = 0; p < C; ++p) model.emplace_back(width, near, p == 0 ? 0 : -maxval, maxval, ws, ctx2);
     const uint64_t npix = uint64_t(width) * uint64_t(rows);
     uint64_t lit_left = 0, copy_left = 0, pend_len = 0, pend_dist = 0, dist = 0;
     for (int y = 0; y < rows; ++y) {
@@ -1396,23 +1430,25 @@ bool decode_stripe(BitReader& br, int width, int rows, int channels, int max_err
                                   ptrdiff_t(src % uint64_t(width)) * ptrdiff_t(C);
                     T* dp = dst + size_t(x) * C;
                     for (size_t c = 0; c < C; ++c) dp[c] = sp[c];
-                    const int g = C == 3 ? dp[1] : dp[0];
-                    for (size_t p = 0; p < C; ++p) model[p].copied(y, x, p == 0 ? g : dp[kPlaneChannel[p]] - g);
+                    const int rec[3] = {C == 3 ? dp[1] : dp[0], C == 3 ? dp[0] : 0, 0};  // green (or gray), red
+                    for (size_t p = 0; p < C; ++p)
+                        model[p].copied(y, x, dp[C == 3 ? kPlaneChannel[p] : 0] - plane_reference(p, rec, ctx2));
                     continue;
                 }
             }
-            int g_rec = 0, gq = 0;
+            int rec[3] = {0, 0, 0};
+            int32_t qs[3] = {0, 0, 0};
             for (size_t p = 0; p < C; ++p) {
                 const Predictor pr = model[p].predict(y, x);
-                const int gc = std::min(std::abs(gq), kGClasses - 1);
+                const int gc = cross_class(qs, p, ctx2);
                 DecTable& t = tabs[p][size_t(map[p][size_t(cfg[p].ctx(pr.cls, gc))])];
                 int32_t q = next_value(t, br);
                 if (t.r) q = int32_t(uint32_t(q) << t.r) | int32_t(br.get(t.r));  // q * 2^r + the low bits
                 if (q > maxq || q < -maxq)
                     throw FormatError("pixel stream: value " + std::to_string(q) + " outside -" + std::to_string(maxq) +
                                       ".." + std::to_string(maxq));
-                if (p == 0) gq = q;
-                const int value = reconstruct(model[p], p, y, x, pr, q, step, g_rec, maxval);
+                qs[p] = q;
+                const int value = reconstruct(model[p], p, y, x, pr, q, step, rec, maxval, ctx2);
                 const int ch = C == 3 ? kPlaneChannel[p] : 0;
                 dst[size_t(x) * C + size_t(ch)] = T(value);
             }
@@ -1431,12 +1467,12 @@ namespace {
 
 template <typename T>
 void decode_whole(const uint8_t* data, size_t size, int width, int rows, int channels, int max_error, T* out,
-                  ptrdiff_t out_row_stride, bool mode_bit) {
+                  ptrdiff_t out_row_stride, bool mode_bit, bool ctx2) {
     check_dims(width, rows, channels, max_error);
     BitReader br(data, size);
     bool runs_done;
     try {
-        runs_done = decode_stripe(br, width, rows, channels, max_error, mode_bit, out, out_row_stride);
+        runs_done = decode_stripe(br, width, rows, channels, max_error, mode_bit, out, out_row_stride, ctx2);
     } catch (const FormatError&) {
         // past the end every bit reads as 0, which may look like an over-long code first
         if (br.bits_consumed() + 32 > size * 8) throw FormatError("pixel stream: truncated");
@@ -1453,13 +1489,13 @@ void decode_whole(const uint8_t* data, size_t size, int width, int rows, int cha
 }  // namespace
 
 void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, int channels,
-                         int max_error, uint8_t* out, ptrdiff_t out_row_stride, bool mode_bit) {
-    decode_whole(data, size, width, rows, channels, max_error, out, out_row_stride, mode_bit);
+                         int max_error, uint8_t* out, ptrdiff_t out_row_stride, bool mode_bit, bool contexts2) {
+    decode_whole(data, size, width, rows, channels, max_error, out, out_row_stride, mode_bit, contexts2);
 }
 
 void pixel_decode_stripe16(const uint8_t* data, size_t size, int width, int rows, int channels, int max_error,
-                           uint16_t* out, ptrdiff_t out_row_stride) {
-    decode_whole(data, size, width, rows, channels, max_error, out, out_row_stride, false);
+                           uint16_t* out, ptrdiff_t out_row_stride, bool contexts2) {
+    decode_whole(data, size, width, rows, channels, max_error, out, out_row_stride, false, contexts2);
 }
 
 }  // namespace fastcodec

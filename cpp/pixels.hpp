@@ -47,23 +47,29 @@ std::vector<uint8_t> pixel_encode_stripe(const uint8_t* px, ptrdiff_t row_stride
                                          ptrdiff_t ch_stride, int width, int rows, int channels,
                                          int max_error, uint8_t* recon = nullptr,
                                          PixelStripeStats* stats = nullptr, bool allow_matches = false,
-                                         bool* used_matches = nullptr);
+                                         bool* used_matches = nullptr, bool contexts2 = false);
 
+// contexts2 (format version 3, flag bit 2; fastcodec 0.16): the activity classes are 16 classes of
+// the weighted prediction's expected error, blue is coded as a difference from the mean of red
+// and green, and its contexts split by red's error class (docs/format.md "Contexts 2").
+//
 // The same for 16-bit samples (0..65535; format version 3 with flag bit 1: the stream starts
 // with the sample scale, and each table has raw low bits), strides in elements. No copies.
 std::vector<uint8_t> pixel_encode_stripe16(const uint16_t* px, ptrdiff_t row_stride, ptrdiff_t col_stride,
                                            ptrdiff_t ch_stride, int width, int rows, int channels, int max_error,
-                                           uint16_t* recon = nullptr, PixelStripeStats* stats = nullptr);
+                                           uint16_t* recon = nullptr, PixelStripeStats* stats = nullptr,
+                                           bool contexts2 = false);
 
 // Decodes a stripe into out (rows x width x channels, row stride out_row_stride bytes, pixels
 // packed within a row). mode_bit: the file's flag bit 0 (each stripe starts with a bit that
 // says whether it has copies). Throws FormatError for any stream that is not a valid stripe of
 // these dimensions (never reads outside [data, data + size)), ArgumentError for bad arguments.
 void pixel_decode_stripe(const uint8_t* data, size_t size, int width, int rows, int channels,
-                         int max_error, uint8_t* out, ptrdiff_t out_row_stride, bool mode_bit = false);
+                         int max_error, uint8_t* out, ptrdiff_t out_row_stride, bool mode_bit = false,
+                         bool contexts2 = false);
 
 // ... and a 16-bit stripe (flag bit 1; out_row_stride in elements).
 void pixel_decode_stripe16(const uint8_t* data, size_t size, int width, int rows, int channels, int max_error,
-                           uint16_t* out, ptrdiff_t out_row_stride);
+                           uint16_t* out, ptrdiff_t out_row_stride, bool contexts2 = false);
 
 }  // namespace fastcodec

@@ -214,7 +214,7 @@ def test_rejects_damaged_files(codec):
     for offset, value, msg in ((7, b"\x21", "max_error 33"), (16, struct.pack("<I", 0), "stripe height 0"),
                                (16, struct.pack("<I", 25), "stripe height 25"),
                                (16, struct.pack("<I", 15), "stripe height 15"), (6, b"\x02", "channel count 2"),
-                               (5, b"\x04", "flags"), (5, b"\x03", "never set together"),
+                               (5, b"\x08", "flags"), (5, b"\x03", "never set together"),
                                (20, b"\x09", "extension count 9"),
                                (8, struct.pack("<I", 0), "image size")):
         with pytest.raises(FormatError, match=msg):
@@ -340,7 +340,7 @@ def test_graphics_smaller_than_png(codec):
     data = codec.compress(x, lossless=True)
     assert np.array_equal(codec.decompress(data), x)
     hdr = fmt.parse(data)[0]
-    assert hdr.flags == fmt.FLAG_COPIES
+    assert hdr.flags == fmt.FLAG_COPIES | fmt.FLAG_CONTEXTS2
     png = io.BytesIO()
     Image.fromarray(x).save(png, "PNG", optimize=True)
     assert len(data) < 0.25 * len(png.getvalue()), (len(data), len(png.getvalue()))
@@ -376,7 +376,7 @@ def test_copies_in_some_stripes(codec):
     img = np.concatenate([shot, noise(520, 1024, seed=3)], axis=0)  # 1040 x 1024 > 2^20 pixels: 2 stripes
     data = codec.compress(img, lossless=True)
     hdr, _, stripes = fmt.parse(data)
-    assert hdr.flags == fmt.FLAG_COPIES and len(stripes) == 2
+    assert hdr.flags == fmt.FLAG_COPIES | fmt.FLAG_CONTEXTS2 and len(stripes) == 2
     assert [s[0] >> 7 for s in stripes] == [1, 0]
     assert np.array_equal(codec.decompress(data), img)
     assert np.array_equal(codec.decompress(data, box=(100, 500, 900, 700)), img[500:700, 100:900])
@@ -462,7 +462,7 @@ def test_16bit_round_trip(codec, c, bits):
     assert out.dtype == np.uint16 and np.array_equal(out, img)
     inf = codec.info(data)
     assert (inf.bits, inf.lossless, inf.channels) == (16, True, c)
-    assert fmt.parse(data)[0].flags == fmt.FLAG_DEEP
+    assert fmt.parse(data)[0].flags == fmt.FLAG_DEEP | fmt.FLAG_CONTEXTS2
     # fewer bits for fewer significant bits: the coder scales its contexts to the samples' range
     assert inf.bpp < c * (bits + 1)
     for k in (1, 4, 32):
@@ -504,7 +504,7 @@ def test_16bit_from_pillow_and_stripes(codec):
     finally:
         codec_mod.STRIPE_PIXELS = old
     hdr = fmt.parse(data)[0]
-    assert len(hdr.chunk_sizes) == 5 and hdr.flags == fmt.FLAG_DEEP
+    assert len(hdr.chunk_sizes) == 5 and hdr.flags == fmt.FLAG_DEEP | fmt.FLAG_CONTEXTS2
     full = codec.decompress(data)
     assert np.array_equal(codec.decompress(data, box=(3, 20, 30, 50)), full[20:50, 3:30])
     small = codec.decompress(data, reduce=4)
@@ -631,7 +631,7 @@ def test_16bit_sample_map_rules(codec):
     hdr, _, stripes, ext = fmt.parse_all(data)
     payload = [bytes(x) for x in stripes]
 
-    def with_map(m, flags=fmt.FLAG_DEEP):
+    def with_map(m, flags=hdr.flags):
         return fmt.pack_pixels(hdr.width, hdr.height, 1, 0, hdr.stripe_rows, payload, [(fmt.EXT_MAP, m)], flags)
 
     values = fmt.decode_map(ext[fmt.EXT_MAP])

@@ -664,6 +664,79 @@ static void test_pixel_stripes16() {
     }
 }
 
+// Contexts 2 (docs/format.md "Contexts 2"): round trips of 8- and 16-bit stripes within max_error,
+// with copies where lossless; the same stripe read with the other contexts is not the image.
+static void test_pixel_contexts2() {
+    std::mt19937 rng(23);
+    for (int trial = 0; trial < 60; ++trial) {
+        const int w = 1 + int(rng() % 45), h = 1 + int(rng() % 27), c = (trial % 3) ? 3 : 1;
+        const int near = trial % 4 == 0 ? 0 : int(rng() % 33);
+        const bool deep = trial % 5 == 1;
+        const size_t n = size_t(w * h * c);
+        if (deep) {
+            std::vector<uint16_t> img(n), rec(n), dec(n);
+            for (size_t i = 0; i < n; ++i) img[i] = uint16_t((i / 3) * 611u + rng() % 700u);
+            const std::vector<uint8_t> b = pixel_encode_stripe16(img.data(), w * c, c, 1, w, h, c, near, rec.data(),
+                                                                 nullptr, true);
+            pixel_decode_stripe16(b.data(), b.size(), w, h, c, near, dec.data(), ptrdiff_t(w) * c, true);
+            CHECK(rec == dec);
+            int worst = 0;
+            for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::abs(int(dec[i]) - int(img[i])));
+            CHECK(worst <= near);
+            continue;
+        }
+        std::vector<uint8_t> img(n), rec(n), dec(n);
+        for (size_t i = 0; i < n; ++i)  // repeating rows (copies pay) with noise, or plain noise
+            img[i] = uint8_t(trial % 2 ? ((i % (size_t(w) * c)) * 29 + (rng() % 3)) : rng());
+        bool used = false;
+        const std::vector<uint8_t> b = pixel_encode_stripe(img.data(), w * c, c, 1, w, h, c, near, rec.data(), nullptr,
+                                                           near == 0, &used, true);
+        pixel_decode_stripe(b.data(), b.size(), w, h, c, near, dec.data(), ptrdiff_t(w) * c, near == 0 && used, true);
+        CHECK(rec == dec);
+        int worst = 0;
+        for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::abs(int(dec[i]) - int(img[i])));
+        CHECK(worst <= near);
+    }
+    // known answers (literal bytes; any change is a format change): 2 activity classes of 16
+    // ('11'), two tables ('010'), ...
+    const uint8_t gray[6] = {10, 12, 11, 9, 200, 13};
+    const std::vector<uint8_t> gray_bytes = {209, 59,  82,  146, 86,  127, 255, 255, 255, 255, 255, 255,
+                                             255, 255, 255, 255, 255, 222, 52,  32,  35,  64,  34,  128};
+    CHECK(pixel_encode_stripe(gray, 3, 1, 1, 3, 2, 1, 0, nullptr, nullptr, false, nullptr, true) == gray_bytes);
+    uint8_t small[6] = {};
+    pixel_decode_stripe(gray_bytes.data(), gray_bytes.size(), 3, 2, 1, 0, small, 3, false, true);
+    CHECK(std::memcmp(small, gray, 6) == 0);
+    const uint8_t rgb[6] = {255, 0, 128, 250, 3, 120};
+    const std::vector<uint8_t> rgb_bytes = {32,  124, 151, 255, 255, 255, 255, 255, 255, 255,
+                                            255, 255, 96,  177, 3,   128, 98,  171, 208};
+    uint8_t recon[6] = {};
+    CHECK(pixel_encode_stripe(rgb, 6, 3, 1, 2, 1, 3, 1, recon, nullptr, false, nullptr, true) == rgb_bytes);
+    const uint8_t expect[6] = {255, 0, 127, 249, 3, 120};  // within 1 of rgb; blue from red and green's mean
+    CHECK(std::memcmp(recon, expect, 6) == 0);
+    pixel_decode_stripe(rgb_bytes.data(), rgb_bytes.size(), 2, 1, 3, 1, small, 6, false, true);
+    CHECK(std::memcmp(small, expect, 6) == 0);
+    // a smooth colour image: contexts 2 codes it smaller; read with the other contexts, its bytes
+    // are not the image (or not a valid stripe)
+    const int w = 64, h = 32;
+    std::vector<uint8_t> img(size_t(w * h * 3));
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+            for (int k = 0; k < 3; ++k)
+                img[size_t((y * w + x) * 3 + k)] = uint8_t((x * (3 + k) + y * (5 - k)) / 2 + int(rng() % 4));
+    const std::vector<uint8_t> one = pixel_encode_stripe(img.data(), w * 3, 3, 1, w, h, 3, 0);
+    const std::vector<uint8_t> two = pixel_encode_stripe(img.data(), w * 3, 3, 1, w, h, 3, 0, nullptr, nullptr,
+                                                         false, nullptr, true);
+    CHECK(two.size() < one.size());
+    std::vector<uint8_t> out(img.size());
+    bool differs = true;
+    try {
+        pixel_decode_stripe(two.data(), two.size(), w, h, 3, 0, out.data(), w * 3, false, false);
+        differs = out != img;
+    } catch (const FormatError&) {
+    }
+    CHECK(differs);
+}
+
 // Copies of earlier pixels (docs/format.md "Copies"): a known-answer stripe with literal bytes,
 // round trips of repeating images, and hand-made streams whose tokens break the rules.
 static bool rejects(const std::vector<uint8_t>& b, int w, int rows, int c) {
@@ -773,6 +846,7 @@ int main() {
     test_png_unfilter();
     test_pixel_stripes();
     test_pixel_stripes16();
+    test_pixel_contexts2();
     test_pixel_copies();
     std::printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -15,20 +15,24 @@ def huffman_code_lengths(freqs: Sequence[int], max_len: int) -> list[int]: ...
 def run_class_base(k: int) -> int: ...
 def run_class_extra_bits(k: int) -> int: ...
 def pixel_encode_stripe(pixels: npt.NDArray[np.uint8] | npt.NDArray[np.uint16], max_error: int, recon: bool = False,
-                        matches: bool = False
+                        matches: bool = False, contexts2: bool = False
                         ) -> Tuple[bytes, npt.NDArray[np.uint8] | npt.NDArray[np.uint16] | None, int, int, bool, int]:
     """A stripe of a lossless / near-lossless file (cpp/pixels.hpp) from (rows, width, 1 | 3) uint8
     pixels of any strides: (bytes, the decoded pixels if recon else None, table bits, sample bits,
     whether it copies earlier pixels, the bits it takes without copies). With matches (and
     max_error 0) it copies where that is smaller; then the stream starts with the mode bit 1 (the
     file needs flag FLAG_COPIES), else it has no mode bit. uint16 pixels (strides of whole
-    elements) make a stripe of a 16-bit file (flag FLAG_DEEP), never with copies."""
+    elements) make a stripe of a 16-bit file (flag FLAG_DEEP), never with copies. contexts2: the
+    stripe of a file with flag FLAG_CONTEXTS2 (docs/format.md "Contexts 2")."""
 def pixel_decode_stripe(data: bytes | memoryview, width: int, rows: int, channels: int, max_error: int,
                         out: npt.NDArray[np.uint8] | npt.NDArray[np.uint16] | None = None, mode_bit: bool = False,
-                        deep: bool = False) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]:
+                        deep: bool = False, contexts2: bool = False) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]:
     """Decodes a stripe into a new (rows, width, channels) array, or into out (C-contiguous);
     mode_bit: the file has flag FLAG_COPIES (each stripe starts with a mode bit); deep: the file
-    has flag FLAG_DEEP (16-bit samples; a uint16 array)."""
+    has flag FLAG_DEEP (16-bit samples; a uint16 array); contexts2: it has flag FLAG_CONTEXTS2."""
+def png_unfilter(data: bytes | memoryview, rows: int, row_bytes: int, bpp: int) -> npt.NDArray[np.uint8]:
+    """PNG's row filters undone: rows x (1 + row_bytes) bytes (each row's filter type first) -> a
+    (rows, row_bytes) array; FormatError for a filter type above 4."""
 def det_interp(a: float, b: float, t: float) -> float:
     """exp((1 - t) log a + t log b) by a fixed IEEE-754 sequence (no libm), as float32."""
 

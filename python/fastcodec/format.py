@@ -34,6 +34,7 @@ FIXED3_SIZE = _FIXED3.size  # 20
 MAX_ERROR = 32  # version 3: max_error 0 (lossless) .. 32
 FLAG_COPIES = 0x01  # version 3: each stripe starts with a bit saying whether it copies earlier pixels
 FLAG_DEEP = 0x02  # version 3: 16-bit samples (0..65535); never with FLAG_COPIES
+FLAG_CONTEXTS2 = 0x04  # version 3: contexts 2 (expected-error activity classes, blue from red and green)
 _ENTRY = struct.Struct("<II")  # size, crc32
 _EXT_ENTRY = struct.Struct("<BII")  # type, size, crc32
 MAX_DIMENSION = 1 << 20
@@ -75,7 +76,7 @@ class Header:
     extension_sizes: tuple = ()  # ((type, size), ...) in file order
     max_error: int | None = None  # version 3: 0 (lossless) .. 32; None for learned (version 1, 2) files
     stripe_rows: int = 0  # version 3: rows per stripe (chunk_sizes are the stripes' sizes)
-    flags: int = 0  # version 3: FLAG_COPIES, FLAG_DEEP or 0
+    flags: int = 0  # version 3: FLAG_COPIES, FLAG_DEEP, FLAG_CONTEXTS2 (or 0)
 
     @property
     def bits(self) -> int:
@@ -133,8 +134,9 @@ def pack(width, height, channels, quality, model_id: bytes, z: bytes, chunks, ex
 def pack_pixels(width, height, channels, max_error: int, stripe_rows: int, stripes, extensions=(),
                 flags: int = 0) -> bytes:
     """A version-3 file: stripes are the coded payloads of rows [i * stripe_rows, ...); flags
-    FLAG_COPIES when they start with their mode bits, FLAG_DEEP when they hold 16-bit samples."""
-    if flags & ~(FLAG_COPIES | FLAG_DEEP) or flags == FLAG_COPIES | FLAG_DEEP:
+    FLAG_COPIES when they start with their mode bits, FLAG_DEEP when they hold 16-bit samples,
+    FLAG_CONTEXTS2 when they are coded with contexts 2."""
+    if flags & ~(FLAG_COPIES | FLAG_DEEP | FLAG_CONTEXTS2) or flags & (FLAG_COPIES | FLAG_DEEP) == FLAG_COPIES | FLAG_DEEP:
         raise ValueError(f"unknown version-3 flags {flags:#04x}")
     if not min(16, height) <= stripe_rows or len(stripes) != -(-height // stripe_rows):
         raise ValueError("one stripe per stripe_rows rows")
@@ -304,7 +306,7 @@ def _parse_pixels(mv, max_pixels: int, verify_crc: bool):
         raise FormatError(f"truncated file: {n} bytes, a version-3 header has at least {pixel_header_size(1)}")
     _, _, flags, channels, max_error, w, h, rows = _FIXED3.unpack_from(mv, 0)
     next = mv[FIXED3_SIZE]
-    _check_flags_channels(flags, channels, FLAG_COPIES | FLAG_DEEP)
+    _check_flags_channels(flags, channels, FLAG_COPIES | FLAG_DEEP | FLAG_CONTEXTS2)
     if flags & FLAG_COPIES and flags & FLAG_DEEP:
         raise FormatError("invalid flags: copies (bit 0) and 16-bit samples (bit 1) are never set together")
     if max_error > MAX_ERROR:

@@ -77,7 +77,7 @@ def cases() -> dict:
         fmt.pack(hdr2.width, hdr2.height, hdr2.channels, hdr2.quality, hdr2.model_id, bytes(z2),
                  [bytes(c) for c in chunks2], ext + [(fmt.EXT_MAP, fmt.encode_map(np.ones(65536, bool)))]),
         "16-bit files only", "a sample map in a learned file")
-    add("v3_flags_4.fcc", header_patched(v3, h3, 5, b"\x04"), "reserved header flags", "an unknown flag bit")
+    add("v3_flags_8.fcc", header_patched(v3, h3, 5, b"\x08"), "reserved header flags", "an unknown flag bit")
     add("v3_flags_3.fcc", header_patched(v3, h3, 5, b"\x03"), "never set together",
         "copies and 16-bit samples together")
     add("v3_max_error_33.fcc", header_patched(v3, h3, 7, b"\x21"), "max_error 33", "max_error above 32")

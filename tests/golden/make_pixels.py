@@ -83,6 +83,17 @@ def main():
         files["rgb16_stripes.fcc"] = c.compress(deep(40, 48, 3)[::-1], lossless=True)
     finally:
         codec_mod.STRIPE_PIXELS = old
+    # fastcodec 0.16 writes contexts 2 (flag 4) in every file: the same kinds again
+    files["rgb_c2_lossless.fcc"] = c.compress(rgb, lossless=True)
+    files["rgb_c2_max_error_3.fcc"] = c.compress(rgb, max_error=3)
+    files["gray_c2_alpha_max_error_1.fcc"] = c.compress(np.dstack([rgb[..., 1], rgba[..., 3]]), max_error=1)
+    files["gray16_c2_max_error_4.fcc"] = c.compress(deep(40, 48, 1), max_error=4)
+    files["rgb16_c2_map.fcc"] = c.compress(ten.astype(np.uint16), lossless=True)
+    codec_mod.STRIPE_PIXELS = 16 * 48
+    try:
+        files["rgb_c2_copies_stripes.fcc"] = c.compress(mixed, lossless=True)
+    finally:
+        codec_mod.STRIPE_PIXELS = old
     expected = {}
     for name, data in files.items():
         if (OUT / name).exists():
