@@ -22,13 +22,22 @@ inline int activity_class(int a) {
     return (a >= 1) + (a >= 3) + (a >= 6) + (a >= 10) + (a >= 16) + (a >= 26) + (a >= 42);
 }
 
-// Contexts 2 (flag bit 2): 16 classes of the weighted prediction's expected error.
+// Contexts 2 (flag bit 2): 16 classes of the weighted prediction's expected error
+// A = floor(err / (4 den)), the class counting the thresholds t <= floor(floor(A / (near + 1)) / 2^ws),
+// that is those with err >= t * unit, unit = 4 den (near + 1) 2^ws (no division: a binary search
+// over the 15 thresholds; unit < 2^55 and t <= 75 keep every product below 2^62).
 constexpr int kMaxActivityClasses = 16;
-inline int activity_class2(int a) {
-    static constexpr int t[15] = {1, 2, 3, 4, 6, 8, 10, 13, 16, 20, 26, 33, 42, 55, 75};
-    int c = 0;
-    for (int v : t) c += a >= v;
-    return c;
+inline int activity_class2(int64_t err, int64_t unit) {
+    static constexpr int64_t t[15] = {1, 2, 3, 4, 6, 8, 10, 13, 16, 20, 26, 33, 42, 55, 75};
+    int lo = 0, hi = 15;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (err >= t[mid] * unit)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 inline int zigzag(int d) { return d >= 0 ? 2 * d : -2 * d - 1; }
@@ -119,7 +128,7 @@ public:
     // (the sub-predictors' neighbour errors averaged with the prediction's weights), 16 classes
     PlaneModel(int width, int near, int lo, int hi, int ws = 0, bool ctx2 = false)
         : W_(size_t(width)), ws_(ws), ctx2_(ctx2), bias_(near, lo, hi, ws), a_(3 * W_, 0),
-          err_(size_t(kSub) * 2 * (W_ + 2), 0) {}
+          err_(size_t(kSub) * 2 * (W_ + 2), 0), unit2_(int64_t(4) * (near + 1) << ws) {}
 
     // Prediction of sample (y, x); remembers the sub-predictions for commit().
     Predictor predict(int y, int x) {
@@ -152,10 +161,8 @@ public:
         // the former uses it
         if (bias_.near > 0) pred += sign * bias_.C[q];
         pred = pred < bias_.lo ? bias_.lo : (pred > bias_.hi ? bias_.hi : pred);
-        if (ctx2_) {  // the expected error: sum of the neighbours' errors, weighted as the prediction
-            const int act = int(err / den / 4);
-            return {pred, activity_class2((act / (bias_.near + 1)) >> ws_), q, sign};
-        }
+        if (ctx2_)  // the expected error: sum of the neighbours' errors, weighted as the prediction
+            return {pred, activity_class2(err, den * unit2_), q, sign};
         const int act = std::abs(UR - U) + std::abs(U - UL) + std::abs(UL - L) + std::abs(L - LL);
         return {pred, activity_class((act / (bias_.near + 1)) >> ws_), q, sign};
     }
@@ -241,6 +248,7 @@ private:
     BiasState bias_;
     std::vector<int32_t> a_;    // reconstructed values, rows y % 3
     std::vector<int32_t> err_;  // |4 a - sub-prediction| per position and sub-predictor, rows y % 2
+    int64_t unit2_;             // contexts 2: 4 (near + 1) 2^ws, the class unit per unit of weight
     int32_t sub_[kSub] = {};
 };
 

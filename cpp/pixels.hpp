@@ -2,14 +2,16 @@
 // coding").
 //
 // Each stripe of rows is coded on its own: the green plane, then red - green and blue - green
-// (one plane for grayscale), predicted pixel by pixel from already coded neighbours (eleven
-// simple predictors, the median edge detector of LOCO-I / JPEG-LS among them, weighted by their
-// errors at the neighbours), the prediction error quantised with step
-// 2 * max_error + 1 (max_error 0: lossless), and the quantised errors coded with canonical
-// Huffman tables chosen per context (local activity, and for the colour differences the size of
-// the green error at the same pixel), in direct or zero-run mode, the tables written at the
-// start of the stripe. Every reconstructed value is within max_error of the original. Lossless
-// stripes may also copy runs of earlier pixels (LZ77 in two dimensions).
+// (contexts 2: blue - (red + green) / 2; one plane for grayscale), predicted pixel by pixel from
+// already coded neighbours (eleven simple predictors, the median edge detector of LOCO-I /
+// JPEG-LS among them, weighted by their errors at the neighbours), the prediction error quantised
+// with step 2 * max_error + 1 (max_error 0: lossless), and the quantised errors coded with
+// canonical Huffman tables chosen per context (local activity, or with contexts 2 the weighted
+// prediction's expected error, and for the colour differences the size of the green (blue with
+// contexts 2: red) error at the same pixel), in direct or zero-run mode, the tables written at
+// the start of the stripe. Every reconstructed value is within max_error of the original.
+// Lossless stripes may also copy runs of earlier pixels (LZ77 in two dimensions). 16-bit samples
+// are coded the same way, at their scale, each table sending its values' noisy low bits raw.
 #pragma once
 #include <cstddef>
 #include <cstdint>
