@@ -468,11 +468,10 @@ struct ValueCount {
     int32_t q;
     uint32_t n;
 };
-Stats deep_stats(const std::vector<const std::vector<ValueCount>*>& lists, int r, int maxq) {
+Stats deep_stats(const std::vector<const std::vector<ValueCount>*>& lists, int r) {
     int maxabs = 0;
     for (const auto* l : lists)
         for (const ValueCount& vc : *l) maxabs = std::max(maxabs, std::abs(vc.q >> r));
-    (void)maxq;
     Stats st(maxabs);
     st.r = r;
     st.desc = 4;
@@ -484,7 +483,7 @@ Stats deep_stats(const std::vector<const std::vector<ValueCount>*>& lists, int r
     return st;
 }
 
-int choose_r(const std::vector<const std::vector<ValueCount>*>& lists, int maxq) {
+int choose_r(const std::vector<const std::vector<ValueCount>*>& lists) {
     uint64_t n = 0, sum = 0;
     for (const auto* l : lists)
         for (const ValueCount& vc : *l) n += vc.n, sum += uint64_t(vc.n) * uint64_t(std::abs(vc.q));
@@ -494,7 +493,7 @@ int choose_r(const std::vector<const std::vector<ValueCount>*>& lists, int maxq)
     int best_r = 0;
     uint64_t best = UINT64_MAX;
     for (int r = std::max(0, top - 4); r <= top; ++r) {
-        Stats st = deep_stats(lists, r, maxq);
+        Stats st = deep_stats(lists, r);
         st.finish();
         const uint64_t b = best_table(st).bits;
         if (b < best) best = b, best_r = r;
@@ -572,8 +571,8 @@ PlanePlan plan_plane(const Samples& sm, int p, int channels, size_t npix, const 
                     for (int ca = 0; ca < fine.classes; ++ca)
                         for (int gc = 0; gc < (g ? kGClasses : 1); ++gc)
                             if (plan.cfg.ctx(ca, gc) == c) lists.push_back(&values[size_t(fine.ctx(ca, gc))]);
-                    const int r = choose_r(lists, maxq);
-                    st.push_back(deep_stats(lists, r, maxq));
+                    const int r = choose_r(lists);
+                    st.push_back(deep_stats(lists, r));
                     for (int ca = 0; ca < fine.classes; ++ca)
                         for (int gc = 0; gc < (g ? kGClasses : 1); ++gc)
                             if (plan.cfg.ctx(ca, gc) == c) r_of_fine[fine.ctx(ca, gc)] = uint8_t(r);
