@@ -1164,9 +1164,17 @@ def _pixel_stripes(planes: np.ndarray, max_error: int) -> tuple:
         one = _core.pixel_encode_stripe(planes, max_error, matches=True, contexts2=True)
         if one[2] + one[3] < sum(c[2] + c[3] for c in coded):
             rows, coded = h, [one]
-    # fastcodec 0.16 codes every stripe with contexts 2 (FLAG_CONTEXTS2; 2.2 % smaller photographs)
+    # contexts 2 (FLAG_CONTEXTS2) make photographs 2.2 % smaller; an image whose stripes copy
+    # pixels (a screenshot, a chart) may be smaller with the first contexts (the screenshot of
+    # benchmarks/lossless.py: 0.043 against 0.046 bpp), so those are coded both ways
+    ctx2 = True
+    if any(c[4] for c in coded):
+        first = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error, matches=True),
+                     range(0, h, rows))
+        if sum(c[2] + c[3] for c in first) < sum(c[2] + c[3] for c in coded):
+            coded, ctx2 = first, False
     copies = any(c[4] for c in coded)
-    flags = fmt.FLAG_CONTEXTS2 | (fmt.FLAG_COPIES if copies else 0)
+    flags = (fmt.FLAG_CONTEXTS2 if ctx2 else 0) | (fmt.FLAG_COPIES if copies else 0)
     return rows, [c[0] if c[4] or not copies else _mode_bit_0(c[0], c[2] + c[3]) for c in coded], flags
 
 
