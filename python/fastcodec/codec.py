@@ -1164,11 +1164,12 @@ def _pixel_stripes(planes: np.ndarray, max_error: int) -> tuple:
         one = _core.pixel_encode_stripe(planes, max_error, matches=True, contexts2=True)
         if one[2] + one[3] < sum(c[2] + c[3] for c in coded):
             rows, coded = h, [one]
-    # contexts 2 (FLAG_CONTEXTS2) make photographs 2.2 % smaller; an image whose stripes copy
-    # pixels (a screenshot, a chart) may be smaller with the first contexts (the screenshot of
-    # benchmarks/lossless.py: 0.043 against 0.046 bpp), so those are coded both ways
+    # contexts 2 (FLAG_CONTEXTS2) make photographs 2.2 % smaller; an image made of copies (a
+    # screenshot, a chart: they save more than a tenth of its bits) may be smaller with the first
+    # contexts (the screenshot of benchmarks/lossless.py: 0.043 against 0.046 bpp), so those are
+    # coded both ways (photographs, whose copies save 2-3 %, are not: twice the time for nothing)
     ctx2 = True
-    if any(c[4] for c in coded):
+    if sum(c[2] + c[3] for c in coded) < COPY_ONE_STRIPE * sum(c[5] for c in coded):
         first = _map(lambda r0: _core.pixel_encode_stripe(planes[r0:r0 + rows], max_error, matches=True),
                      range(0, h, rows))
         if sum(c[2] + c[3] for c in first) < sum(c[2] + c[3] for c in coded):
