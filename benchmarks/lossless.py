@@ -30,6 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT.parent / "shared" / "data" / "kodak"
 
 
+def image_files(folder, limit: int = 0) -> list:
+    """The images of a folder (sorted; the first limit of them if given); exits if there are none."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif",
+                                                                             ".tiff", ".bmp", ".webp"))
+    files = files[:limit] if limit else files
+    if not files:
+        sys.exit(f"no images in {folder}")
+    return files
+
+
 def timed(fn, repeat=1):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -119,12 +129,7 @@ def main(argv=None):
     import imagecodecs as ic
     import fastcodec
 
-    files = sorted(p for p in Path(args.folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif",
-                                                                                   ".tiff", ".bmp", ".webp"))
-    if args.limit:
-        files = files[:args.limit]
-    if not files:
-        sys.exit(f"no images in {args.folder}")
+    files = image_files(args.folder, args.limit)
     near = [int(k) for k in args.near.split(",") if k]
     codecs = lossless_codecs()
     codec = fastcodec.Codec()

@@ -33,6 +33,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from lossless import image_files  # noqa: E402
 DEFAULT = ROOT.parent / "shared" / "data" / "kodak"
 VARIANTS = ("rgb", "rgb-lsb", "gray")
 
@@ -138,12 +140,7 @@ def main(argv=None):
                     "bound below that step)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lossless16"))
     args = ap.parse_args(argv)
-    files = sorted(p for p in Path(args.folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif",
-                                                                                   ".tiff", ".bmp", ".webp"))
-    if args.limit:
-        files = files[:args.limit]
-    if not files:
-        sys.exit(f"no images in {args.folder}")
+    files = image_files(args.folder, args.limit)
     cs = codecs()
     ncs = near_codecs(args.max_error)
     results = []

@@ -383,24 +383,30 @@ def encode_alpha(alpha) -> bytes:
     return bytes([ALPHA_ZLIB_LEFT]) + zlib.compress(d.tobytes(), 9)
 
 
+def _inflate_exactly(stream, n: int, what: str, size: str) -> bytes:
+    """A zlib stream that must inflate to exactly n bytes and end there (FormatError naming what
+    and its size otherwise); inflating stops after n + 1 bytes, so no stream makes it allocate more."""
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(stream, n + 1)
+        if len(raw) == n and not d.eof:  # the stream may still hold its end marker
+            rest = d.decompress(d.unconsumed_tail, 1)
+            if rest:
+                raw += rest
+    except zlib.error as e:
+        raise FormatError(f"invalid {what}: the zlib stream is damaged ({e})") from None
+    if len(raw) != n or not d.eof or d.unused_data or d.unconsumed_tail:
+        raise FormatError(f"invalid {what}: it must inflate to exactly {size} bytes and end there")
+    return raw
+
+
 def decode_alpha(payload, width: int, height: int):
     """Extension payload -> alpha plane (height, width) uint8. The inflated size is capped at
     width * height bytes, so a hostile stream cannot make it allocate more."""
     import numpy as np
 
     n = width * height
-    d = zlib.decompressobj()
-    try:
-        raw = d.decompress(memoryview(payload)[1:], n + 1)
-        if len(raw) == n and not d.eof:  # the stream may still hold its end marker
-            rest = d.decompress(d.unconsumed_tail, 1)
-            if rest:
-                raw += rest
-    except zlib.error as e:
-        raise FormatError(f"invalid alpha extension: the zlib stream is damaged ({e})") from None
-    if len(raw) != n or not d.eof or d.unused_data or d.unconsumed_tail:
-        raise FormatError(f"invalid alpha extension: it must inflate to exactly {width}x{height} = {n} bytes "
-                          "and end there")
+    raw = _inflate_exactly(memoryview(payload)[1:], n, "alpha extension", f"{width}x{height} = {n}")
     a = np.frombuffer(raw, np.uint8).reshape(height, width)
     return np.cumsum(a, axis=1, dtype=np.uint8)  # undo the left differences (mod 256)
 
@@ -423,17 +429,7 @@ def decode_map(payload):
     one). The inflated size is capped at the bitmap's 8192 bytes."""
     import numpy as np
 
-    d = zlib.decompressobj()
-    try:
-        raw = d.decompress(memoryview(payload)[1:], _MAP_BYTES + 1)
-        if len(raw) == _MAP_BYTES and not d.eof:
-            rest = d.decompress(d.unconsumed_tail, 1)
-            if rest:
-                raw += rest
-    except zlib.error as e:
-        raise FormatError(f"invalid sample map: the zlib stream is damaged ({e})") from None
-    if len(raw) != _MAP_BYTES or not d.eof or d.unused_data or d.unconsumed_tail:
-        raise FormatError(f"invalid sample map: it must inflate to exactly {_MAP_BYTES} bytes and end there")
+    raw = _inflate_exactly(memoryview(payload)[1:], _MAP_BYTES, "sample map", str(_MAP_BYTES))
     values = np.flatnonzero(np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")).astype(np.uint16)
     if values.size == 0:
         raise FormatError("invalid sample map: it lists no value")
