@@ -666,7 +666,7 @@ def test_16bit_sample_map_rules(codec):
         codec.decompress(bad)
 
 
-def _png(img, filters, color=2, interlace=0):
+def _png(img, filters, color=2, interlace=0, icc=None):
     """A 16-bit PNG of img (H, W, 3 or 4) uint16, row y filtered with filters[y % len(filters)]."""
     h, w = img.shape[:2]
     bpp = 2 * img.shape[2]
@@ -687,8 +687,9 @@ def _png(img, filters, color=2, interlace=0):
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
+    iccp = chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)) if icc else b""
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, interlace))
-            + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b""))
+            + iccp + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b""))
 
 
 def test_16bit_rgb_png_read_in_full(codec, tmp_path):
@@ -708,6 +709,12 @@ def test_16bit_rgb_png_read_in_full(codec, tmp_path):
     (tmp_path / "b.fcc").write_bytes(codec.compress(png, lossless=True))
     fastcodec.decompress_file(tmp_path / "b.fcc", tmp_path / "b.png")
     assert np.array_equal(codec.decompress(codec.compress(tmp_path / "b.png", lossless=True)), img)
+    # a wide-gamut profile is kept with the samples untouched, or refused where it would be applied
+    wide = _png(img, [4], icc=icc_profile())
+    data = codec.compress(wide, lossless=True)
+    assert np.array_equal(codec.decompress(data), img) and codec.metadata(data)["icc"] == icc_profile()
+    with pytest.raises(ImageError, match="ICC profile"):
+        codec.compress(wide, lossless=True, keep_metadata=False)
     # what it refuses, with the reason
     with pytest.raises(ImageError, match="interlaced"):
         codec.compress(_png(img, [0], interlace=1), lossless=True)

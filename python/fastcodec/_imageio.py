@@ -157,9 +157,10 @@ def _to_srgb(im, icc: bytes):
 
 def _from_array(a: np.ndarray, deep: bool = False):
     if deep and a.dtype == np.uint16:  # lossless / near-lossless 16-bit samples
-        if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3)):
-            return (a if a.ndim == 2 else a[..., 0] if a.shape[2] == 1 else a), (3 if a.ndim == 3 and a.shape[2] == 3
-                                                                                   else 1), None
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[..., 0]
+        if a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3):
+            return a, 1 if a.ndim == 2 else 3, None
         raise ImageError(f"16-bit numpy input must have shape (H, W), (H, W, 1) or (H, W, 3), got {a.shape} "
                          "(16-bit images with an alpha channel are not supported: drop the alpha, or convert "
                          "to uint8)")
@@ -200,10 +201,10 @@ def _png16(data: bytes, im, keep_icc: bool):
     filters undone by the native core. Interlaced and RGBA ones, those whose EXIF orientation is
     not upright, and (keep_icc=False) those whose ICC profile would be applied raise ImageError."""
     import struct
-    import zlib
 
     from . import _core
     from .errors import FormatError
+    from .format import _inflate_exactly
 
     if im.format != "PNG":
         raise ImageError(f"this {im.format} image has 16-bit colour samples, which Pillow reads as 8 bits: pass "
@@ -235,27 +236,22 @@ def _png16(data: bytes, im, keep_icc: bool):
     if orientation not in (None, 1):
         raise ImageError(f"16-bit PNG with EXIF orientation {orientation}: rotate the pixels upright first")
     row = 6 * w
-    want = h * (row + 1)
-    d = zlib.decompressobj()
     try:
-        raw = d.decompress(b"".join(idat), want + 1)
-    except zlib.error as e:
-        raise ImageError(f"cannot decode 16-bit PNG: its image data is damaged ({e})") from None
-    if len(raw) != want:
-        raise ImageError(f"cannot decode 16-bit PNG: its image data inflates to {len(raw)} bytes, not {want}")
-    try:
+        raw = _inflate_exactly(b"".join(idat), h * (row + 1), "image data", f"{h} x (1 + {row})")
         rows = _core.png_unfilter(raw, h, row, 6)
     except FormatError as e:
         raise ImageError(f"cannot decode 16-bit PNG: {e}") from None
     pix = rows.view(">u2").reshape(h, w, 3).astype(np.uint16)
     meta = _metadata(im.info)
     icc = im.info.get("icc_profile")
-    if isinstance(icc, (bytes, bytearray)) and icc and not (is_icc_profile(icc) and bytes(icc[16:20]) == b"RGB "
-                                                            and _like_srgb(icc, b"RGB ")):
-        if not keep_icc or not is_icc_profile(icc) or bytes(icc[16:20]) != b"RGB ":
-            meta["lossy_conversion"] = "has an ICC profile that would have to be applied to 16-bit samples"
-        else:
+    if isinstance(icc, (bytes, bytearray)) and icc:
+        rgb = is_icc_profile(icc) and bytes(icc[16:20]) == b"RGB "
+        if rgb and _like_srgb(icc, b"RGB "):
+            pass  # sRGB already: nothing to store
+        elif rgb and keep_icc:
             meta["icc"] = bytes(icc)
+        else:  # applying a profile would convert the samples (at 8 bits, by Pillow)
+            meta["lossy_conversion"] = "has an ICC profile that would have to be applied to 16-bit samples"
     return pix, 3, None, meta
 
 
