@@ -48,6 +48,18 @@ carray<T> expect(const py::array& a, const char* name, ssize_t ndim) {
     return py::reinterpret_borrow<carray<T>>(a);
 }
 
+// The (rows, width, channels) array a stripe decodes into: a new one, or the caller's `out`
+// (C-contiguous, of that shape, writeable).
+template <typename T>
+carray<T> stripe_out(const py::object& out_obj, int rows, int width, int channels) {
+    if (out_obj.is_none()) return carray<T>({ssize_t(rows), ssize_t(width), ssize_t(channels)});
+    carray<T> out = expect<T>(out_obj, "out", 3);
+    if (out.shape(0) != rows || out.shape(1) != width || out.shape(2) != channels)
+        throw ArgumentError("out must have shape (rows, width, channels)");
+    if (!out.writeable()) throw ArgumentError("out must be writeable");
+    return out;
+}
+
 Tensor run_executor(const Net& n, const float* x, int h, int w, float param, int threads) {
     return n.run(x, h, w, param, threads);
 }
@@ -249,15 +261,7 @@ PYBIND11_MODULE(_core, m) {
                   throw ArgumentError("pixel_decode_stripe: rows and width must be >= 1, channels 1 or 3");
               if (deep) {  // 16-bit samples (flag bit 1)
                   if (mode_bit) throw ArgumentError("pixel_decode_stripe: 16-bit stripes have no mode bit");
-                  py::array_t<uint16_t> out;
-                  if (out_obj.is_none()) {
-                      out = py::array_t<uint16_t>({ssize_t(rows), ssize_t(width), ssize_t(channels)});
-                  } else {
-                      out = expect<uint16_t>(out_obj, "out", 3);
-                      if (out.shape(0) != rows || out.shape(1) != width || out.shape(2) != channels)
-                          throw ArgumentError("out must have shape (rows, width, channels)");
-                      if (!out.writeable()) throw ArgumentError("out must be writeable");
-                  }
+                  carray<uint16_t> out = stripe_out<uint16_t>(out_obj, rows, width, channels);
                   uint16_t* op = out.mutable_data();
                   {
                       py::gil_scoped_release nogil;  // data and out stay alive on this frame
@@ -266,15 +270,7 @@ PYBIND11_MODULE(_core, m) {
                   }
                   return std::move(out);
               }
-              py::array_t<uint8_t> out;
-              if (out_obj.is_none()) {
-                  out = py::array_t<uint8_t>({ssize_t(rows), ssize_t(width), ssize_t(channels)});
-              } else {
-                  out = expect<uint8_t>(out_obj, "out", 3);
-                  if (out.shape(0) != rows || out.shape(1) != width || out.shape(2) != channels)
-                      throw ArgumentError("out must have shape (rows, width, channels)");
-                  if (!out.writeable()) throw ArgumentError("out must be writeable");
-              }
+              carray<uint8_t> out = stripe_out<uint8_t>(out_obj, rows, width, channels);
               uint8_t* op = out.mutable_data();
               {
                   py::gil_scoped_release nogil;  // data and out stay alive on this frame
