@@ -46,7 +46,7 @@ namespace {
 constexpr int kOcBlock = 8;
 constexpr size_t kChunk = 512, kStep = 32;
 constexpr size_t kLanes = 16;  // generic kernel
-constexpr int kIcBlock = 16;  // vector kernels: input channels whose weights stay in L1
+[[maybe_unused]] constexpr int kIcBlock = 16;  // vector kernels: input channels whose weights stay in L1
 static_assert(kConvSlack >= 2 * kLanes + 4, "slack covers a 32-element vector step past a row");
 
 // Geometry of zero-bordered planes: row stride w+2, input planes (h+2) x (w+2), output planes
@@ -383,7 +383,7 @@ std::vector<float> pack_conv_weights(const ConvLayer& L) {
     return packed;
 }
 
-void conv_padded(const ConvLayer& L, const float* packed, const float* in_pad, int h, int w, float* out,
+void conv_padded(const ConvLayer& L, [[maybe_unused]] const float* packed, const float* in_pad, int h, int w, float* out,
                  int threads, size_t out_stride) {
     if (L.k != 1 && L.k != 3) throw ArgumentError("convolution kernels must be 1x1 or 3x3");
     static const Kernel kernel = best_kernel();

@@ -62,7 +62,7 @@ inline int32_t* raw_dst(uint8_t* out, const QConvLayer& L, int w, int y, int x, 
     return reinterpret_cast<int32_t*>(out) + (size_t(y) * size_t(w) + size_t(x)) * size_t(L.cout) + size_t(n0);
 }
 
-inline int32_t load32(const uint8_t* p) {
+[[maybe_unused]] inline int32_t load32(const uint8_t* p) {
     int32_t v;
     std::memcpy(&v, p, 4);
     return v;
