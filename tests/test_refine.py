@@ -41,11 +41,10 @@ def test_refined_file_is_an_ordinary_file(codec):
     base = codec.compress(img, quality=50)
     refined = codec.compress(img, quality=50, effort=2)
     assert refined != base
-    # same model, quality and hyper-latent (so the same coding tables): only the symbols differ
+    # same model, quality and size: only the symbols (and the hyper-latent's) differ
     hb, zb, _ = fmt.parse(base)
     hr, zr, _ = fmt.parse(refined)
     assert (hb.width, hb.height, hb.quality, hb.model_id) == (hr.width, hr.height, hr.quality, hr.model_id)
-    assert bytes(zb) == bytes(zr)
     # deterministic, and every decoder reads it
     assert codec.compress(img, quality=50, effort=2) == refined
     for name in codec.model.decoders:
@@ -151,3 +150,142 @@ def test_rate_gradient_and_normal_cdf():
     ok = r != 0  # |r| has a kink at 0; the gradient there is 0 by convention
     assert np.allclose(got[ok], fd[ok], rtol=3e-3, atol=1e-3)  # the far tail: asymptotic slope
     assert got[~ok] == 0
+
+
+def test_hyper_synthesis_is_the_models():
+    """Effort 3's numpy hyper-synthesis computes the bundle's means (hyper_decoder.onnx) and the
+    log-scales whose bins the C++ scale branch picks, and its vector-Jacobian product is the
+    gradient (float64: finite differences agree to many digits)."""
+    c = fastcodec.Codec()
+    m = c.model
+    hs, _ = m.hyper_refine()
+    rng = np.random.default_rng(1)
+    z = np.rint(rng.standard_normal((1, m.z_offset.shape[0], 3, 5)) * 3).astype(np.float32)
+    mu, s, _ = hs.forward(z[0])
+    (want,) = m.run("hyper_decoder", {"z": z})
+    assert mu.shape == want.shape[1:] == (m.gains.shape[1], 12, 20)
+    assert np.abs(mu - want[0]).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    log_lo, inv_step, nbins = m.grid
+    bins = np.clip(np.rint((s - log_lo) * inv_step), 0, nbins - 1)
+    assert (bins == m.scale_bins(z.astype(np.int32))[0]).mean() > 0.999
+
+    h64 = _refine.HyperSynthesis([(w.reshape(w.shape[0], -1, 3, 3), b, r) for w, b, r in hs.trunk],
+                                 (hs.head[0][:hs.latents].reshape(hs.latents, -1, 3, 3), hs.head[1][:hs.latents]),
+                                 (hs.head[0][hs.latents:].reshape(hs.latents, -1, 3, 3), hs.head[1][hs.latents:]),
+                                 hs.log_lo, hs.log_hi, dtype=np.float64)
+    zc = rng.standard_normal(z.shape[1:]) * 3
+    mu, s, cache = h64.forward(zc)
+    gm, gs = rng.standard_normal(mu.shape), rng.standard_normal(s.shape)
+    g = h64.vjp(cache, gm, gs)
+
+    def f(zz):
+        a, b, _ = h64.forward(zz)
+        return float((a * gm).sum() + (b * gs).sum())
+
+    for _ in range(3):
+        v = rng.standard_normal(zc.shape)
+        fd = (f(zc + 1e-6 * v) - f(zc - 1e-6 * v)) / 2e-6
+        assert fd == pytest.approx(float((g * v).sum()), rel=1e-5)
+
+
+def test_hyper_rate_reads_the_tables():
+    """The hyper-latent's rate at integers is -log2 of the coding tables' pmf; between them it is
+    linear; outside a table it is large and grows outwards."""
+    c = fastcodec.Codec()
+    m, t = c.model, c.model.tables
+    _, rate = m.hyper_refine()
+    n = m.z_offset.shape[0]
+    z = m.z_offset[:, None, None] + np.array([-1, 0, 2])[None, None, :]  # (N, 1, 3) around each mode
+    z = z.astype(np.float32)
+    bits, slope = rate(z, np.zeros_like(z))
+    want = 0.0
+    for ch in range(n):
+        g = m.z_group[ch]
+        p = t["z_pmf"][t["z_pmf_off"][g]:t["z_pmf_off"][g + 1]]
+        for v in z[ch, 0]:
+            want += -math.log2(max(p[int(v) - m.z_offset[ch] - t["z_pmf_vmin"][g]], 1e-12))
+    assert bits == pytest.approx(want, rel=1e-9)
+    half, _ = rate(z, np.full_like(z, 0.5))
+    up, _ = rate(z + 1, np.zeros_like(z))
+    assert half == pytest.approx(0.5 * (bits + up), rel=1e-9)
+    far, far_slope = rate(z + 1000, np.zeros_like(z))
+    assert far > 3 * n * 40 and (far_slope > 0).all()
+    assert (rate(z - 1000, np.zeros_like(z))[1] < 0).all()
+
+
+def test_rate_gradient_in_the_log_scale():
+    r = np.array([-3.3, -1.0, -0.2, 0.0, 0.4, 1.0, 2.5, 6.0])
+    s = np.array([0.11, 0.5, 1.0, 2.0, 3.0, 0.8, 10.0, 1.5])
+
+    def bits(ls):
+        ss = np.exp(ls)
+        a = np.abs(r)
+        p = np.array([0.5 * (math.erfc(-(0.5 - ai) / si / math.sqrt(2)) - math.erfc(-(-0.5 - ai) / si / math.sqrt(2)))
+                      for ai, si in zip(a, ss)])
+        return -np.log2(p)
+
+    h = 1e-5
+    fd = (bits(np.log(s) + h) - bits(np.log(s) - h)) / (2 * h)
+    assert np.allclose(_refine._rate_grad_log_scale(r, s), fd, rtol=3e-3, atol=1e-3)
+
+
+def test_effort_refines_the_hyper_latent(codec, monkeypatch):
+    """Effort 2 and 3 move the hyper-latent too (the file's hyper-latent section differs), for a
+    lower rate-distortion cost than refining the latents alone (as 0.16 did); the result is an
+    ordinary file; in tiles too."""
+    img = synthetic(128, 192, seed=11)
+    e1 = codec.compress(img, quality=30)
+    e2 = codec.compress(img, quality=30, effort=2)
+    e3 = codec.compress(img, quality=30, effort=3)
+    assert bytes(fmt.parse(e3)[1]) != bytes(fmt.parse(e1)[1])
+    assert bytes(fmt.parse(e2)[1]) != bytes(fmt.parse(e1)[1])
+    assert rd_cost(codec, img, e3) < rd_cost(codec, img, e2) < rd_cost(codec, img, e1)
+    with monkeypatch.context() as mp:
+        mp.setitem(_refine.JOINT, 3, False)
+        alone = codec.compress(img, quality=30, effort=3)
+    assert bytes(fmt.parse(alone)[1]) == bytes(fmt.parse(e1)[1])
+    assert rd_cost(codec, img, e3) < rd_cost(codec, img, alone)
+    assert codec.compress(img, quality=30, effort=3) == e3  # deterministic
+    import fastcodec.codec as C
+    monkeypatch.setattr(C, "REFINE_TILE", 4)
+    monkeypatch.setattr(C, "REFINE_TILE_MAX", 4)
+    t2 = codec.compress(img, quality=30, effort=2)
+    t3 = codec.compress(img, quality=30, effort=3)
+    assert bytes(fmt.parse(t3)[1]) != bytes(fmt.parse(e1)[1])
+    assert codec.decompress(t3).shape == img.shape
+    assert rd_cost(codec, img, t3) < rd_cost(codec, img, t2) < rd_cost(codec, img, e1)
+
+
+def test_tiles_keep_the_means_under_refined_tiles(codec, monkeypatch):
+    """In tiles, effort 3 moves only hyper-latent elements that do not change the means and
+    scales under the latents of the tiles refined before: the symbols of the first tile, coded
+    with the final hyper-latent, are those its refinement chose."""
+    import fastcodec.codec as C
+    monkeypatch.setattr(C, "REFINE_TILE", 16)
+    monkeypatch.setattr(C, "REFINE_TILE_MAX", 16)
+    monkeypatch.setitem(_refine.EFFORT_STEPS, 3, 4)
+    seen = []
+    real = _refine.refine_joint
+
+    def spy(*a, **k):
+        u, v = real(*a, **k)
+        seen.append((k["offset"], k["free"].copy(), a[2].copy(), v.copy()))
+        return u, v
+
+    monkeypatch.setattr(_refine, "refine_joint", spy)
+    img = synthetic(512, 384, seed=12)
+    data = codec.compress(img, quality=40, effort=3)
+    assert len(seen) == 2 * 2  # 32 x 24 latents in tiles of 16
+    moved = sum(int((np.rint(v) != np.rint(z))[:, :, ~f[0, 0]].sum()) for _, f, z, v in seen)
+    assert moved == 0  # the elements a tile may not move stay where they were
+    assert all((np.rint(v) != np.rint(z)).any() for _, f, z, v in seen)
+    # the second row of tiles moves no hyper-latent row within 2 of the first row's latents
+    # (rows 0..15, hyper-latent rows 0..3): its window starts at hyper-latent row 0
+    (oy, _), f, _, _ = seen[2]
+    za0 = (16 - oy) // 4
+    assert f[0, 0].any() and not f[0, 0, :6 - za0].any()
+    # ... and the second tile of a row none within 2 columns of the first tile's
+    (_, ox), f, _, _ = seen[1]
+    zb0 = (16 - ox) // 4
+    assert f[0, 0].any() and not f[0, 0, :, :6 - zb0].any()
+    assert codec.decompress(data).shape == img.shape

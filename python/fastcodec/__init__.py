@@ -22,7 +22,7 @@ from .codec import Codec, FileInfo
 from .errors import (ArgumentError, FastcodecError, FormatError, ImageError, LimitError, ModelError,
                      ResourceError)
 
-__version__ = "0.16.0"
+__version__ = "0.17.0"
 
 from ._pillow import register as _register_pillow  # noqa: E402
 

@@ -123,6 +123,7 @@ class Model:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _verified: dict = field(default_factory=dict)  # (kind, name) -> graph whose SHA-256 checked
     _bitexact: object = None
+    _hyper_refine: object = None
 
     @property
     def decode_only(self) -> bool:
@@ -297,6 +298,33 @@ class Model:
         spec = self.meta.get(key)
         ok = isinstance(spec, dict) and spec.get("graph") == graph and isinstance(spec.get("sha256"), str)
         return spec if ok else None
+
+    def hyper_refine(self):
+        """(hyper-synthesis, hyper-latent rate) in numpy for effort 2 and 3's refinement of the
+        hyper-latent (_refine.py), built once: the hyper-synthesis from the mean branch of
+        hyper_decoder.onnx and the scale branch of the tables, the rate from the tables' pmfs."""
+        hr = self._hyper_refine
+        if hr is None:
+            from . import _refine
+            from ._bitexact import _Graph, _chain_ops
+            t = self.tables
+            with self._lock:
+                hr = self._hyper_refine
+                if hr is None:
+                    try:
+                        ops = _chain_ops(_Graph(self.path / "hyper_decoder.onnx"), "z", "mu",
+                                         slice_first=self.gains.shape[1])
+                        log_lo, inv_step, nbins = self.grid
+                        hs = _refine.HyperSynthesis([(o[1], o[2], o[3]) for o in ops[:-1]],
+                                                    (ops[-1][1], ops[-1][2]), (t["hs_w2"], t["hs_b2"]),
+                                                    log_lo, log_lo + (nbins - 1) / inv_step)
+                        hr = (hs, _refine.HyperRate(t["z_pmf"], t["z_pmf_off"], t["z_pmf_vmin"],
+                                                    self.z_offset, self.z_group))
+                    except (OSError, ValueError, KeyError, IndexError) as e:
+                        raise ModelError(f"model {self.path.name}: effort 2 and 3 cannot read its "
+                                         f"hyper-synthesis ({e})") from None
+                    self._hyper_refine = hr
+        return hr
 
     def check_refine(self) -> str:
         """The synthesis gradient graph, its file verified against model.json's SHA-256

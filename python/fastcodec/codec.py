@@ -32,6 +32,11 @@ HYPER_TILE, HYPER_TILE_MAX = 32, 40
 # activations and their gradients take about 3x the synthesis's memory). Measured at 4 MP,
 # 2 threads, effort 2, alone in a process: peak RSS 834 MiB, as at effort 1 (838 MiB).
 REFINE_TILE, REFINE_TILE_MAX = 32, 48
+# Refining the hyper-latent in tiles (see Codec._refine): the hyper-latent margin around a tile's window that its
+# hyper-synthesis sees (the hyper-synthesis reaches 1.75 hyper-latent pixels), and how far from
+# the tiles already refined the hyper-latent stays fixed (a moved element changes the means up
+# to 7 latents away, under 2 hyper-latent pixels).
+Z_MARGIN, Z_MARGIN_FREE = 3, 2
 
 
 # Latent chunks: the encoder splits the latent channels into independently decodable chunks of
@@ -508,8 +513,12 @@ class Codec:
         mu = np.ascontiguousarray(_hyper(m, "hyper_decoder", z_int.astype(np.float32)))
         bins = m.scale_bins(z_int)
         if effort > 1:
-            # the hyper-latent (so the means and coding tables) stays; only the symbols change
-            u = self._refine(m, y_g, mu, bins, igain, quality, pixels, effort)
+            u, z_new = self._refine(m, y_g, z, mu, bins, igain, quality, pixels, effort)
+            if z_new is not None:
+                # the hyper-latent was refined too: the means and coding tables follow it
+                z_int = z_new
+                mu = np.ascontiguousarray(_hyper(m, "hyper_decoder", z_int.astype(np.float32)))
+                bins = m.scale_bins(z_int)
             r = _core.quantize_latent(u, np.ones_like(gain), mu)
         else:
             del y_g
@@ -518,17 +527,23 @@ class Codec:
         z_groups = np.repeat(m.z_group, z_int.shape[2] * z_int.shape[3])
         return r, bins, z_sym, z_groups
 
-    def _refine(self, m: Model, y_g, mu, bins, igain, quality: float, pixels: np.ndarray, effort: int) -> np.ndarray:
+    def _refine(self, m: Model, y_g, z, mu, bins, igain, quality: float, pixels: np.ndarray, effort: int):
         """Latent refinement (see _refine.py): gained latents whose rounding codes the image at a
-        lower lambda * distortion + rate. Images beyond REFINE_TILE_MAX latents on a side refine
-        tile by tile (REFINE_TILE latents with the synthesis's HALO), so memory stays bounded; a
-        tile's halo sees the already refined latents of the tiles before it, and only its own
-        latents are kept."""
+        lower lambda * distortion + rate, and the integer hyper-latent to code them with (None:
+        the one the analysis gave, z rounded). Images beyond REFINE_TILE_MAX latents on a side
+        refine tile by tile (REFINE_TILE latents with the synthesis's HALO), so memory stays
+        bounded; a tile's halo sees the already refined latents of the tiles before it, and only
+        its own latents are kept. Where the hyper-latent is refined as well (_refine.JOINT), a
+        tile moves the hyper-latent elements under its own latents, except those within
+        Z_MARGIN_FREE of the tiles before it (above and to the left), whose means and scales
+        must not change under their refined latents; so every tile's latents are refined
+        against the means and scales they are coded with."""
         graph = m.check_refine()
         session = m.session(graph)
         sigma = m.bin_scales(bins)
         lam = m.lam(quality)
         steps, lr = _refine.EFFORT_STEPS[effort], _refine.LEARNING_RATE[effort]
+        joint = bool(_refine.JOINT.get(effort))
         extra = {}
         if "pf" in {i.name for i in session.get_inputs()}:
             # the graph includes the post-filter: aim at the pixels a default decoder makes (the
@@ -543,6 +558,10 @@ class Codec:
         small = hy <= REFINE_TILE_MAX and wy <= REFINE_TILE_MAX
         grid = [((0, hy, 0, hy), (0, wy, 0, wy), True)] if small else _tile_grid(hy, wy, REFINE_TILE)
         out = y_g.copy()
+        if joint:
+            hyper, zrate = m.hyper_refine()
+            zc = z.astype(np.float32, copy=True)
+            zh, zw = zc.shape[2:]
         for k, ((ty0, ty1, a0, a1), (tx0, tx1, b0, b1), last) in enumerate(grid):
             view = pixels[a0 * f:min(a1 * f, h), b0 * f:min(b1 * f, w)]
             x = _core.pixels_to_tensor(view, (a1 - a0) * f, (b1 - b0) * f)
@@ -554,9 +573,24 @@ class Codec:
                 return session.run(None, {"y": yq, "x": xt, "m": mt, **extra}, opts)
 
             win = (slice(None), slice(None), slice(a0, a1), slice(b0, b1))
-            u = _refine.refine(run_vjp, out[win], mu[win], sigma[win], igain, x, mask, lam, steps, lr, seed=k)
+            if joint:
+                # the hyper-latent under the window and a margin beyond the hyper-synthesis's reach
+                za0, za1 = max(0, a0 // 4 - Z_MARGIN), min(zh, -(-a1 // 4) + Z_MARGIN)
+                zb0, zb1 = max(0, b0 // 4 - Z_MARGIN), min(zw, -(-b1 // 4) + Z_MARGIN)
+                free = np.zeros((1, 1, za1 - za0, zb1 - zb0), bool)
+                r0 = -(-(ty0 + (4 * Z_MARGIN_FREE if ty0 else 0)) // 4)  # first hyper-latent row it may move
+                c0 = -(-(tx0 + (4 * Z_MARGIN_FREE if tx0 else 0)) // 4)
+                r1, c1 = ty1 // 4, tx1 // 4  # ... up to the last one wholly under its own latents
+                if r1 > r0 and c1 > c0:
+                    free[..., r0 - za0:r1 - za0, c0 - zb0:c1 - zb0] = True
+                u, v = _refine.refine_joint(run_vjp, out[win], zc[:, :, za0:za1, zb0:zb1], hyper, zrate, igain, x,
+                                            mask, lam, steps, lr, _refine.Z_LEARNING_RATE, seed=k, free=free,
+                                            offset=(a0 - 4 * za0, b0 - 4 * zb0))
+                zc[:, :, za0:za1, zb0:zb1] = v
+            else:
+                u = _refine.refine(run_vjp, out[win], mu[win], sigma[win], igain, x, mask, lam, steps, lr, seed=k)
             out[:, :, ty0:ty1, tx0:tx1] = u[:, :, ty0 - a0:ty1 - a0, tx0 - b0:tx1 - b0]
-        return out
+        return out, (np.rint(zc).astype(np.int32) if joint else None)
 
     def compress(self, src, quality: float | None = None, target_bpp: float | None = None,
                  target_size: int | None = None, keep_metadata: bool = True, exact: bool = False,
