@@ -230,7 +230,7 @@ def main(argv=None):
                     "ships a fast encoder, fastcodec-int8enc for an int8 one, fastcodec-int8, -mixed or -float for its "
                     "other decoders, fastcodec-nofilter without its post-filter, fastcodec-e2 at encoder effort 2 "
                     "where it has the refinement graph), jpeg, webp, avif6, avif2, jxl7, jpeg2000; also "
-                    "known: fastcodec-e3 (effort 3: about 40 s per Kodak image and point on one core)")
+                    "known: fastcodec-e3 (effort 3: about 75 s per Kodak image and point on one core)")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N images")
     ap.add_argument("--no-msssim", action="store_true", help="skip MS-SSIM (faster)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (each codec "

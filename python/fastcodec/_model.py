@@ -300,7 +300,7 @@ class Model:
         return spec if ok else None
 
     def hyper_refine(self):
-        """(hyper-synthesis, hyper-latent rate) in numpy for effort 2 and 3's refinement of the
+        """(hyper-synthesis, hyper-latent rate) in numpy for effort 3's refinement of the
         hyper-latent (_refine.py), built once: the hyper-synthesis from the mean branch of
         hyper_decoder.onnx and the scale branch of the tables, the rate from the tables' pmfs."""
         hr = self._hyper_refine
@@ -321,7 +321,7 @@ class Model:
                         hr = (hs, _refine.HyperRate(t["z_pmf"], t["z_pmf_off"], t["z_pmf_vmin"],
                                                     self.z_offset, self.z_group))
                     except (OSError, ValueError, KeyError, IndexError) as e:
-                        raise ModelError(f"model {self.path.name}: effort 2 and 3 cannot read its "
+                        raise ModelError(f"model {self.path.name}: effort 3 cannot read its "
                                          f"hyper-synthesis ({e})") from None
                     self._hyper_refine = hr
         return hr

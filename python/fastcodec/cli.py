@@ -121,8 +121,9 @@ def build_parser():
                    "offers (see 'fastcodec models'; 'fast' and its int8 version 'int8' trade some "
                    "compression for encode speed)")
     c.add_argument("--effort", type=_effort, default=1, help="1 (default): code the analysis transform's "
-                   "latents as they come; 2 and 3: refine them for each image first, about 7 and 21 s per "
-                   "Kodak-size image on 2 cores, for about 7 %% and 10 %% fewer bits at the same PSNR (decoding is unchanged)")
+                   "latents as they come; 2 and 3: refine them for each image first (3: the hyper-latent too), about 7 "
+                   "and 38 s per Kodak-size image on 2 cores, for about 7 %% and 11 %% fewer bits at the same PSNR "
+                   "(decoding is unchanged)")
     c.add_argument("--strip-metadata", action="store_true", help="drop the inputs' EXIF, XMP and ICC profile (kept "
                    "by default; the EXIF orientation is always applied to the pixels, a dropped ICC profile "
                    "too: the colours are converted to sRGB)")
@@ -161,7 +162,7 @@ def build_parser():
     sv.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (default 50 MB)")
     sv.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image (default 50 MP)")
     sv.add_argument("--max-effort", type=_effort, default=1, help="highest effort a request may ask for "
-                    "(default 1: effort 2 and 3 cost 40 and 120 times the encode time)")
+                    "(default 1: effort 2 and 3 cost about 40 and 240 times the encode time)")
 
     m = sub.add_parser("models", help="list the shipped models",
                        description="List the model bundles shipped with this installation: the default "

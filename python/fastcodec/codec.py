@@ -626,8 +626,9 @@ class Codec:
         coded as given either way.
         ``effort``: 1 (default) codes the analysis transform's latents as they come; 2 and 3
         refine them for the image first (gradient steps on lambda * distortion + rate through
-        the synthesis transform, see _refine.py): 12 and 40 steps, about 7 and 21 s for a Kodak
-        image on 2 cores, for about 7 % and 10 % fewer bits at the same PSNR (BD-rate on Kodak).
+        the synthesis transform, see _refine.py; effort 3 moves the hyper-latent too): 12 and 60
+        steps, about 7 and 38 s for a Kodak image on 2 cores, for about 7 % and 11 % fewer bits
+        at the same PSNR (BD-rate on Kodak).
         The files are ordinary files of the same model: every decoder reads them, no slower.
         With ``target_bpp``/``target_size`` the search runs at effort 1 and the refinement once,
         at the quality found (the result then usually comes out a little below the budget; if
