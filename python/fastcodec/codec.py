@@ -32,10 +32,10 @@ HYPER_TILE, HYPER_TILE_MAX = 32, 40
 # activations and their gradients take about 3x the synthesis's memory). Measured at 4 MP,
 # 2 threads, effort 2, alone in a process: peak RSS 834 MiB, as at effort 1 (838 MiB).
 REFINE_TILE, REFINE_TILE_MAX = 32, 48
-# Refining the hyper-latent in tiles (see Codec._refine): the hyper-latent margin around a tile's window that its
-# hyper-synthesis sees (the hyper-synthesis reaches 1.75 hyper-latent pixels), and how far from
-# the tiles already refined the hyper-latent stays fixed (a moved element changes the means up
-# to 7 latents away, under 2 hyper-latent pixels).
+# Refining the hyper-latent in tiles (effort 3, see Codec._refine): the hyper-latent margin
+# around a tile's window that its hyper-synthesis sees (the hyper-synthesis reaches 1.75
+# hyper-latent pixels), and how far from the tiles already refined the hyper-latent stays fixed
+# (a moved element changes the means up to 7 latents away, under 2 hyper-latent pixels).
 Z_MARGIN, Z_MARGIN_FREE = 3, 2
 
 
