@@ -95,22 +95,11 @@ def refine(run_vjp, y_g: np.ndarray, mu: np.ndarray, sigma: np.ndarray, igain: n
     dscale = np.float32(lam * 255.0 ** 2 * 2.0 / 3.0)  # d/dx of lam*255^2*MSE per pixel, in bits
     for it in range(steps):
         tau = max(_TAU_START * math.exp(-_TAU_DECAY * it / steps), _TAU_END)
-        d = u - mu
-        fl = np.floor(d)
-        a = d - fl  # in [0, 1)
-        ac = np.minimum(a, 1 - _EPS)
-        bc = np.minimum(1 - a, 1 - _EPS)
-        # logits of rounding down / up, Gumbel noise, then a two-way softmax
-        logit = (np.arctanh(ac) - np.arctanh(bc)) / tau
-        gum = rng.gumbel(size=(2,) + u.shape).astype(np.float32)
-        pc = 1.0 / (1.0 + np.exp(-np.clip(logit + gum[1] - gum[0], -60.0, 60.0)))
+        fl, pc, dpc = _soft_round(u - mu, tau, rng.gumbel(size=(2,) + u.shape).astype(np.float32))
         rq = fl + pc
         grad, _ = run_vjp(np.ascontiguousarray((rq + mu) * ig, dtype=np.float32), target, mask)
         g_r = dscale * grad * ig + _rate_grad(rq, sigma)
-        # d rq / d u: through the soft weight only (floor is piecewise constant)
-        dlogit = (np.where(a < 1 - _EPS, 1.0 / (1.0 - ac * ac), 0.0)
-                  + np.where(1 - a < 1 - _EPS, 1.0 / (1.0 - bc * bc), 0.0)) / tau
-        g = (g_r * pc * (1.0 - pc) * dlogit).astype(np.float32)
+        g = (g_r * dpc).astype(np.float32)
         m1 = b1 * m1 + (1 - b1) * g
         m2 = b2 * m2 + (1 - b2) * g * g
         mh = m1 / (1 - b1 ** (it + 1))
@@ -264,9 +253,12 @@ def _rate_grad_log_scale(r: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 
 def _soft_round(d: np.ndarray, tau: float, gum: np.ndarray):
-    """SGA's soft rounding of d: (floor, weight of rounding up, d weight / d d)."""
+    """SGA's soft rounding of d at temperature tau with Gumbel noise gum (2, *d.shape): (floor,
+    weight of rounding up, d weight / d d). The logits of rounding down and up, plus the noise,
+    go through a two-way softmax; the derivative runs through the soft weight only (the floor
+    is piecewise constant)."""
     fl = np.floor(d)
-    a = d - fl
+    a = d - fl  # in [0, 1)
     ac = np.minimum(a, 1 - _EPS)
     bc = np.minimum(1 - a, 1 - _EPS)
     logit = (np.arctanh(ac) - np.arctanh(bc)) / tau
