@@ -67,7 +67,7 @@ def run(m, x, level, lam, steps, lr, joint, seed=0, zlr=None):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return evaluate(m, uy.detach(), uz.detach(), igain, x, lam), (y, z0, igain)
+    return evaluate(m, uy.detach(), uz.detach(), igain, x, lam)
 
 
 def main():
@@ -103,8 +103,8 @@ def main():
                 y = m.g_a(x).float() * gain
                 z0 = torch.round(m.h_a(y).float())
             base = evaluate(m, y, z0, igain, x, lam)
-            ry, _ = run(m, x, level, lam, args.steps, args.lr, False)
-            ryz, _ = run(m, x, level, lam, args.steps, args.lr, True, zlr=args.zlr)
+            ry = run(m, x, level, lam, args.steps, args.lr, False)
+            ryz = run(m, x, level, lam, args.steps, args.lr, True, zlr=args.zlr)
             tot["none"].append(base[0]); tot["y"].append(ry[0]); tot["yz"].append(ryz[0])
             print(f"{name} q{q:g}: none {base[0]:.4f} ({base[1]:.4f} bpp {base[2]:.2f} dB z {base[3]:.4f}) | "
                   f"y {ry[0]:.4f} ({ry[1]:.4f} {ry[2]:.2f} z {ry[3]:.4f}) {100*(ry[0]/base[0]-1):+.2f}% | "

@@ -91,7 +91,6 @@ def refine(run_vjp, y_g: np.ndarray, mu: np.ndarray, sigma: np.ndarray, igain: n
     u = y_g.astype(np.float32, copy=True)
     m1 = np.zeros_like(u)
     m2 = np.zeros_like(u)
-    b1, b2 = 0.9, 0.999
     dscale = np.float32(lam * 255.0 ** 2 * 2.0 / 3.0)  # d/dx of lam*255^2*MSE per pixel, in bits
     for it in range(steps):
         tau = max(_TAU_START * math.exp(-_TAU_DECAY * it / steps), _TAU_END)
@@ -99,16 +98,23 @@ def refine(run_vjp, y_g: np.ndarray, mu: np.ndarray, sigma: np.ndarray, igain: n
         rq = fl + pc
         grad, _ = run_vjp(np.ascontiguousarray((rq + mu) * ig, dtype=np.float32), target, mask)
         g_r = dscale * grad * ig + _rate_grad(rq, sigma)
-        g = (g_r * dpc).astype(np.float32)
-        m1 = b1 * m1 + (1 - b1) * g
-        m2 = b2 * m2 + (1 - b2) * g * g
-        mh = m1 / (1 - b1 ** (it + 1))
-        vh = m2 / (1 - b2 ** (it + 1))
-        u -= (lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+        _adam_step(u, (g_r * dpc).astype(np.float32), m1, m2, lr, it)
     return u
 
 
-# -- the hyper-latent too (refine_joint, effort 2 and 3 since 0.17) --------------------------------
+def _adam_step(x: np.ndarray, g: np.ndarray, m1: np.ndarray, m2: np.ndarray, lr: float, it: int):
+    """One Adam step (beta 0.9, 0.999) on x at step it (from 0), in place, as are its moments."""
+    b1, b2 = 0.9, 0.999
+    m1 *= b1
+    m1 += (1 - b1) * g
+    m2 *= b2
+    m2 += (1 - b2) * g * g
+    mh = m1 / (1 - b1 ** (it + 1))
+    vh = m2 / (1 - b2 ** (it + 1))
+    x -= (lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+
+
+# -- the hyper-latent too (refine_joint, effort 3 since 0.17) ---------------------------------------
 #
 # Refining the latents alone leaves the hyper-latent z where the hyper-analysis put it, and with
 # it the means and scales the latents are coded with. refine_joint moves z as well, by the same
@@ -284,7 +290,6 @@ def refine_joint(run_vjp, y_g: np.ndarray, z: np.ndarray, hyper: HyperSynthesis,
     u = y_g.astype(np.float32, copy=True)
     v = z.astype(np.float32, copy=True)
     adam = [[np.zeros_like(u), np.zeros_like(u)], [np.zeros_like(v), np.zeros_like(v)]]
-    b1, b2 = 0.9, 0.999
     dscale = np.float32(lam * 255.0 ** 2 * 2.0 / 3.0)
     hy, wy = u.shape[2:]
     oy, ox = offset
@@ -312,12 +317,6 @@ def refine_joint(run_vjp, y_g: np.ndarray, z: np.ndarray, hyper: HyperSynthesis,
         g_z = hyper.vjp(cache, g_mu, g_s)
         _, g_zr = zrate(zf, zp)
         g_v = ((g_z + g_zr) * zd)[None].astype(np.float32) * keep
-        for (m1, m2), x, g, rate in ((adam[0], u, g_u, lr), (adam[1], v, g_v, zlr)):
-            m1 *= b1
-            m1 += (1 - b1) * g
-            m2 *= b2
-            m2 += (1 - b2) * g * g
-            mh = m1 / (1 - b1 ** (it + 1))
-            vh = m2 / (1 - b2 ** (it + 1))
-            x -= (rate * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+        _adam_step(u, g_u, *adam[0], lr, it)
+        _adam_step(v, g_v, *adam[1], zlr, it)
     return u, v
